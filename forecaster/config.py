@@ -1,0 +1,83 @@
+"""Service settings: defaults, FORECASTER_* environment variables, then command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forecaster.errors import InvalidArgumentError
+
+ENV_PREFIX = "FORECASTER_"
+
+
+def default_db_url() -> str:
+    """SQLite in the user's data directory (e.g. ~/.local/share/forecaster/forecaster.db)."""
+    import platformdirs
+
+    return f"sqlite:///{Path(platformdirs.user_data_dir('forecaster')) / 'forecaster.db'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `forecaster serve` can be told. Each field is also FORECASTER_<NAME>."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    db: str = ""  # empty: default_db_url()
+    max_points_per_batch: int = 10_000
+    max_message_bytes: int = 4 * 1024 * 1024
+    workers: int = 8  # threads for engine work (fits, store writes) off the event loop
+    forecast_cache_size: int = 10_000
+    grace_s: float = 10.0  # how long in-flight RPCs may drain on shutdown
+    auth_token: str = ""  # when set, every RPC needs "authorization: Bearer <token>"
+    log_level: str = "INFO"
+    log_format: str = "json"  # "json" or "text"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise InvalidArgumentError(f"port must be in [0, 65535]; got {self.port}.")
+        for name in ("max_points_per_batch", "max_message_bytes", "workers"):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.log_format not in ("json", "text"):
+            raise InvalidArgumentError(
+                f"log_format must be 'json' or 'text'; got {self.log_format!r}."
+            )
+
+    @property
+    def db_url(self) -> str:
+        return self.db or default_db_url()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then FORECASTER_* variables, then the non-None overrides (CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise InvalidArgumentError(
+                    f"{ENV_PREFIX}{f.name.upper()} must be a {kind.__name__}; got {raw!r}."
+                ) from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(flag/field, environment variable, default) rows for the README and `serve --help`."""
+    return [
+        (f.name, ENV_PREFIX + f.name.upper(), repr(f.default)) for f in dataclasses.fields(Settings)
+    ]

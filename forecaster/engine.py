@@ -1,0 +1,265 @@
+"""The application: studies, runs, ingest, a forecast cache, decisions. No transport here.
+
+The server (gRPC) and the demo call the Engine; the Engine calls the Store, the forecasters
+and the policies. Forecasts are cached per run and keyed by the run's last stored step, so a
+GetDecision after a ReportMetrics costs one small read; any replica recomputes the same
+forecast and decision from the store alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from forecaster import models, policies
+from forecaster.curves import Curve, LrSchedule, Points
+from forecaster.errors import InvalidArgumentError
+from forecaster.models import Forecaster, Prediction
+from forecaster.models.prediction import ForecastSummary, summarize
+from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
+from forecaster.store import Run, RunSpec, RunState, Store, Study, StudySpec, curve_of
+
+log = logging.getLogger("forecaster.engine")
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    decision: Decision
+    n_stored: int
+    run: Run
+
+
+@dataclass(frozen=True)
+class _StudyEntry:
+    study: Study
+    forecaster: Forecaster
+    policy: StoppingPolicy
+
+    @property
+    def context(self) -> StudyContext:
+        spec = self.study.spec
+        return StudyContext(spec.name, spec.direction, spec.max_step, spec.target)
+
+
+@dataclass(frozen=True)
+class _RunEntry:
+    """A run's curve with the forecast and decision made on it (keyed by curve.last_step)."""
+
+    curve: Curve
+    prediction: Prediction | None
+    decision: Decision
+
+
+class Engine:
+    """Ingest -> forecast cache -> decide.
+
+    Args:
+        store: where studies, runs and points live.
+        cache_size: runs whose curve and forecast are kept in memory.
+        clock: injected for tests; seconds since the epoch.
+    """
+
+    def __init__(
+        self, store: Store, *, cache_size: int = 10_000, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._studies: dict[str, _StudyEntry] = {}
+        self._runs: OrderedDict[tuple[str, str], _RunEntry] = OrderedDict()
+
+    # -- studies and runs -------------------------------------------------------------------
+
+    def create_study(self, spec: StudySpec) -> tuple[Study, bool]:
+        """Validates forecaster and policy settings, then creates (idempotently)."""
+        models.check_name(spec.forecaster)
+        policy = policies.create(spec.policy, spec.policy_params)
+        grace = spec.policy_params.get("grace_steps")
+        if spec.max_step and isinstance(grace, int | float) and grace > spec.max_step:
+            raise InvalidArgumentError(
+                f"policy setting grace_steps={grace} is beyond the study budget "
+                f"max_step={spec.max_step}; no run could ever be judged."
+            )
+        study, created = self.store.create_study(spec)
+        with self._lock:
+            self._studies[spec.name] = _StudyEntry(study, models.create(spec.forecaster), policy)
+        return study, created
+
+    def _study(self, name: str) -> _StudyEntry:
+        with self._lock:
+            entry = self._studies.get(name)
+        if entry is None:
+            study = self.store.get_study(name)  # studies never change once created
+            entry = _StudyEntry(
+                study,
+                models.create(study.spec.forecaster),
+                policies.create(study.spec.policy, study.spec.policy_params),
+            )
+            with self._lock:
+                self._studies[name] = entry
+        return entry
+
+    def get_study(self, name: str) -> Study:
+        return self.store.get_study(name)
+
+    def list_studies(self) -> list[Study]:
+        return self.store.list_studies()
+
+    def start_run(self, study: str, spec: RunSpec) -> tuple[Run, bool]:
+        return self.store.start_run(study, spec)
+
+    def get_run(self, study: str, run: str) -> Run:
+        return self.store.get_run(study, run)
+
+    def list_runs(self, study: str, state: RunState | None = None) -> list[Run]:
+        return self.store.list_runs(study, state=state)
+
+    def finish_run(self, study: str, run: str, state: RunState) -> Run:
+        return self.store.finish_run(study, run, state)
+
+    # -- ingest and decisions ---------------------------------------------------------------
+
+    def report(
+        self, study: str, run: str, points: Points, lr_schedule: LrSchedule | None = None
+    ) -> ReportResult:
+        """Stores a batch atomically, then returns the run's decision on its new curve."""
+        entry = self._study(study)
+        result = self.store.append_points(study, run, points, lr_schedule)
+        key = (study, run)
+        with self._lock:
+            cached = self._runs.get(key)
+        curve: Curve | None = None
+        if (
+            cached is not None
+            and result.n_stored
+            and cached.curve.last_step == result.previous_last_step
+            and lr_schedule is None
+        ):
+            old = cached.curve
+            new = result.new_points
+            lr = None
+            if old.lr is not None or not np.isnan(new.lr).all():
+                old_lr = old.lr if old.lr is not None else np.full(len(old), np.nan)
+                lr = np.concatenate([old_lr, new.lr])
+            curve = Curve(
+                np.concatenate([old.steps, new.steps]),
+                np.concatenate([old.values, new.values]),
+                old.direction,
+                old.max_step,
+                lr,
+                old.target,
+                old.schedule,
+            )
+        elif (
+            cached is not None
+            and cached.curve.last_step == result.run.last_step
+            and (lr_schedule is None)
+        ):
+            return ReportResult(cached.decision, result.n_stored, result.run)
+        run_entry = self._evaluate(entry, result.run, curve)
+        return ReportResult(run_entry.decision, result.n_stored, result.run)
+
+    def decision(self, study: str, run: str) -> Decision:
+        """The current decision; recomputed only when the run has new points."""
+        return self._current(study, run)[1].decision
+
+    def forecast(
+        self,
+        study: str,
+        run: str,
+        at_steps: Sequence[int] = (),
+        quantile_levels: Sequence[float] = (),
+        path_points: int = 0,
+    ) -> tuple[ForecastSummary, ForecastSummary | None]:
+        """The run's predictive distribution at at_steps (default: its budget)."""
+        study_entry, run_entry = self._current(study, run)
+        if run_entry.prediction is None:
+            raise InvalidArgumentError(
+                f"run {run!r} of study {study!r} has no points yet: report some first."
+            )
+        curve = run_entry.curve
+        steps = list(at_steps) or self._default_steps(curve, f"run {run!r}")
+        summary = summarize(run_entry.prediction, steps, quantile_levels, curve.target)
+        path = None
+        if path_points < 0 or path_points > 1000:
+            raise InvalidArgumentError(f"path_points must be in [0, 1000]; got {path_points}.")
+        if path_points:
+            end = max(max(steps), curve.last_step)
+            grid = np.unique(np.linspace(curve.last_step, end, path_points).round().astype(int))
+            path = summarize(run_entry.prediction, grid.tolist(), quantile_levels, None)
+        return summary, path
+
+    def forecast_curve(
+        self,
+        curve: Curve,
+        forecaster: str = "",
+        at_steps: Sequence[int] = (),
+        quantile_levels: Sequence[float] = (),
+    ) -> ForecastSummary:
+        """Stateless: forecasts an inline curve; nothing is stored."""
+        if not len(curve):
+            raise InvalidArgumentError("ForecastCurve: the curve has no points.")
+        prediction = models.create(forecaster).fit(curve)
+        steps = list(at_steps) or self._default_steps(curve, "the curve")
+        return summarize(prediction, steps, quantile_levels, curve.target)
+
+    @staticmethod
+    def _default_steps(curve: Curve, what: str) -> list[int]:
+        if not curve.max_step:
+            raise InvalidArgumentError(
+                f"{what} has no budget (max_step): pass at_steps to say where to forecast."
+            )
+        return [curve.max_step]
+
+    def _current(self, study: str, run: str) -> tuple[_StudyEntry, _RunEntry]:
+        entry = self._study(study)
+        stored = self.store.get_run(study, run)
+        with self._lock:
+            cached = self._runs.get((study, run))
+        if cached is not None and cached.curve.last_step == stored.last_step:
+            return entry, cached
+        return entry, self._evaluate(entry, stored, None)
+
+    def _evaluate(self, entry: _StudyEntry, run: Run, curve: Curve | None) -> _RunEntry:
+        """Forecast and decide on the run's curve (read from the store when not given)."""
+        if curve is None:
+            curve = curve_of(entry.study, run, self.store.get_points(run.study, run.name))
+        prediction: Prediction | None = None
+        if len(curve):
+            try:
+                prediction = entry.forecaster.fit(curve)
+            except Exception:  # a forecaster bug must not take the service down
+                log.exception(
+                    "forecaster %s failed on run %s/%s", entry.forecaster.name, run.study, run.name
+                )
+        view = RunView(run.study, run.name, curve)
+        try:
+            decision = entry.policy.decide(view, prediction, entry.context)
+        except Exception:  # default is CONTINUE: a policy that raises never stops a run
+            log.exception("policy failed on run %s/%s; answering CONTINUE", run.study, run.name)
+            decision = Decision(
+                Action.CONTINUE,
+                Reason.WARMUP,
+                "the policy failed on this curve (see the service log); continuing.",
+                {},
+                0,
+                curve.last_step,
+                "error",
+            )
+        run_entry = _RunEntry(curve, prediction, decision)
+        key = (run.study, run.name)
+        with self._lock:
+            current = self._runs.get(key)
+            if current is None or current.curve.last_step <= curve.last_step:
+                self._runs[key] = run_entry
+                self._runs.move_to_end(key)
+                while len(self._runs) > self._cache_size:
+                    self._runs.popitem(last=False)
+        return run_entry

@@ -1,0 +1,14 @@
+"""Forecasters: one file per family behind the `Forecaster` protocol, found by name."""
+
+from forecaster.models.base import AUTO, Forecaster, available, check_name, create
+from forecaster.models.prediction import DEFAULT_QUANTILES, Prediction
+
+__all__ = [
+    "AUTO",
+    "DEFAULT_QUANTILES",
+    "Forecaster",
+    "Prediction",
+    "available",
+    "check_name",
+    "create",
+]

@@ -1,0 +1,161 @@
+"""Prediction: a forecaster's predictive distribution. All probabilities are computed here.
+
+A Prediction holds a deterministic sampler of the metric in the loss view (lower is better):
+`sampler(steps)` returns an (n_samples, n_steps) array. Quantiles, means and probabilities are
+read off those samples and turned back into the study's direction, so policies never rebuild
+a probability and never branch on direction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from forecaster.curves import Direction, FloatArray, IntArray, to_loss
+from forecaster.errors import InvalidArgumentError
+
+Sampler = Callable[[FloatArray], FloatArray]
+
+DEFAULT_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
+_REACH_GRID = 64  # steps checked between the last observation and by_step
+
+
+def check_quantile_levels(q: Sequence[float]) -> tuple[float, ...]:
+    """Validates quantile levels: each in (0, 1), strictly ascending."""
+    levels = tuple(float(x) for x in q)
+    if not levels:
+        return DEFAULT_QUANTILES
+    if any(not 0.0 < x < 1.0 for x in levels) or any(
+        b <= a for a, b in zip(levels, levels[1:], strict=False)
+    ):
+        raise InvalidArgumentError(
+            f"quantile_levels must be strictly ascending and inside (0, 1); got {list(levels)}."
+        )
+    return levels
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The predictive distribution of a run's metric at future steps.
+
+    Args:
+        model: registry name of the forecaster that made it.
+        model_version: that forecaster's version.
+        direction: the study's direction (samples are kept in the loss view).
+        sampler: steps -> (n_samples, n_steps) loss-view samples; deterministic.
+        observed_until: the last observed step it is conditioned on.
+        observed_best_loss: best finite observed value, loss view (NaN when none).
+        converged: False when the fit fell back to something simpler.
+        notes: what a person should know about this forecast.
+    """
+
+    model: str
+    model_version: int
+    direction: Direction
+    sampler: Sampler = field(repr=False)
+    observed_until: int
+    observed_best_loss: float = math.nan
+    converged: bool = True
+    notes: tuple[str, ...] = ()
+
+    def samples(self, at_steps: npt.ArrayLike) -> FloatArray:
+        """Samples in the study's direction: (n_samples, n_steps)."""
+        steps = np.atleast_1d(np.asarray(at_steps, dtype=np.float64))
+        return to_loss(self.sampler(steps), self.direction)
+
+    def quantiles(self, q: Sequence[float], at_steps: npt.ArrayLike) -> FloatArray:
+        """(n_steps, len(q)) quantiles, ascending along q, in the study's direction."""
+        levels = check_quantile_levels(q)
+        s = self.samples(at_steps)
+        with np.errstate(invalid="ignore"):
+            out = np.quantile(s, levels, axis=0).T
+        return np.asarray(out, dtype=np.float64)
+
+    def mean(self, at_steps: npt.ArrayLike) -> FloatArray:
+        """Mean at each step, in the study's direction."""
+        return np.asarray(self.samples(at_steps).mean(axis=0), dtype=np.float64)
+
+    def prob_better_than(self, value: float, at_step: int) -> float:
+        """P(metric at at_step is strictly better than value)."""
+        loss = self.sampler(np.array([float(at_step)]))[:, 0]
+        finite = loss[~np.isnan(loss)]
+        if not len(finite):
+            return 0.0
+        return float(np.mean(finite < to_loss(value, self.direction)))
+
+    def _reach_grid(self, by_step: int) -> FloatArray:
+        start = min(float(self.observed_until), float(by_step))
+        return np.unique(np.linspace(start, float(by_step), _REACH_GRID).round())
+
+    def prob_reach(self, target: float, by_step: int) -> float:
+        """P(the metric reaches target, i.e. is at least as good, at some step <= by_step)."""
+        target_loss = float(to_loss(target, self.direction))
+        if self.observed_best_loss <= target_loss:
+            return 1.0
+        paths = self.sampler(self._reach_grid(by_step))
+        with np.errstate(invalid="ignore"):
+            reached = (paths <= target_loss).any(axis=1)
+        return float(reached.mean())
+
+    def steps_to_target(self, target: float, by_step: int, q: Sequence[float]) -> IntArray:
+        """Quantiles of the first step reaching target; 0 where not reached by by_step."""
+        grid = self._reach_grid(by_step)
+        target_loss = float(to_loss(target, self.direction))
+        if self.observed_best_loss <= target_loss:
+            return np.full(len(q), self.observed_until, dtype=np.int64)
+        with np.errstate(invalid="ignore"):
+            hit = self.sampler(grid) <= target_loss
+        first = np.where(hit.any(axis=1), grid[np.argmax(hit, axis=1)], np.inf)
+        out = np.quantile(first, check_quantile_levels(q), method="lower")
+        return np.where(np.isfinite(out), out, 0).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ForecastSummary:
+    """A Prediction read off at some steps: what GetForecast and ForecastCurve return."""
+
+    steps: tuple[int, ...]
+    quantile_levels: tuple[float, ...]
+    quantiles: FloatArray  # (n_steps, n_levels)
+    mean: FloatArray
+    model: str
+    model_version: int
+    converged: bool
+    notes: tuple[str, ...]
+    observed_until_step: int
+    prob_reach_target: float | None = None
+    steps_to_target: tuple[int, ...] = ()
+
+
+def summarize(
+    prediction: Prediction,
+    at_steps: Sequence[int],
+    quantile_levels: Sequence[float] = (),
+    target: float | None = None,
+) -> ForecastSummary:
+    """Quantiles and mean at at_steps; P(reach target) and steps-to-target by the last step."""
+    levels = check_quantile_levels(quantile_levels)
+    steps = tuple(sorted({int(s) for s in at_steps}))
+    if not steps or steps[0] < 0:
+        raise InvalidArgumentError(f"at_steps must be non-empty and >= 0; got {list(at_steps)}.")
+    p_reach, to_target = None, ()
+    if target is not None:
+        p_reach = prediction.prob_reach(target, steps[-1])
+        to_target = tuple(int(x) for x in prediction.steps_to_target(target, steps[-1], levels))
+    return ForecastSummary(
+        steps=steps,
+        quantile_levels=levels,
+        quantiles=prediction.quantiles(levels, steps),
+        mean=prediction.mean(steps),
+        model=prediction.model,
+        model_version=prediction.model_version,
+        converged=prediction.converged,
+        notes=prediction.notes,
+        observed_until_step=prediction.observed_until,
+        prob_reach_target=p_reach,
+        steps_to_target=to_target,
+    )

@@ -1,0 +1,36 @@
+"""BUDGET_EXHAUSTED: the run has reached its planned max_step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from forecaster.models.prediction import Prediction
+from forecaster.policies.base import (
+    Action,
+    Decision,
+    Reason,
+    RunView,
+    StudyContext,
+    continue_promising,
+)
+
+
+@dataclass(frozen=True)
+class BudgetPolicy:
+    name: ClassVar[str] = "budget"
+
+    def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
+        budget, last = run.curve.max_step, run.curve.last_step
+        if budget and last >= budget:
+            return Decision(
+                Action.STOP,
+                Reason.BUDGET_EXHAUSTED,
+                f"step {last} has reached the budget max_step={budget}.",
+                {},
+                0,
+                last,
+                self.name,
+            )
+        left = f"{budget - last} steps of budget left" if budget else "no budget set"
+        return continue_promising(run, self.name, f"{left}.")

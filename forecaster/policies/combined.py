@@ -1,0 +1,64 @@
+"""FirstOf: composition of policies instead of flags; and the service's default policy."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from forecaster.models.prediction import Prediction
+from forecaster.policies.base import (
+    Decision,
+    Reason,
+    RunView,
+    StoppingPolicy,
+    StudyContext,
+)
+from forecaster.policies.budget import BudgetPolicy
+from forecaster.policies.diverged import DivergedPolicy
+from forecaster.policies.target import TargetPolicy
+
+
+class FirstOf:
+    """The first STOP among the policies, in order; else the first WARMUP; else CONTINUE.
+
+    Example:
+        >>> FirstOf(DivergedPolicy(), TargetPolicy(epsilon=0.01))
+    """
+
+    name: ClassVar[str] = "first_of"
+
+    def __init__(self, *policies: StoppingPolicy, name: str | None = None) -> None:
+        if not policies:
+            raise ValueError("FirstOf needs at least one policy")
+        self.policies = policies
+        self.label = name or self.name
+
+    def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
+        decisions = [p.decide(run, prediction, study) for p in self.policies]
+        for d in decisions:
+            if d.is_stop:
+                return d
+        for d in decisions:
+            if d.reason is Reason.WARMUP:
+                return d
+        probs: dict[str, float] = {}
+        for d in decisions:
+            probs.update(d.probabilities)
+        last = decisions[-1]
+        return Decision(
+            last.action, last.reason, last.explanation, probs, 0, last.at_step, self.label
+        )
+
+
+def default_policy(
+    epsilon: float = 0.05,
+    min_points: int = 5,
+    grace_steps: int = 0,
+    explosion_factor: float = 3.0,
+) -> FirstOf:
+    """Budget, then divergence, then the target: the service default until issue 5's policy."""
+    return FirstOf(
+        BudgetPolicy(),
+        DivergedPolicy(explosion_factor=explosion_factor),
+        TargetPolicy(epsilon=epsilon, min_points=min_points, grace_steps=grace_steps),
+        name="default",
+    )

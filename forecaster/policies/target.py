@@ -1,0 +1,89 @@
+"""TARGET_REACHED / TARGET_UNREACHABLE: can the run still reach the study's target?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from forecaster.models.prediction import Prediction
+from forecaster.policies.base import (
+    Action,
+    Decision,
+    Reason,
+    RunView,
+    StudyContext,
+    check_non_negative,
+    check_probability,
+    continue_promising,
+)
+
+
+@dataclass(frozen=True)
+class TargetPolicy:
+    """Stops a run once it reaches the target, or once reaching it is improbable.
+
+    Args:
+        epsilon: stop when P(reach target by the budget) < epsilon.
+        min_points: no UNREACHABLE verdict before this many points (WARMUP).
+        grace_steps: no UNREACHABLE verdict before this step (WARMUP).
+    """
+
+    name: ClassVar[str] = "target"
+    epsilon: float = 0.05
+    min_points: int = 5
+    grace_steps: int = 0
+
+    def __post_init__(self) -> None:
+        check_probability("epsilon", self.epsilon)
+        check_non_negative("min_points", self.min_points)
+        check_non_negative("grace_steps", self.grace_steps)
+
+    def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
+        curve = run.curve
+        last, target, budget = curve.last_step, curve.target, curve.max_step
+        if target is None:
+            return continue_promising(run, self.name, "the study has no target.")
+        best = curve.best_value()
+        if best == best and not curve.direction.better(target, best):
+            return Decision(
+                Action.STOP,
+                Reason.TARGET_REACHED,
+                f"the best value {best:.4g} has reached the target {target:.4g}.",
+                {"p_reach_target": 1.0},
+                run.remaining_steps,
+                last,
+                self.name,
+            )
+        if len(curve) < self.min_points or last < self.grace_steps:
+            return Decision(
+                Action.CONTINUE,
+                Reason.WARMUP,
+                f"{len(curve)} points up to step {last}: too early to judge (needs "
+                f"{self.min_points} points and step >= {self.grace_steps}).",
+                {},
+                0,
+                last,
+                self.name,
+            )
+        if prediction is None or not budget:
+            return continue_promising(
+                run, self.name, "no forecast or no budget to judge the target by."
+            )
+        p = prediction.prob_reach(target, budget)
+        probs = {"p_reach_target": p}
+        if p < self.epsilon:
+            return Decision(
+                Action.STOP,
+                Reason.TARGET_UNREACHABLE,
+                f"P(reach {target:.4g} by step {budget}) = {p:.3f} < {self.epsilon:g}.",
+                probs,
+                run.remaining_steps,
+                last,
+                self.name,
+            )
+        return continue_promising(
+            run,
+            self.name,
+            f"P(reach {target:.4g} by step {budget}) = {p:.3f} >= {self.epsilon:g}.",
+            probs,
+        )

@@ -1,0 +1,219 @@
+"""The Store protocol, the values it keeps (studies, runs, points), and open_store(url).
+
+Every write the service acknowledges is durable: a Store method that writes returns only
+after its transaction has committed.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from forecaster.curves import Curve, Direction, LrSchedule, Points
+from forecaster.errors import InvalidArgumentError
+
+_MAX_NAME = 200
+
+
+class RunState(enum.Enum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+def check_name(kind: str, name: str) -> str:
+    """Names are 1-200 printable characters, so they show well in logs and URLs."""
+    if not name or len(name) > _MAX_NAME or not name.isprintable():
+        raise InvalidArgumentError(
+            f"{kind} name must be 1-{_MAX_NAME} printable characters; got {name!r}."
+        )
+    return name
+
+
+def canonical_json(obj: Any) -> str:
+    """One spelling per value, so that definitions compare by text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a study is. Two specs are the same definition when they compare equal."""
+
+    name: str
+    metric: str
+    direction: Direction
+    max_step: int | None = None
+    target: float | None = None
+    policy: str = ""
+    policy_params: dict[str, Any] = field(default_factory=dict, compare=False)
+    forecaster: str = ""
+
+    def __post_init__(self) -> None:
+        check_name("study", self.name)
+        if not self.metric:
+            raise InvalidArgumentError(f"study {self.name!r}: metric name is required.")
+        if self.max_step is not None and self.max_step <= 0:
+            raise InvalidArgumentError(
+                f"study {self.name!r}: max_step must be > 0 (or unset); got {self.max_step}."
+            )
+        if self.target is not None and not math.isfinite(self.target):
+            raise InvalidArgumentError(
+                f"study {self.name!r}: target must be finite; got {self.target}."
+            )
+        try:
+            canonical_json(self.policy_params)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(
+                f"study {self.name!r}: policy params must be plain JSON: {e}"
+            ) from None
+
+    def differences(self, other: StudySpec) -> list[str]:
+        """Names of the fields whose values differ."""
+        fields = ["metric", "direction", "max_step", "target", "policy", "forecaster"]
+        diff = [f for f in fields if getattr(self, f) != getattr(other, f)]
+        if canonical_json(self.policy_params) != canonical_json(other.policy_params):
+            diff.append("policy_params")
+        return diff
+
+
+@dataclass(frozen=True)
+class Study:
+    spec: StudySpec
+    created_at_s: float
+    n_runs: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is: its name, hyper-parameters, budget and planned schedule."""
+
+    name: str
+    config: dict[str, Any] = field(default_factory=dict, compare=False)
+    max_step: int | None = None
+    lr_schedule: LrSchedule | None = None
+
+    def __post_init__(self) -> None:
+        check_name("run", self.name)
+        if self.max_step is not None and self.max_step <= 0:
+            raise InvalidArgumentError(
+                f"run {self.name!r}: max_step must be > 0 (or unset); got {self.max_step}."
+            )
+        try:
+            canonical_json(self.config)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(
+                f"run {self.name!r}: config must be plain JSON: {e}"
+            ) from None
+
+    def differences(self, other: RunSpec) -> list[str]:
+        diff = [f for f in ("max_step", "lr_schedule") if getattr(self, f) != getattr(other, f)]
+        if canonical_json(self.config) != canonical_json(other.config):
+            diff.insert(0, "config")
+        return diff
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as stored, with a summary of its points."""
+
+    study: str
+    spec: RunSpec
+    state: RunState
+    created_at_s: float
+    finished_at_s: float | None = None
+    n_points: int = 0
+    last_step: int = -1
+    last_value: float = math.nan
+    best_value: float = math.nan
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What append_points did: the run after it, and how many points were new."""
+
+    run: Run
+    n_stored: int
+    previous_last_step: int
+    new_points: Points
+
+
+class Store(Protocol):
+    """Studies, runs and points. Writes are durable when the method returns."""
+
+    def create_study(self, spec: StudySpec) -> tuple[Study, bool]:
+        """Creates or returns the identical study (created flag); else AlreadyExistsError."""
+        ...
+
+    def get_study(self, name: str) -> Study:
+        """Loads a study. If nonexistent, raises NotFoundError."""
+        ...
+
+    def list_studies(self) -> list[Study]: ...
+
+    def start_run(self, study: str, spec: RunSpec) -> tuple[Run, bool]:
+        """Creates or returns the identical run; AlreadyExistsError, NotFoundError."""
+        ...
+
+    def get_run(self, study: str, run: str) -> Run:
+        """Loads a run. If nonexistent, raises NotFoundError."""
+        ...
+
+    def list_runs(self, study: str, *, state: RunState | None = None) -> list[Run]: ...
+
+    def append_points(
+        self, study: str, run: str, points: Points, lr_schedule: LrSchedule | None = None
+    ) -> AppendResult:
+        """Appends atomically: all of the batch or nothing. An identical retry stores nothing.
+
+        Raises InvalidArgumentError (steps conflict with stored ones), FailedPreconditionError
+        (run not running), NotFoundError.
+        """
+        ...
+
+    def get_points(self, study: str, run: str) -> Points:
+        """All points of a run, in step order."""
+        ...
+
+    def finish_run(self, study: str, run: str, state: RunState) -> Run:
+        """Moves a running run to a final state; the same final state again is a no-op."""
+        ...
+
+    def close(self) -> None:
+        """Flushes and closes. Further calls fail with StoreUnavailableError."""
+        ...
+
+
+def curve_of(study: Study, run: Run, points: Points) -> Curve:
+    """The run's curve with the study's direction, budget and target."""
+    return Curve.from_points(
+        points,
+        study.spec.direction,
+        max_step=run.spec.max_step or study.spec.max_step,
+        target=study.spec.target,
+        schedule=run.spec.lr_schedule,
+    )
+
+
+def open_store(url: str) -> Store:
+    """Opens the store a URL names: "sqlite:///path/to/file.db" (the embedded default)."""
+    if url.startswith("sqlite://"):
+        from forecaster.store.sqlite import SqliteStore
+
+        return SqliteStore.from_url(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        raise InvalidArgumentError(
+            "the PostgreSQL store is not part of this version yet; use a sqlite:/// URL."
+        )
+    raise InvalidArgumentError(f"unknown database URL {url!r}; use sqlite:///path/to/file.db.")

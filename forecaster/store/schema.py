@@ -1,0 +1,66 @@
+"""Tables and versioned migrations: one copy of the SQL, applied in order.
+
+A database records the versions applied in `schema_migrations`. Opening a database applies the
+missing ones in one transaction; a database newer than this code is refused, not touched.
+To change the schema, append a migration; never edit one that has been released.
+"""
+
+from __future__ import annotations
+
+# Values of the metric are stored with a kind, because SQLite reads a NaN REAL back as NULL.
+VALUE_FINITE, VALUE_NAN, VALUE_POS_INF, VALUE_NEG_INF = 0, 1, 2, 3
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "studies, runs, points",
+        [
+            """CREATE TABLE studies (
+                id INTEGER PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                metric TEXT NOT NULL,
+                direction TEXT NOT NULL,
+                max_step INTEGER,
+                target REAL,
+                policy TEXT NOT NULL,
+                policy_params TEXT NOT NULL,
+                forecaster TEXT NOT NULL,
+                created_at REAL NOT NULL
+            )""",
+            """CREATE TABLE runs (
+                id INTEGER PRIMARY KEY,
+                study_id INTEGER NOT NULL REFERENCES studies(id),
+                name TEXT NOT NULL,
+                config TEXT NOT NULL,
+                max_step INTEGER,
+                lr_schedule TEXT,
+                state TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                finished_at REAL,
+                n_points INTEGER NOT NULL DEFAULT 0,
+                last_step INTEGER NOT NULL DEFAULT -1,
+                last_value REAL,
+                last_kind INTEGER,
+                best_value REAL,
+                UNIQUE (study_id, name)
+            )""",
+            """CREATE TABLE points (
+                run_id INTEGER NOT NULL REFERENCES runs(id),
+                step INTEGER NOT NULL,
+                value REAL,
+                value_kind INTEGER NOT NULL,
+                lr REAL,
+                wall_time_s REAL,
+                PRIMARY KEY (run_id, step)
+            )""",
+        ],
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+CREATE_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at REAL NOT NULL
+)"""

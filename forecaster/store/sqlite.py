@@ -1,0 +1,443 @@
+"""SqliteStore: the embedded default store, one SQLite file in WAL mode.
+
+Durability: journal_mode=WAL with synchronous=FULL, and every write is one explicit
+transaction; a method returns only after COMMIT, so an acknowledged point survives a crash
+(SIGKILL, power loss) of the service. NaN and +/-inf round-trip exactly through a value kind
+column, because SQLite reads a stored NaN back as NULL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forecaster.curves import Direction, LrSchedule, Points
+from forecaster.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    StoreUnavailableError,
+)
+from forecaster.store import schema
+from forecaster.store.base import (
+    AppendResult,
+    Run,
+    RunSpec,
+    RunState,
+    Study,
+    StudySpec,
+    canonical_json,
+)
+
+
+def encode_value(v: float) -> tuple[float | None, int]:
+    """(stored REAL, kind): NaN and +/-inf are kept by kind, the REAL is NULL for them."""
+    if math.isnan(v):
+        return None, schema.VALUE_NAN
+    if math.isinf(v):
+        return None, schema.VALUE_POS_INF if v > 0 else schema.VALUE_NEG_INF
+    return v, schema.VALUE_FINITE
+
+
+def decode_value(v: float | None, kind: int | None) -> float:
+    if kind == schema.VALUE_FINITE and v is not None:
+        return float(v)
+    return {schema.VALUE_POS_INF: math.inf, schema.VALUE_NEG_INF: -math.inf}.get(
+        kind if kind is not None else -1, math.nan
+    )
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+class SqliteStore:
+    """Studies, runs and points in one SQLite file.
+
+    Example:
+        >>> store = SqliteStore("runs.db")
+        >>> study, created = store.create_study(StudySpec("sweep", "val_loss", Direction.MIN))
+    """
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = str(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn: sqlite3.Connection | None = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as e:
+            raise StoreUnavailableError(
+                f"cannot open the SQLite database at {self.path}: {e}. Check the path and "
+                "its permissions."
+            ) from e
+        self._migrate()
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        """sqlite:///relative.db, sqlite:////absolute/path.db or sqlite:///:memory:."""
+        path = url.removeprefix("sqlite://")
+        if path.startswith("/"):
+            path = path[1:]
+        if not path:
+            raise InvalidArgumentError(f"no file in database URL {url!r}; e.g. sqlite:///runs.db")
+        return cls(Path(path).expanduser() if path != ":memory:" else path)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
+        """One transaction under the store's lock; driver errors become StoreUnavailableError."""
+        with self._lock:
+            if self._conn is None:
+                raise StoreUnavailableError("the store is closed.")
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException as e:
+                if self._conn.in_transaction:
+                    cur.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    raise StoreUnavailableError(f"SQLite error on {self.path}: {e}") from e
+                raise
+            finally:
+                cur.close()
+
+    def _migrate(self) -> None:
+        with self._tx() as cur:
+            cur.execute(schema.CREATE_VERSION_TABLE)
+            current = cur.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+            if current > schema.LATEST_VERSION:
+                raise StoreUnavailableError(
+                    f"the database {self.path} has schema version {current}, newer than this "
+                    f"forecaster knows ({schema.LATEST_VERSION}). Upgrade forecaster."
+                )
+            for version, description, statements in schema.MIGRATIONS:
+                if version <= current:
+                    continue
+                for sql in statements:
+                    cur.execute(sql)
+                cur.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    (version, description, self._clock()),
+                )
+
+    def schema_version(self) -> int:
+        with self._tx(write=False) as cur:
+            return int(cur.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._conn.close()
+                self._conn = None
+
+    # -- studies ----------------------------------------------------------------------------
+
+    _STUDY_COLS = (
+        "s.name, s.metric, s.direction, s.max_step, s.target, s.policy, s.policy_params, "
+        "s.forecaster, s.created_at, (SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id)"
+    )
+
+    @staticmethod
+    def _study(row: tuple[Any, ...]) -> Study:
+        spec = StudySpec(
+            name=row[0],
+            metric=row[1],
+            direction=Direction(row[2]),
+            max_step=row[3],
+            target=row[4],
+            policy=row[5],
+            policy_params=json.loads(row[6]),
+            forecaster=row[7],
+        )
+        return Study(spec, row[8], row[9])
+
+    def _study_row(self, cur: sqlite3.Cursor, name: str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = cur.execute(
+            f"SELECT {self._STUDY_COLS}, s.id FROM studies s WHERE s.name = ?", (name,)
+        ).fetchone()
+        return row
+
+    def create_study(self, spec: StudySpec) -> tuple[Study, bool]:
+        with self._tx() as cur:
+            row = self._study_row(cur, spec.name)
+            if row is not None:
+                existing = self._study(row)
+                diff = existing.spec.differences(spec)
+                if diff:
+                    raise AlreadyExistsError(
+                        f"study {spec.name!r} exists with another {', '.join(diff)} "
+                        f"(stored: {', '.join(f'{f}={getattr(existing.spec, f)!r}' for f in diff)}"
+                        "). Use another name, or send the same definition."
+                    )
+                return existing, False
+            now = self._clock()
+            cur.execute(
+                "INSERT INTO studies (name, metric, direction, max_step, target, policy, "
+                "policy_params, forecaster, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    spec.name,
+                    spec.metric,
+                    spec.direction.value,
+                    spec.max_step,
+                    spec.target,
+                    spec.policy,
+                    canonical_json(spec.policy_params),
+                    spec.forecaster,
+                    now,
+                ),
+            )
+            return Study(spec, now, 0), True
+
+    def get_study(self, name: str) -> Study:
+        with self._tx(write=False) as cur:
+            row = self._study_row(cur, name)
+        if row is None:
+            raise NotFoundError(f"no study named {name!r}; create it with CreateStudy first.")
+        return self._study(row)
+
+    def list_studies(self) -> list[Study]:
+        with self._tx(write=False) as cur:
+            rows = cur.execute(f"SELECT {self._STUDY_COLS} FROM studies s ORDER BY s.id").fetchall()
+        return [self._study(r) for r in rows]
+
+    # -- runs -------------------------------------------------------------------------------
+
+    _RUN_COLS = (
+        "s.name, r.name, r.config, r.max_step, r.lr_schedule, r.state, r.created_at, "
+        "r.finished_at, r.n_points, r.last_step, r.last_value, r.last_kind, r.best_value, "
+        "r.id, s.direction"
+    )
+
+    @staticmethod
+    def _run(row: tuple[Any, ...]) -> Run:
+        schedule = None if row[4] is None else LrSchedule.from_dict(json.loads(row[4]))
+        spec = RunSpec(row[1], json.loads(row[2]), row[3], schedule)
+        return Run(
+            study=row[0],
+            spec=spec,
+            state=RunState(row[5]),
+            created_at_s=row[6],
+            finished_at_s=row[7],
+            n_points=row[8],
+            last_step=row[9],
+            last_value=decode_value(row[10], row[11]),
+            best_value=math.nan if row[12] is None else float(row[12]),
+        )
+
+    def _run_row(self, cur: sqlite3.Cursor, study: str, run: str) -> tuple[Any, ...]:
+        row: tuple[Any, ...] | None = cur.execute(
+            f"SELECT {self._RUN_COLS} FROM runs r JOIN studies s ON r.study_id = s.id "
+            "WHERE s.name = ? AND r.name = ?",
+            (study, run),
+        ).fetchone()
+        if row is None:
+            if self._study_row(cur, study) is None:
+                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
+            raise NotFoundError(
+                f"no run named {run!r} in study {study!r}; start it with StartRun first."
+            )
+        return row
+
+    def start_run(self, study: str, spec: RunSpec) -> tuple[Run, bool]:
+        with self._tx() as cur:
+            srow = self._study_row(cur, study)
+            if srow is None:
+                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
+            try:
+                row = self._run_row(cur, study, spec.name)
+            except NotFoundError:
+                row = None
+            schedule = (
+                None if spec.lr_schedule is None else canonical_json(spec.lr_schedule.to_dict())
+            )
+            if row is not None:
+                existing = self._run(row)
+                diff = [d for d in existing.spec.differences(spec) if d != "lr_schedule"]
+                if diff:
+                    raise AlreadyExistsError(
+                        f"run {spec.name!r} of study {study!r} exists with another "
+                        f"{', '.join(diff)}. Use another run name, or send the same definition."
+                    )
+                if spec.lr_schedule is not None and spec.lr_schedule != existing.spec.lr_schedule:
+                    # The planned schedule is not identity: a re-attached job may re-plan it.
+                    cur.execute("UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, row[13]))
+                    return self._run(self._run_row(cur, study, spec.name)), False
+                return existing, False
+            cur.execute(
+                "INSERT INTO runs (study_id, name, config, max_step, lr_schedule, state, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    srow[-1],
+                    spec.name,
+                    canonical_json(spec.config),
+                    spec.max_step,
+                    schedule,
+                    RunState.RUNNING.value,
+                    self._clock(),
+                ),
+            )
+            return self._run(self._run_row(cur, study, spec.name)), True
+
+    def get_run(self, study: str, run: str) -> Run:
+        with self._tx(write=False) as cur:
+            return self._run(self._run_row(cur, study, run))
+
+    def list_runs(self, study: str, *, state: RunState | None = None) -> list[Run]:
+        with self._tx(write=False) as cur:
+            if self._study_row(cur, study) is None:
+                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
+            sql = (
+                f"SELECT {self._RUN_COLS} FROM runs r JOIN studies s ON r.study_id = s.id "
+                "WHERE s.name = ?"
+            )
+            args: tuple[Any, ...] = (study,)
+            if state is not None:
+                sql += " AND r.state = ?"
+                args += (state.value,)
+            rows = cur.execute(sql + " ORDER BY r.id", args).fetchall()
+        return [self._run(r) for r in rows]
+
+    def finish_run(self, study: str, run: str, state: RunState) -> Run:
+        if state is RunState.RUNNING:
+            raise InvalidArgumentError("FinishRun: state must be FINISHED, STOPPED or FAILED.")
+        with self._tx() as cur:
+            row = self._run_row(cur, study, run)
+            current = RunState(row[5])
+            if current is state:
+                return self._run(row)
+            if current is not RunState.RUNNING:
+                raise FailedPreconditionError(
+                    f"run {run!r} of study {study!r} is already {current.value}; "
+                    f"it cannot become {state.value}."
+                )
+            cur.execute(
+                "UPDATE runs SET state = ?, finished_at = ? WHERE id = ?",
+                (state.value, self._clock(), row[13]),
+            )
+            return self._run(self._run_row(cur, study, run))
+
+    # -- points -----------------------------------------------------------------------------
+
+    def append_points(
+        self, study: str, run: str, points: Points, lr_schedule: LrSchedule | None = None
+    ) -> AppendResult:
+        if not len(points):
+            raise InvalidArgumentError(f"ReportMetrics: the batch for run {run!r} is empty.")
+        with self._tx() as cur:
+            row = self._run_row(cur, study, run)
+            run_id, last_step, state = row[13], int(row[9]), RunState(row[5])
+            if state is not RunState.RUNNING:
+                raise FailedPreconditionError(
+                    f"run {run!r} of study {study!r} is {state.value}: it accepts no more points. "
+                    "Start a new run to keep reporting."
+                )
+            old = points.steps <= last_step
+            if old.any():
+                self._check_retry(cur, run_id, study, run, points.take(old))
+            new = points.take(~old)
+            if len(new):
+                kinds = [encode_value(float(v)) for v in new.values]
+                cur.executemany(
+                    "INSERT INTO points (run_id, step, value, value_kind, lr, wall_time_s) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (run_id, int(s), kv[0], kv[1], _none_if_nan(lr), _none_if_nan(w))
+                        for s, kv, lr, w in zip(
+                            new.steps, kinds, new.lr, new.wall_time_s, strict=True
+                        )
+                    ],
+                )
+                direction = Direction(row[14])
+                best = math.nan if row[12] is None else float(row[12])
+                finite = new.values[np.isfinite(new.values)]
+                if len(finite):
+                    batch_best = float(finite.min() if direction is Direction.MIN else finite.max())
+                    if math.isnan(best) or direction.better(batch_best, best):
+                        best = batch_best
+                last_value, last_kind = kinds[-1]
+                cur.execute(
+                    "UPDATE runs SET n_points = n_points + ?, last_step = ?, last_value = ?, "
+                    "last_kind = ?, best_value = ? WHERE id = ?",
+                    (
+                        len(new),
+                        int(new.steps[-1]),
+                        last_value,
+                        last_kind,
+                        _none_if_nan(best),
+                        run_id,
+                    ),
+                )
+            if lr_schedule is not None:
+                cur.execute(
+                    "UPDATE runs SET lr_schedule = ? WHERE id = ?",
+                    (canonical_json(lr_schedule.to_dict()), run_id),
+                )
+            updated = (
+                self._run(self._run_row(cur, study, run))
+                if len(new) or lr_schedule
+                else (self._run(row))
+            )
+        return AppendResult(updated, len(new), last_step, new)
+
+    @staticmethod
+    def _check_retry(cur: sqlite3.Cursor, run_id: int, study: str, run: str, old: Points) -> None:
+        """Points at or below the last stored step must be an exact retry of stored ones."""
+        stored = dict(
+            (step, decode_value(v, k))
+            for step, v, k in cur.execute(
+                "SELECT step, value, value_kind FROM points WHERE run_id = ? "
+                "AND step BETWEEN ? AND ?",
+                (run_id, int(old.steps[0]), int(old.steps[-1])),
+            )
+        )
+        for step, value in zip(old.steps.tolist(), old.values.tolist(), strict=True):
+            if step not in stored:
+                raise InvalidArgumentError(
+                    f"ReportMetrics: step {step} is at or below the last stored step of run "
+                    f"{run!r} (study {study!r}) but was never stored. Send points in step order."
+                )
+            was = stored[step]
+            if not (was == value or (math.isnan(was) and math.isnan(value))):
+                raise InvalidArgumentError(
+                    f"ReportMetrics: step {step} of run {run!r} (study {study!r}) is already "
+                    f"stored with value {was!r}; got {value!r}. Steps are write-once."
+                )
+
+    def get_points(self, study: str, run: str) -> Points:
+        with self._tx(write=False) as cur:
+            run_id = self._run_row(cur, study, run)[13]
+            rows = cur.execute(
+                "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = ? "
+                "ORDER BY step",
+                (run_id,),
+            ).fetchall()
+        if not rows:
+            return Points.of([], [])
+        steps, values, kinds, lr, wall = zip(*rows, strict=True)
+        return Points.of(
+            steps,
+            [decode_value(v, k) for v, k in zip(values, kinds, strict=True)],
+            lr,
+            wall,
+        )
