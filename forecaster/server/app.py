@@ -1,0 +1,115 @@
+"""Building and running the gRPC server: health, reflection, limits, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from forecaster.config import Settings
+from forecaster.engine import Engine
+from forecaster.server._proto import forecaster_pb2 as pb
+from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
+from forecaster.server.interceptors import RequestIdInterceptor, TokenAuthInterceptor
+from forecaster.server.servicer import CurveServicer
+from forecaster.store import open_store
+
+log = logging.getLogger("forecaster.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CurveService"].full_name
+
+
+@dataclass
+class RunningServer:
+    """A started server and what must be closed with it."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    engine: Engine
+    executor: ThreadPoolExecutor
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace_s: float) -> None:
+        """Health goes NOT_SERVING, in-flight RPCs drain for up to grace_s, the store closes."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        self.executor.shutdown(wait=True)
+        self.engine.store.close()
+        log.info("stopped; the store is closed")
+
+
+async def start_server(engine: Engine, settings: Settings) -> RunningServer:
+    """Builds, binds and starts the server; the returned port is the bound one (port 0 works)."""
+    interceptors: list[grpc.aio.ServerInterceptor] = [RequestIdInterceptor()]
+    if settings.auth_token:
+        interceptors.append(TokenAuthInterceptor(settings.auth_token))
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    executor = ThreadPoolExecutor(
+        max_workers=settings.workers, thread_name_prefix="forecaster-engine"
+    )
+    pb_grpc.add_CurveServiceServicer_to_server(
+        CurveServicer(engine, executor, settings.max_points_per_batch), server
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(settings.address)
+    if port == 0:
+        executor.shutdown()
+        raise OSError(f"cannot listen on {settings.address}: is the port already in use?")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, health, engine, executor)
+
+
+def build_engine(settings: Settings) -> Engine:
+    return Engine(open_store(settings.db_url), cache_size=settings.forecast_cache_size)
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    engine = build_engine(settings)
+    running = await start_server(engine, settings)
+    host = settings.host
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"forecaster listening on {shown}:{running.port} (database {settings.db_url})", flush=True
+    )
+    log.info(
+        "serving", extra={"fields": {"address": f"{shown}:{running.port}", "db": settings.db_url}}
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("shutting down", extra={"fields": {"grace_s": settings.grace_s}})
+    await running.stop(settings.grace_s)
