@@ -36,7 +36,9 @@ def _health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     settings = Settings.from_env()
-    address = args.address or f"{settings.host}:{settings.port}"
+    # A service bound to every interface is asked on loopback.
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "[::]") else settings.host
+    address = args.address or f"{host}:{settings.port}"
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:

@@ -309,6 +309,13 @@ class Curve:
         """The step forecasts aim at: the budget, or the last step when there is none."""
         return max(self.max_step or 0, self.last_step)
 
+    def head(self, n: int) -> Curve:
+        """The first n points (the curve as it was when it had n points)."""
+        if n >= len(self):
+            return self
+        lr = None if self.lr is None else self.lr[:n]
+        return replace(self, steps=self.steps[:n], values=self.values[:n], lr=lr)
+
     def finite(self) -> Curve:
         """The points whose value is finite (what a fit can use)."""
         mask = np.isfinite(self.values)

@@ -48,7 +48,9 @@ def generate(out_dir: Path) -> list[Path]:
             dst.write_text(text)
             written.append(dst)
         init = out_dir / "__init__.py"
-        init.write_text('"""Generated from proto/forecaster/v1 by proto/generate.py. Do not edit."""\n')
+        init.write_text(
+            '"""Generated from proto/forecaster/v1 by proto/generate.py. Do not edit."""\n'
+        )
         written.append(init)
     return written
 

@@ -1,0 +1,25 @@
+.PHONY: install dev test lint proto serve demo bench
+
+install:            ## the service and its runtime dependencies
+	pip install -e .
+
+dev:                ## plus tests, linters and code generation
+	pip install -e ".[dev]"
+
+test:               ## the README's test command
+	python -m pytest
+
+lint:
+	ruff check . && ruff format --check .
+
+proto:              ## regenerate forecaster/server/_proto from proto/ (commit the result)
+	python proto/generate.py
+
+serve:
+	forecaster serve
+
+demo:
+	forecaster demo
+
+bench:              ## writes docs/benchmarks.md
+	python benchmarks/service_load.py

@@ -1,0 +1,35 @@
+"""Engine behaviour that the API tests do not pin down: the refit schedule and the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from forecaster.curves import Direction, Points
+from forecaster.engine import Engine, fit_length
+from forecaster.store import RunSpec, StudySpec
+from forecaster.store.sqlite import SqliteStore
+
+
+def test_fit_length_is_a_monotone_prefix_within_ten_percent():
+    lengths = [fit_length(n) for n in range(0, 5000)]
+    assert lengths[:33] == list(range(33))
+    assert all(b >= a for a, b in zip(lengths, lengths[1:], strict=False))
+    assert all(n / 1.1 - 1 <= m <= n for n, m in enumerate(lengths))
+    assert len(set(lengths[33:])) < 60  # few refits over thousands of points
+
+
+def test_decisions_are_the_same_from_a_cold_engine(tmp_path):
+    """What a restarted replica computes from the store equals what the live one answered."""
+    store = SqliteStore(tmp_path / "e.db")
+    live = Engine(store)
+    live.create_study(StudySpec("s", "loss", Direction.MIN, max_step=1000, target=2.3))
+    live.start_run("s", RunSpec("r"))
+    s = np.arange(1, 301)
+    v = 2.0 + 3.0 * (s / 10.0) ** -0.5
+    for lo in range(0, 300, 10):
+        answered = live.report("s", "r", Points.of(s[lo : lo + 10], v[lo : lo + 10])).decision
+    cold = Engine(store)
+    assert cold.decision("s", "r") == answered
+    live_fc, _ = live.forecast("s", "r")
+    cold_fc, _ = cold.forecast("s", "r")
+    np.testing.assert_array_equal(live_fc.quantiles, cold_fc.quantiles)
