@@ -1,0 +1,25 @@
+"""The README's two commands are the ones that work: CI runs the second one verbatim."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    block = re.search(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_starts_with_serve_and_test_commands():
+    serve, test = readme_commands()[:2]
+    assert serve.endswith("forecaster serve") and "pip install" in serve
+    assert "pytest" in test and ".[dev]" in test
+    assert test in (REPO / ".ci" / "run").read_text()
+
+
+def test_torch_pin_is_everywhere_it_is_installed():
+    assert '"torch==2.13.0"' in (REPO / "pyproject.toml").read_text()
+    assert "torch==2.13.0" in (REPO / "Dockerfile").read_text()
