@@ -23,3 +23,10 @@ def test_readme_starts_with_serve_and_test_commands():
 def test_torch_pin_is_everywhere_it_is_installed():
     assert '"torch==2.13.0"' in (REPO / "pyproject.toml").read_text()
     assert "torch==2.13.0" in (REPO / "Dockerfile").read_text()
+
+
+def test_readme_python_quickstart_runs_against_a_real_server(live_server, capsys):
+    code = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL).group(1)
+    exec(compile(code.replace("127.0.0.1:50051", live_server.address), "README", "exec"), {})
+    out = capsys.readouterr().out
+    assert "ACTION_" in out and "REASON_" in out and "[10000]" in out
