@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from forecaster.engine import Engine
-from forecaster.errors import ForecasterError
+from forecaster.errors import ForecasterError, InvalidArgumentError
 from forecaster.server import convert
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
@@ -139,7 +139,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
         def work() -> pb.FinishRunResponse:
             state = convert.state_from_proto(request.state)
             if state is None:
-                raise convert.InvalidArgumentError(
+                raise InvalidArgumentError(
                     "FinishRun: state is required: RUN_STATE_FINISHED, RUN_STATE_STOPPED or "
                     "RUN_STATE_FAILED."
                 )
