@@ -49,6 +49,17 @@ def test_entrypoint_serves_and_healthcheck_passes(tmp_path):
     )  # loopback only in tests
     full_env = {**os.environ, **env}
     bin_dir = Path(sys.executable).parent
+
+    def healthcheck() -> subprocess.CompletedProcess[str]:
+        """The HEALTHCHECK's CMD, exactly as the Dockerfile states it."""
+        return subprocess.run(
+            [str(bin_dir / health[0]), *health[1:]],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
     proc = subprocess.Popen(
         [str(bin_dir / entrypoint[0]), *entrypoint[1:]],
         env=full_env,
@@ -59,13 +70,7 @@ def test_entrypoint_serves_and_healthcheck_passes(tmp_path):
     try:
         assert f":{port}" in proc.stdout.readline()
         for _ in range(50):
-            result = subprocess.run(
-                [str(bin_dir / health[0]), *health[1:]],
-                env=full_env,
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            result = healthcheck()
             if result.returncode == 0:
                 break
             time.sleep(0.1)
@@ -73,11 +78,5 @@ def test_entrypoint_serves_and_healthcheck_passes(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
-    result = subprocess.run(
-        [str(bin_dir / health[0]), *health[1:]],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = healthcheck()
     assert result.returncode == 1

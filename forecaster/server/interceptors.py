@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -41,34 +42,40 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
         rid = _metadata(details, "x-request-id") or uuid.uuid4().hex[:16]
         method = details.method
 
-        def finish(context: grpc.aio.ServicerContext, start: float) -> None:
-            code = context.code() or grpc.StatusCode.OK
-            access_log.info(
-                "%s %s",
-                method,
-                getattr(code, "name", code),
-                extra={
-                    "fields": {
-                        "method": method,
-                        "code": getattr(code, "name", str(code)),
-                        "ms": round((time.perf_counter() - start) * 1e3, 3),
-                        "peer": context.peer(),
-                    }
-                },
-            )
+        @contextlib.contextmanager
+        def observed(context: grpc.aio.ServicerContext) -> Iterator[None]:
+            """Request id set for the RPC's logs and trailers; one access-log line at the end."""
+            token = request_id.set(rid)
+            start = time.perf_counter()
+            context.set_trailing_metadata((("x-request-id", rid),))
+            try:
+                yield
+            finally:
+                if access_log.isEnabledFor(logging.INFO):
+                    code = context.code() or grpc.StatusCode.OK
+                    name = getattr(code, "name", str(code))
+                    ms = round((time.perf_counter() - start) * 1e3, 3)
+                    access_log.info(
+                        "%s %s",
+                        method,
+                        name,
+                        extra={
+                            "fields": {
+                                "method": method,
+                                "code": name,
+                                "ms": ms,
+                                "peer": context.peer(),
+                            }
+                        },
+                    )
+                request_id.reset(token)
 
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                token = request_id.set(rid)
-                start = time.perf_counter()
-                context.set_trailing_metadata((("x-request-id", rid),))
-                try:
+                with observed(context):
                     return await inner_uu(request, context)
-                finally:
-                    finish(context, start)
-                    request_id.reset(token)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, handler.request_deserializer, handler.response_serializer
@@ -77,15 +84,9 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
             inner_ss = handler.stream_stream
 
             async def stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                token = request_id.set(rid)
-                start = time.perf_counter()
-                context.set_trailing_metadata((("x-request-id", rid),))
-                try:
+                with observed(context):
                     async for response in inner_ss(requests, context):
                         yield response
-                finally:
-                    finish(context, start)
-                    request_id.reset(token)
 
             return grpc.stream_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer

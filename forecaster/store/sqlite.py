@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -393,11 +394,18 @@ class SqliteStore:
                     "UPDATE runs SET lr_schedule = ? WHERE id = ?",
                     (canonical_json(lr_schedule.to_dict()), run_id),
                 )
-            updated = (
-                self._run(self._run_row(cur, study, run))
-                if len(new) or lr_schedule
-                else (self._run(row))
-            )
+            # The run as it now is, without reading back the row this transaction just wrote.
+            updated = self._run(row)
+            if len(new):
+                updated = replace(
+                    updated,
+                    n_points=updated.n_points + len(new),
+                    last_step=int(new.steps[-1]),
+                    last_value=float(new.values[-1]),
+                    best_value=best,
+                )
+            if lr_schedule is not None:
+                updated = replace(updated, spec=replace(updated.spec, lr_schedule=lr_schedule))
         return AppendResult(updated, len(new), last_step, new)
 
     @staticmethod

@@ -158,3 +158,20 @@ def test_open_store_urls(tmp_path):
         open_store("mysql://x")
     with pytest.raises(StoreUnavailableError, match="closed"):
         s.list_studies()
+
+
+def test_append_returns_the_run_as_stored(store):
+    schedule = LrSchedule(ScheduleKind.CONSTANT, peak_lr=0.1)
+    for batch, sched in (
+        (Points.of([1, 2], [2.0, 1.0]), None),
+        (Points.of([3], [math.nan]), schedule),
+        (Points.of([3], [math.nan]), None),
+    ):
+        result = store.append_points("s", "r", batch, sched)
+        stored = store.get_run("s", "r")
+        assert result.run.spec == stored.spec and result.run.n_points == stored.n_points
+        assert (result.run.last_step, result.run.best_value) == (
+            stored.last_step,
+            stored.best_value,
+        )
+        assert np.array_equal([result.run.last_value], [stored.last_value], equal_nan=True)
