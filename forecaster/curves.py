@@ -1,8 +1,14 @@
-"""Curve, Points and LrSchedule: the one home of curve math.
+"""Curve, Points, LrSchedule and LrProfile: the one home of curve math.
 
 Validation happens once, when a value is built; arrays are made read-only so nothing
 downstream can change a curve behind another component's back. Forecasters and policies see
 "lower is better" only, through `Curve.loss_view()`, the one place the direction is flipped.
+
+The learning-rate areas of "Scaling Law with Learning Rate Annealing" (Tissue et al. 2024,
+arXiv:2408.11029) and the multi-power law (Luo et al. 2025, arXiv:2503.12811) live in
+`LrProfile`: a piecewise-constant learning rate built from the lr a run reported plus its
+planned schedule, on which the areas have closed forms at any step, so a run logged in tokens
+costs no more than one logged in steps.
 """
 
 from __future__ import annotations
@@ -242,6 +248,30 @@ class LrSchedule:
             lr = np.where(s < warm, peak * s / warm, lr)
         return np.asarray(lr, dtype=np.float64)
 
+    @property
+    def end_step(self) -> int | None:
+        """The last step the plan describes; None for shapes without an end (constant, step)."""
+        if self.kind is ScheduleKind.EXPLICIT:
+            return self.steps[-1]
+        if self.kind in (ScheduleKind.CONSTANT, ScheduleKind.STEP):
+            return None
+        return self.total_steps
+
+    def check_covers(self, budget: int | None) -> None:
+        """InvalidArgumentError naming the missing range when the plan ends before budget."""
+        end = self.end_step
+        if budget is None or end is None or end >= budget:
+            return
+        hint = (
+            "list the learning rate up to the budget"
+            if self.kind is ScheduleKind.EXPLICIT
+            else f"set total_steps >= {budget}"
+        )
+        raise InvalidArgumentError(
+            f"lr_schedule ({self.kind.value}) ends at step {end} but the run's budget is "
+            f"max_step={budget}: steps {end + 1}..{budget} have no planned learning rate; {hint}."
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "kind"}
         d["steps"], d["values"] = list(self.steps), list(self.values)
@@ -340,3 +370,153 @@ class Curve:
 def to_loss(values: npt.ArrayLike, direction: Direction) -> FloatArray:
     """Values in the loss view (lower is better); the inverse of itself."""
     return np.asarray(values, dtype=np.float64) * direction.sign
+
+
+def thin_indices(n: int, max_points: int) -> IntArray:
+    """Indices of at most max_points points spread evenly over n, always keeping the first
+    and the last: how a long curve is resampled before a fit."""
+    if n <= max_points:
+        return np.arange(n, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
+
+
+_PLAN_KNOTS = 512  # knots a named schedule is sampled at (the areas are exact on them)
+
+
+@dataclass(frozen=True, eq=False)
+class LrProfile:
+    """A run's learning rate as a step function: values[j] holds on [knots[j], knots[j+1]).
+
+    Built from the lr the run reported (held until the next reported step) followed by its
+    planned schedule, so the LR areas are exact closed forms at any step, past or future.
+
+    Args:
+        knots: increasing steps, knots[0] == 0.
+        values: lr from each knot on (>= 0).
+        planned_from: the first step whose lr comes from the plan (None: no plan; the last
+            reported lr is held to the end).
+    """
+
+    knots: FloatArray
+    values: FloatArray
+    planned_from: float | None = None
+
+    def __post_init__(self) -> None:
+        knots = np.asarray(self.knots, dtype=np.float64)
+        values = np.asarray(self.values, dtype=np.float64)
+        if not len(knots) or len(knots) != len(values) or knots[0] != 0:
+            raise InvalidArgumentError("LrProfile: needs equal-length knots starting at step 0.")
+        if len(knots) > 1 and (np.diff(knots) <= 0).any():
+            raise InvalidArgumentError("LrProfile: knots must increase strictly.")
+        object.__setattr__(self, "knots", _readonly(knots))
+        object.__setattr__(self, "values", _readonly(values))
+
+    @classmethod
+    def from_schedule(cls, schedule: LrSchedule, horizon: int) -> LrProfile:
+        """The plan alone, sampled finely enough that its areas are exact to ~0.1%."""
+        if schedule.kind is ScheduleKind.EXPLICIT:
+            k = np.asarray(schedule.steps, dtype=np.float64)
+            v = np.asarray(schedule.values, dtype=np.float64)
+            if k[0] > 0:
+                k, v = np.concatenate([[0.0], k]), np.concatenate([[v[0]], v])
+            return cls(k, v, 0.0)
+        end = float(max(schedule.end_step or 0, horizon, 1))
+        grid = np.linspace(0.0, end, _PLAN_KNOTS + 1)
+        if schedule.kind is ScheduleKind.STEP:  # exact jump points
+            jumps = schedule.warmup_steps + schedule.step_size * np.arange(
+                1, min(int(end // schedule.step_size) + 1, 10_000)
+            )
+            grid = np.union1d(grid, jumps[jumps < end])
+        if schedule.warmup_steps:
+            grid = np.union1d(grid, [float(schedule.warmup_steps)])
+        mids = np.append((grid[:-1] + grid[1:]) / 2, grid[-1])  # midpoint rule per segment
+        return cls(grid, schedule.lr_at(mids), 0.0)
+
+    @classmethod
+    def of(cls, curve: Curve, horizon: int | None = None) -> LrProfile | None:
+        """Reported lr, then the planned schedule after the last reported step; None when the
+        curve has neither."""
+        known = np.zeros(0, dtype=bool) if curve.lr is None else ~np.isnan(curve.lr)
+        horizon = max(horizon or 0, curve.horizon)
+        plan = None if curve.schedule is None else cls.from_schedule(curve.schedule, horizon)
+        if not known.any():
+            return plan
+        assert curve.lr is not None
+        k = curve.steps[known].astype(np.float64)
+        v = curve.lr[known]
+        if plan is None:
+            if k[0] > 0:
+                k, v = np.concatenate([[0.0], k]), np.concatenate([[v[0]], v])
+            return cls(k, v, None)
+        last = k[-1]
+        before = plan.knots < k[0]
+        after = plan.knots > last
+        knots = np.concatenate([plan.knots[before], k, plan.knots[after]])
+        values = np.concatenate([plan.values[before], v, plan.values[after]])
+        if knots[0] > 0:
+            knots, values = np.concatenate([[0.0], knots]), np.concatenate([[values[0]], values])
+        return cls(knots, values, float(last) + 1)
+
+    def with_plan_after(self, schedule: LrSchedule, from_step: int, horizon: int) -> LrProfile:
+        """This profile up to from_step, then another plan: "what if I decay now?"."""
+        plan = LrProfile.from_schedule(schedule, max(horizon, from_step))
+        keep = self.knots <= from_step
+        later = plan.knots > from_step
+        knots = np.concatenate([self.knots[keep], [from_step + 1.0], plan.knots[later]])
+        values = np.concatenate(
+            [self.values[keep], schedule.lr_at([from_step + 1.0]), plan.values[later]]
+        )
+        knots, first = np.unique(knots, return_index=True)
+        return LrProfile(knots, values[first], float(from_step) + 1)
+
+    @property
+    def peak(self) -> float:
+        return float(self.values.max())
+
+    def lr_at(self, steps: npt.ArrayLike) -> FloatArray:
+        s = np.asarray(steps, dtype=np.float64)
+        idx = np.clip(np.searchsorted(self.knots, s, side="right") - 1, 0, len(self.knots) - 1)
+        return np.asarray(self.values[idx], dtype=np.float64)
+
+    def s1(self, steps: npt.ArrayLike) -> FloatArray:
+        """Forward area: the sum of the lr over steps (0, s]."""
+        s = np.maximum(np.asarray(steps, dtype=np.float64), 0.0)
+        seg = np.diff(self.knots) * self.values[:-1]
+        cum = np.concatenate([[0.0], np.cumsum(seg)])
+        idx = np.clip(np.searchsorted(self.knots, s, side="right") - 1, 0, len(self.knots) - 1)
+        return np.asarray(cum[idx] + self.values[idx] * (s - self.knots[idx]), dtype=np.float64)
+
+    def drops(self) -> tuple[FloatArray, FloatArray]:
+        """(steps, amounts) of every lr decrease after the warm-up peak (increases after it
+        count as negative drops, as a re-warm-up does in the momentum form)."""
+        if len(self.values) < 2:
+            return np.zeros(0), np.zeros(0)
+        delta = self.values[:-1] - self.values[1:]
+        delta[: int(np.argmax(self.values))] = 0.0  # the warm-up is not annealing
+        nz = delta != 0
+        return self.knots[1:][nz], delta[nz]
+
+    def s2(self, steps: npt.ArrayLike, tau: float) -> FloatArray:
+        """Annealing area in its momentum form: each lr drop d at step k contributes
+        d * tau * (1 - exp(-(s - k) / tau)) for s > k; tau = -1 / ln(lambda), in steps."""
+        s = np.asarray(steps, dtype=np.float64)
+        k, d = self.drops()
+        if not len(k):
+            return np.zeros_like(s)
+        elapsed = np.maximum(s[:, None] - k[None, :], 0.0)
+        return np.asarray((d * tau * -np.expm1(-elapsed / tau)).sum(axis=1), dtype=np.float64)
+
+    def multi_power_drop(
+        self, steps: npt.ArrayLike, c: float, beta: float, gamma: float
+    ) -> FloatArray:
+        """The multi-power law's loss-reduction shape: sum over drops d_k of
+        d_k * (1 - (c * lr_k^-gamma * (S1(s) - S1(k)) + 1)^-beta), lr in units of the peak."""
+        s = np.asarray(steps, dtype=np.float64)
+        k, d = self.drops()
+        if not len(k):
+            return np.zeros_like(s)
+        peak = self.peak
+        lr_k = np.maximum(self.lr_at(k) / peak, 1e-3)
+        area = np.maximum(self.s1(s)[:, None] - self.s1(k)[None, :], 0.0) / peak
+        x = c * lr_k[None, :] ** -gamma * area
+        return np.asarray(((d / peak) * -np.expm1(-beta * np.log1p(x))).sum(axis=1))

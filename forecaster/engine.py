@@ -8,6 +8,7 @@ forecast and decision from the store alone.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ import numpy as np
 from forecaster import models, policies
 from forecaster.curves import Curve, LrSchedule, Points
 from forecaster.errors import InvalidArgumentError
-from forecaster.models import Forecaster, Prediction
+from forecaster.models import Forecaster, Prediction, StudyHistory
 from forecaster.models.prediction import ForecastSummary, summarize
 from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
 from forecaster.store import Run, RunSpec, RunState, Store, Study, StudySpec, curve_of
@@ -38,8 +39,11 @@ class ReportResult:
 @dataclass(frozen=True)
 class _StudyEntry:
     study: Study
-    forecaster: Forecaster
     policy: StoppingPolicy
+
+    def forecaster(self, curve: Curve) -> Forecaster:
+        """The study's forecaster for this curve ("auto" chooses by the curve)."""
+        return models.create(self.study.spec.forecaster, curve)
 
     @property
     def context(self) -> StudyContext:
@@ -91,6 +95,7 @@ class Engine:
         self._lock = threading.Lock()
         self._studies: dict[str, _StudyEntry] = {}
         self._runs: OrderedDict[tuple[str, str], _RunEntry] = OrderedDict()
+        self._histories: dict[str, StudyHistory] = {}
 
     # -- studies and runs -------------------------------------------------------------------
 
@@ -106,7 +111,7 @@ class Engine:
             )
         study, created = self.store.create_study(spec)
         with self._lock:
-            self._studies[spec.name] = _StudyEntry(study, models.create(spec.forecaster), policy)
+            self._studies[spec.name] = _StudyEntry(study, policy)
         return study, created
 
     def _study(self, name: str) -> _StudyEntry:
@@ -115,9 +120,7 @@ class Engine:
         if entry is None:
             study = self.store.get_study(name)  # studies never change once created
             entry = _StudyEntry(
-                study,
-                models.create(study.spec.forecaster),
-                policies.create(study.spec.policy, study.spec.policy_params),
+                study, policies.create(study.spec.policy, study.spec.policy_params)
             )
             with self._lock:
                 self._studies[name] = entry
@@ -130,6 +133,8 @@ class Engine:
         return self.store.list_studies()
 
     def start_run(self, study: str, spec: RunSpec) -> tuple[Run, bool]:
+        if spec.lr_schedule is not None:
+            spec.lr_schedule.check_covers(spec.max_step or self._study(study).study.spec.max_step)
         return self.store.start_run(study, spec)
 
     def get_run(self, study: str, run: str) -> Run:
@@ -148,6 +153,9 @@ class Engine:
     ) -> ReportResult:
         """Stores a batch atomically, then returns the run's decision on its new curve."""
         entry = self._study(study)
+        if lr_schedule is not None:
+            budget = self.store.get_run(study, run).spec.max_step or entry.study.spec.max_step
+            lr_schedule.check_covers(budget)
         result = self.store.append_points(study, run, points, lr_schedule)
         key = (study, run)
         with self._lock:
@@ -202,7 +210,7 @@ class Engine:
                 f"run {run!r} of study {study!r} has no points yet: report some first."
             )
         curve = run_entry.curve
-        steps = list(at_steps) or self._default_steps(curve, f"run {run!r}")
+        steps = self._check_steps(curve, list(at_steps) or self._default_steps(curve, f"run {run!r}"))
         summary = summarize(run_entry.prediction, steps, quantile_levels, curve.target)
         path = None
         if path_points < 0 or path_points > 1000:
@@ -223,9 +231,19 @@ class Engine:
         """Stateless: forecasts an inline curve; nothing is stored."""
         if not len(curve):
             raise InvalidArgumentError("ForecastCurve: the curve has no points.")
-        prediction = models.create(forecaster).fit(curve)
-        steps = list(at_steps) or self._default_steps(curve, "the curve")
+        prediction = models.create(forecaster, curve).fit(curve)
+        steps = self._check_steps(curve, list(at_steps) or self._default_steps(curve, "the curve"))
         return summarize(prediction, steps, quantile_levels, curve.target)
+
+    @staticmethod
+    def _check_steps(curve: Curve, steps: list[int]) -> list[int]:
+        early = [s for s in steps if s < curve.last_step]
+        if early:
+            raise InvalidArgumentError(
+                f"at_steps {early} are before the last observed step {curve.last_step}: a "
+                "forecast is for steps still to come; ask GetRun for what was observed."
+            )
+        return steps
 
     @staticmethod
     def _default_steps(curve: Curve, what: str) -> list[int]:
@@ -234,6 +252,26 @@ class Engine:
                 f"{what} has no budget (max_step): pass at_steps to say where to forecast."
             )
         return [curve.max_step]
+
+    def _history(self, study: str) -> StudyHistory:
+        """The study's completed runs as curves; re-read only when one more has completed."""
+        done = [r for r in self.store.list_runs(study) if r.state is not RunState.RUNNING]
+        key = ";".join(f"{r.name}@{r.last_step}" for r in sorted(done, key=lambda r: r.name))
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        with self._lock:
+            cached = self._histories.get(study)
+        if cached is not None and cached.key == f"{study}:{digest}":
+            return cached
+        entry = self._study(study)
+        curves = tuple(
+            curve_of(entry.study, r, self.store.get_points(study, r.name))
+            for r in done
+            if r.last_step >= 0
+        )
+        history = StudyHistory(curves, f"{study}:{digest}")
+        with self._lock:
+            self._histories[study] = history
+        return history
 
     def _current(self, study: str, run: str) -> tuple[_StudyEntry, _RunEntry]:
         entry = self._study(study)
@@ -256,11 +294,14 @@ class Engine:
         if previous is not None and previous.fitted_points == n_fit and n_fit:
             prediction = previous.prediction
         elif n_fit:
+            head = curve.head(n_fit)
+            forecaster = entry.forecaster(head)
             try:
-                prediction = entry.forecaster.fit(curve.head(n_fit))
+                history = self._history(run.study) if forecaster.uses_history else None
+                prediction = forecaster.fit(head, history)
             except Exception:  # a forecaster bug must not take the service down
                 log.exception(
-                    "forecaster %s failed on run %s/%s", entry.forecaster.name, run.study, run.name
+                    "forecaster %s failed on run %s/%s", forecaster.name, run.study, run.name
                 )
         view = RunView(run.study, run.name, curve)
         try:

@@ -1,6 +1,14 @@
 """Forecasters: one file per family behind the `Forecaster` protocol, found by name."""
 
-from forecaster.models.base import AUTO, Forecaster, available, check_name, create
+from forecaster.models.base import (
+    AUTO,
+    Forecaster,
+    StudyHistory,
+    auto_choice,
+    available,
+    check_name,
+    create,
+)
 from forecaster.models.prediction import DEFAULT_QUANTILES, Prediction
 
 __all__ = [
@@ -8,6 +16,8 @@ __all__ = [
     "DEFAULT_QUANTILES",
     "Forecaster",
     "Prediction",
+    "StudyHistory",
+    "auto_choice",
     "available",
     "check_name",
     "create",

@@ -8,34 +8,76 @@ imports a heavy dependency it does not use.
 from __future__ import annotations
 
 import importlib
-from typing import ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from forecaster.curves import Curve
+import numpy as np
+
+from forecaster.curves import Curve, Direction
 from forecaster.errors import InvalidArgumentError
 from forecaster.models.prediction import Prediction
+
+
+@dataclass(frozen=True)
+class StudyHistory:
+    """The completed runs of a study, as curves, with a key that changes when they do (so a
+    study-level fit is cached per key)."""
+
+    curves: tuple[Curve, ...] = ()
+    key: str = ""
 
 
 @runtime_checkable
 class Forecaster(Protocol):
     """Fits a curve and returns a predictive distribution, never a point alone."""
 
-    name: ClassVar[str]  # registry key; the same string on the wire, in the CLI, in the store
+    name: str  # registry key; the same string on the wire, in the CLI, in the store
     version: ClassVar[int]  # bumped when outputs change; stored with every forecast
+    uses_history: ClassVar[bool]  # whether fit() learns from the study's completed runs
 
-    def fit(self, curve: Curve) -> Prediction:
-        """Forecasts the curve's metric. Never raises on ugly data: falls back and says so."""
+    def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
+        """Forecasts the curve's metric. Never raises on ugly data: falls back and says so.
+
+        history: the study's other, completed runs; models that share parameters across a
+        study (the annealing laws) learn from it, the others ignore it.
+        """
         ...
 
 
 AUTO = "auto"
 
-# name -> "module:Class", imported on first use.
-_REGISTRY: dict[str, str] = {
-    "power_law": "forecaster.models.power_law:PowerLawForecaster",
-    "last_value": "forecaster.models.power_law:LastValueForecaster",
+# name -> (module, factory, keyword arguments), imported on first use.
+_REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "power_law": ("forecaster.models.power_law", "PowerLawForecaster", {}),
+    "last_value": ("forecaster.models.baselines", "LastValueForecaster", {}),
+    "damped_trend": ("forecaster.models.baselines", "DampedTrendForecaster", {}),
+    "annealing_law": ("forecaster.models.annealing_law", "AnnealingLawForecaster", {}),
+    "multi_power_law": ("forecaster.models.annealing_law", "MultiPowerLawForecaster", {}),
 }
-# What "auto" means until the forecasting issues bring better models.
-_AUTO_CHOICE = "power_law"
+# Each parametric family alone, for comparison ("pow3" is the naive single fit).
+_FAMILY_NAMES = (
+    "pow3", "pow4", "log_power", "exp3", "exp4", "mmf", "janoschek", "weibull", "ilog2",
+    "vapour_pressure", "hill",
+)  # fmt: skip
+for _family in _FAMILY_NAMES:
+    _REGISTRY[_family] = (
+        "forecaster.models.power_law",
+        "PowerLawForecaster",
+        {"name": _family, "families": (_family,), "include_last_value": False},
+    )
+
+
+def auto_choice(curve: Curve | None) -> str:
+    """What "auto" means for a curve: the annealing law when the learning rate is known into
+    the future (a planned schedule, or a logged lr the run will keep) and the metric is a loss;
+    the power-law ensemble otherwise."""
+    if (
+        curve is not None
+        and curve.direction is Direction.MIN
+        and (curve.schedule is not None or (curve.lr is not None and not np.isnan(curve.lr).all()))
+    ):
+        return "annealing_law"
+    return "power_law"
 
 
 def available() -> list[str]:
@@ -53,11 +95,12 @@ def check_name(name: str) -> str:
     return name
 
 
-def create(name: str) -> Forecaster:
-    """Builds the forecaster registered under name, with its default settings."""
+def create(name: str, curve: Curve | None = None) -> Forecaster:
+    """Builds the forecaster registered under name, with its default settings; "auto" picks
+    by `auto_choice(curve)`."""
     name = check_name(name)
     if name == AUTO:
-        name = _AUTO_CHOICE
-    module, _, cls = _REGISTRY[name].partition(":")
-    forecaster: Forecaster = getattr(importlib.import_module(module), cls)()
+        name = auto_choice(curve)
+    module, factory, kwargs = _REGISTRY[name]
+    forecaster: Forecaster = getattr(importlib.import_module(module), factory)(**kwargs)
     return forecaster

@@ -1,0 +1,196 @@
+"""Lazy, validated reading of a corpus folder: <corpus>/<source>/{runs,points}.parquet.
+
+Only the columns the schema names are read; extra columns are ignored. Errors name the file,
+the run and the column, so a user can fix their export.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forecaster.curves import Curve, Direction, LrSchedule, ScheduleKind
+from forecaster.errors import InvalidArgumentError
+
+REQUIRED_RUN_COLUMNS = ("run_id", "task", "direction", "final_step", "final_value")
+OPTIONAL_RUN_COLUMNS = ("metric", "step_unit", "max_step", "target", "config")
+REQUIRED_POINT_COLUMNS = ("run_id", "step", "value")
+OPTIONAL_POINT_COLUMNS = ("lr",)
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """One run of a corpus: its whole curve, and what the schema says about it."""
+
+    run_id: str
+    task: str
+    direction: Direction
+    final_step: int
+    final_value: float
+    max_step: int | None
+    target: float | None
+    steps: np.ndarray
+    values: np.ndarray
+    lr: np.ndarray | None  # NaN where not logged; None when never logged
+
+    def curve(self, until_step: int | None = None, horizon: int | None = None) -> Curve:
+        """The run as it was at until_step (all of it by default). When the run logged its lr,
+        the logged lr of the whole run is the planned schedule: a schedule is planned ahead."""
+        n = len(self.steps) if until_step is None else int(
+            np.searchsorted(self.steps, until_step, side="right")
+        )
+        schedule = None
+        if self.lr is not None:
+            known = ~np.isnan(self.lr)
+            schedule = LrSchedule(
+                ScheduleKind.EXPLICIT,
+                steps=tuple(int(s) for s in self.steps[known]),
+                values=tuple(float(v) for v in self.lr[known]),
+            )
+        return Curve(
+            self.steps[:n],
+            self.values[:n],
+            self.direction,
+            max_step=horizon if horizon is not None else self.final_step,
+            lr=None if self.lr is None else self.lr[:n],
+            target=self.target,
+            schedule=schedule,
+        )
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source folder of a corpus."""
+
+    name: str
+    path: Path
+
+    @property
+    def runs_file(self) -> Path:
+        return self.path / "runs.parquet"
+
+    @property
+    def points_file(self) -> Path:
+        return self.path / "points.parquet"
+
+    def runs(self) -> Any:
+        """runs.parquet as a polars DataFrame (schema columns only), validated."""
+        import polars as pl
+
+        lf = pl.scan_parquet(self.runs_file)
+        names = lf.collect_schema().names()
+        _require(self.runs_file, names, REQUIRED_RUN_COLUMNS)
+        cols = [c for c in (*REQUIRED_RUN_COLUMNS, *OPTIONAL_RUN_COLUMNS) if c in names]
+        df = lf.select(cols).collect()
+        bad = df.filter(~pl.col("direction").is_in(["min", "max"]))
+        if bad.height:
+            raise InvalidArgumentError(
+                f"{self.runs_file}: run {bad['run_id'][0]!r}, column 'direction': "
+                f"{bad['direction'][0]!r} is neither 'min' nor 'max'."
+            )
+        return df
+
+    def load(self, run_ids: Sequence[str]) -> list[LoggedRun]:
+        """The named runs with their points, in the order given; points must be in step order."""
+        import polars as pl
+
+        runs = self.runs().filter(pl.col("run_id").is_in(list(run_ids)))
+        lf = pl.scan_parquet(self.points_file)
+        names = lf.collect_schema().names()
+        _require(self.points_file, names, REQUIRED_POINT_COLUMNS)
+        cols = [c for c in (*REQUIRED_POINT_COLUMNS, *OPTIONAL_POINT_COLUMNS) if c in names]
+        points = lf.select(cols).filter(pl.col("run_id").is_in(list(run_ids))).collect()
+        by_run = {key[0]: frame for key, frame in points.group_by("run_id", maintain_order=True)}
+        meta = {r["run_id"]: r for r in runs.iter_rows(named=True)}
+        out = []
+        for run_id in run_ids:
+            if run_id not in meta:
+                raise InvalidArgumentError(f"{self.runs_file}: no run {run_id!r}.")
+            frame = by_run.get(run_id)
+            out.append(self._logged_run(meta[run_id], frame))
+        return out
+
+    def _logged_run(self, row: dict[str, Any], frame: Any) -> LoggedRun:
+        run_id = row["run_id"]
+        if frame is None or frame.height == 0:
+            steps, values, lr = np.zeros(0, np.int64), np.zeros(0), None
+        else:
+            steps = frame["step"].to_numpy().astype(np.int64)
+            values = frame["value"].cast(float).fill_null(float("nan")).to_numpy()
+            if len(steps) > 1 and (np.diff(steps) <= 0).any():
+                i = int(np.argmax(np.diff(steps) <= 0))
+                raise InvalidArgumentError(
+                    f"{self.points_file}: run {run_id!r}, column 'step': points are out of "
+                    f"order or repeated (step {steps[i + 1]} after {steps[i]}); sort by "
+                    "run_id, step and keep one point per step."
+                )
+            lr = None
+            if "lr" in frame.columns and frame["lr"].null_count() < frame.height:
+                lr = frame["lr"].cast(float).fill_null(float("nan")).to_numpy()
+                lr = np.where(np.isfinite(lr) & (lr >= 0), lr, np.nan)
+        max_step = row.get("max_step")
+        target = row.get("target")
+        return LoggedRun(
+            run_id=run_id,
+            task=str(row["task"]),
+            direction=Direction(row["direction"]),
+            final_step=int(row["final_step"]),
+            final_value=float("nan") if row["final_value"] is None else float(row["final_value"]),
+            max_step=None if max_step is None else int(max_step),
+            target=None if target is None or not np.isfinite(target) else float(target),
+            steps=steps,
+            values=values,
+            lr=lr,
+        )
+
+
+def _require(path: Path, names: Sequence[str], required: Sequence[str]) -> None:
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise InvalidArgumentError(
+            f"{path}: missing required column(s) {', '.join(missing)}; found "
+            f"{', '.join(names)}. See datasets/SCHEMA.md for the corpus schema."
+        )
+
+
+def sources(corpus: str | Path, names: Sequence[str] | None = None) -> list[Source]:
+    """The source folders of a corpus (those holding runs.parquet and points.parquet)."""
+    root = Path(corpus)
+    if not root.is_dir():
+        raise InvalidArgumentError(f"corpus folder {root} does not exist.")
+    if (root / "runs.parquet").exists():  # a single source folder given directly
+        found = [Source(root.name, root)]
+    else:
+        found = [
+            Source(p.name, p)
+            for p in sorted(root.iterdir())
+            if (p / "runs.parquet").exists() and (p / "points.parquet").exists()
+        ]
+    if names:
+        known = {s.name for s in found}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise InvalidArgumentError(
+                f"no source {', '.join(unknown)} in {root}; found {', '.join(sorted(known))}."
+            )
+        found = [s for s in found if s.name in names]
+    if not found:
+        raise InvalidArgumentError(
+            f"{root} holds no source folder with runs.parquet and points.parquet "
+            "(see datasets/SCHEMA.md)."
+        )
+    return found
+
+
+def config_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A run's config JSON as a dict ({} when absent or malformed)."""
+    try:
+        value = json.loads(row.get("config") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,1 @@
+"""Offline evaluation: forecast accuracy over a corpus (and, later, the stopping replay)."""

@@ -1,0 +1,276 @@
+"""Forecast accuracy over a corpus: cut each run at fractions of its final logged step,
+forecast the value at that step, and score the forecasts against what the run reached.
+
+Scoring stays meaningful on runs that diverge: runs whose final value is not finite are not
+scored, and values (truth, forecast quantiles and samples) are clipped to the task's plausible
+range, the 5-95% range of its finite final values widened by that range on each side, so one
+run at 1e8 cannot decide a mean. A forecast that is NaN (the model declared the run diverged)
+while the run ended finite scores the largest error, misses both intervals and gets the
+largest CRPS. Every model is compared with the last value on the same runs.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import numpy as np
+
+from forecaster import models
+from forecaster.corpus.reader import LoggedRun, Source, sources
+from forecaster.errors import InvalidArgumentError
+from forecaster.models import StudyHistory
+
+DEFAULT_CUTOFFS = (0.1, 0.2, 0.3, 0.5)
+DEFAULT_MODELS = ("last_value", "damped_trend", "pow3", "power_law", "annealing_law")
+BASELINE = "last_value"
+_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
+_FOLDS = 2  # a run's study history comes from the other fold of its task
+
+
+@dataclass(frozen=True)
+class Score:
+    """One forecast, scored."""
+
+    source: str
+    model: str
+    cutoff: float
+    run_id: str
+    abs_error: float
+    in_50: bool
+    in_90: bool
+    crps: float
+    fit_ms: float
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: Source
+    task: str
+    fold: int
+    run_ids: tuple[str, ...]
+    history_ids: tuple[str, ...]
+    models: tuple[str, ...]
+    cutoffs: tuple[float, ...]
+
+
+def crps_samples(samples: np.ndarray, truth: float) -> float:
+    """CRPS of an empirical distribution: E|X - y| - E|X - X'| / 2, exact for the samples."""
+    x = np.sort(samples)
+    n = len(x)
+    if n == 0:
+        return math.nan
+    first = float(np.mean(np.abs(x - truth)))
+    # E|X - X'| = 2 / n^2 * sum_i (2i - n - 1) x_(i)
+    i = np.arange(1, n + 1)
+    spread = float(2.0 * np.sum((2 * i - n - 1) * x) / n**2)
+    return first - 0.5 * spread
+
+
+def _plausible_range(finals: np.ndarray) -> tuple[float, float]:
+    finite = finals[np.isfinite(finals)]
+    if not len(finite):
+        return -math.inf, math.inf
+    lo, hi = np.quantile(finite, [0.05, 0.95])
+    width = max(float(hi - lo), 1e-9 * max(1.0, abs(float(hi))))
+    return float(lo - width), float(hi + width)
+
+
+def _score_task(job: _Job) -> list[Score]:
+    runs = job.source.load(list(job.run_ids) + list(job.history_ids))
+    targets = runs[: len(job.run_ids)]
+    history_runs = runs[len(job.run_ids) :]
+    lo, hi = _plausible_range(np.array([r.final_value for r in runs]))
+    cap = hi - lo
+    history = StudyHistory(
+        tuple(r.curve() for r in history_runs if len(r.steps)),
+        f"{job.source.name}/{job.task}/fold{job.fold}",
+    )
+    forecasters = {name: models.create(name) for name in job.models if name != "auto"}
+    out: list[Score] = []
+    for run in targets:
+        if not np.isfinite(run.final_value) or not len(run.steps):
+            continue
+        truth = float(np.clip(run.final_value, lo, hi))
+        for cutoff in job.cutoffs:
+            until = int(math.floor(cutoff * run.final_step))
+            curve = run.curve(until_step=until)
+            if not len(curve):
+                continue
+            for name in job.models:
+                forecaster = forecasters.get(name) or models.create(name, curve)
+                t0 = time.perf_counter()
+                prediction = forecaster.fit(curve, history)
+                samples = prediction.samples([run.final_step])[:, 0]
+                fit_ms = (time.perf_counter() - t0) * 1e3
+                finite = samples[np.isfinite(samples)]
+                if not len(finite):
+                    out.append(Score(job.source.name, name, cutoff, run.run_id, cap, False,
+                                     False, cap, fit_ms))  # fmt: skip
+                    continue
+                clipped = np.clip(finite, lo, hi)
+                q = np.quantile(clipped, _LEVELS)
+                out.append(
+                    Score(
+                        job.source.name,
+                        name,
+                        cutoff,
+                        run.run_id,
+                        float(abs(q[2] - truth)),
+                        bool(q[1] <= truth <= q[3]),
+                        bool(q[0] <= truth <= q[4]),
+                        crps_samples(clipped, truth),
+                        fit_ms,
+                    )
+                )
+    return out
+
+
+def _jobs(
+    corpus: str,
+    source_names: Sequence[str] | None,
+    model_names: tuple[str, ...],
+    cutoffs: tuple[float, ...],
+    max_runs_per_task: int,
+    seed: int,
+) -> Iterator[_Job]:
+    for source in sources(corpus, source_names):
+        runs = source.runs().sort("run_id")
+        for (task,), frame in runs.group_by("task", maintain_order=True):
+            ids = frame["run_id"].to_list()
+            rng = np.random.default_rng([seed, _stable_hash(f"{source.name}/{task}")])
+            order = [ids[i] for i in rng.permutation(len(ids))]
+            chosen = order[:max_runs_per_task] if max_runs_per_task > 0 else order
+            for fold in range(_FOLDS):
+                mine = tuple(chosen[fold::_FOLDS])
+                # History: completed runs of the same task outside this fold (not scored).
+                others = [r for r in order if r not in set(mine)][:24]
+                if mine:
+                    yield _Job(source, str(task), fold, mine, tuple(others), model_names,
+                               cutoffs)  # fmt: skip
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little") ^ len(text)
+
+
+def evaluate(
+    corpus: str,
+    *,
+    source_names: Sequence[str] | None = None,
+    model_names: Sequence[str] = DEFAULT_MODELS,
+    cutoffs: Sequence[float] = DEFAULT_CUTOFFS,
+    max_runs_per_task: int = 50,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, float | int | str]]:
+    """Scores each model on each source and cutoff; one dict per (source, model, cutoff)."""
+    names = tuple(dict.fromkeys([BASELINE, *[models.check_name(m) for m in model_names]]))
+    cuts = tuple(float(c) for c in cutoffs)
+    if not cuts or any(not 0 < c < 1 for c in cuts):
+        raise InvalidArgumentError(f"cutoffs must be fractions in (0, 1); got {list(cutoffs)}.")
+    jobs = list(_jobs(corpus, source_names, names, cuts, max_runs_per_task, seed))
+    scores: list[Score] = []
+    for batch in _run(jobs, workers or min(os.cpu_count() or 1, 8), progress):
+        scores.extend(batch)
+    return aggregate(scores, [m for m in names if m in model_names or m == BASELINE])
+
+
+def _run(jobs: list[_Job], workers: int, progress: bool) -> Iterator[list[Score]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc="eval", unit="task", disable=not progress, leave=False)
+    try:
+        if workers <= 1:
+            for job in jobs:
+                yield _score_task(job)
+                bar.update()
+            return
+        # spawn, not fork: polars' thread pool does not survive a fork (workers would hang).
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+            futures = [pool.submit(_score_task, job) for job in jobs]
+            for future in as_completed(futures):
+                yield future.result()
+                bar.update()
+    finally:
+        bar.close()
+
+
+def _one_thread() -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def aggregate(scores: list[Score], model_order: Sequence[str]) -> list[dict[str, float | int | str]]:
+    """Per (source, model, cutoff): errors, ratios to the last value on the same runs,
+    interval coverage, CRPS and median fit time."""
+    grouped: dict[tuple[str, str, float], dict[str, Score]] = defaultdict(dict)
+    for s in scores:
+        grouped[(s.source, s.model, s.cutoff)][s.run_id] = s
+    rows: list[dict[str, float | int | str]] = []
+    order = {m: i for i, m in enumerate(model_order)}
+    for source, model, cutoff in sorted(grouped, key=lambda k: (k[0], order.get(k[1], 99), k[2])):
+        mine = grouped[(source, model, cutoff)]
+        base = grouped.get((source, BASELINE, cutoff), {})
+        common = [r for r in mine if r in base]
+        err = np.array([mine[r].abs_error for r in mine])
+        err_c = np.array([mine[r].abs_error for r in common])
+        base_c = np.array([base[r].abs_error for r in common])
+        rows.append(
+            {
+                "source": source,
+                "model": model,
+                "cutoff": cutoff,
+                "n_runs": len(mine),
+                "mae": float(err.mean()),
+                "medae": float(np.median(err)),
+                "mae_ratio_vs_last_value": _ratio(err_c.mean(), base_c.mean()) if common else math.nan,
+                "medae_ratio_vs_last_value": _ratio(np.median(err_c), np.median(base_c))
+                if common
+                else math.nan,
+                "coverage_50": float(np.mean([s.in_50 for s in mine.values()])),
+                "coverage_90": float(np.mean([s.in_90 for s in mine.values()])),
+                "crps": float(np.mean([s.crps for s in mine.values()])),
+                "fit_ms_median": float(np.median([s.fit_ms for s in mine.values()])),
+            }
+        )
+    return rows
+
+
+def _ratio(a: float, b: float) -> float:
+    if b > 0:
+        return float(a / b)
+    return 1.0 if a == 0 else math.inf
+
+
+def format_table(rows: list[dict[str, float | int | str]]) -> str:
+    """The results as an aligned text table."""
+    headers = ["source", "model", "cutoff", "n_runs", "mae", "medae", "mae/lv", "medae/lv",
+               "cov50", "cov90", "crps", "fit_ms"]  # fmt: skip
+    keys = ["source", "model", "cutoff", "n_runs", "mae", "medae", "mae_ratio_vs_last_value",
+            "medae_ratio_vs_last_value", "coverage_50", "coverage_90", "crps", "fit_ms_median"]  # fmt: skip
+    cells = [[_fmt(r[k]) for k in keys] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]  # fmt: skip
+    line = lambda vals: "  ".join(v.rjust(w) if i > 1 else v.ljust(w)  # noqa: E731
+                                  for i, (v, w) in enumerate(zip(vals, widths, strict=True)))  # fmt: skip
+    return "\n".join([line(headers), *(line(c) for c in cells)])
+
+
+def _fmt(v: float | int | str) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int):
+        return str(v)
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+
