@@ -3,8 +3,8 @@ forecast the value at that step, and score the forecasts against what the run re
 
 Scoring stays meaningful on runs that diverge: runs whose final value is not finite are not
 scored, and values (truth, forecast quantiles and samples) are clipped to the task's plausible
-range, the 5-95% range of its finite final values widened by that range on each side, so one
-run at 1e8 cannot decide a mean. A forecast that is NaN (the model declared the run diverged)
+range (the 2-98% range of its logged values, widened by that width on each side), so one run
+at 1e8 cannot decide a mean. A forecast that is NaN (the model declared the run diverged)
 while the run ended finite scores the largest error, misses both intervals and gets the
 largest CRPS. Every model is compared with the last value on the same runs.
 """
@@ -73,11 +73,19 @@ def crps_samples(samples: np.ndarray, truth: float) -> float:
     return first - 0.5 * spread
 
 
-def _plausible_range(finals: np.ndarray) -> tuple[float, float]:
-    finite = finals[np.isfinite(finals)]
-    if not len(finite):
+def _plausible_range(runs: list[LoggedRun]) -> tuple[float, float]:
+    """The task's 2-98% range of logged values (and 5-95% of final values), widened by its
+    width on each side: beyond it a value only says "diverged"."""
+    finals = np.array([r.final_value for r in runs])
+    finals = finals[np.isfinite(finals)]
+    values = np.concatenate([r.values for r in runs]) if runs else np.zeros(0)
+    values = values[np.isfinite(values)]
+    if not len(values) and not len(finals):
         return -math.inf, math.inf
-    lo, hi = np.quantile(finite, [0.05, 0.95])
+    pool = values if len(values) else finals
+    lo, hi = (float(v) for v in np.quantile(pool, [0.02, 0.98]))
+    if len(finals):
+        lo, hi = min(lo, float(np.quantile(finals, 0.05))), max(hi, float(np.quantile(finals, 0.95)))
     width = max(float(hi - lo), 1e-9 * max(1.0, abs(float(hi))))
     return float(lo - width), float(hi + width)
 
@@ -86,7 +94,7 @@ def _score_task(job: _Job) -> list[Score]:
     runs = job.source.load(list(job.run_ids) + list(job.history_ids))
     targets = runs[: len(job.run_ids)]
     history_runs = runs[len(job.run_ids) :]
-    lo, hi = _plausible_range(np.array([r.final_value for r in runs]))
+    lo, hi = _plausible_range(runs)
     cap = hi - lo
     history = StudyHistory(
         tuple(r.curve() for r in history_runs if len(r.steps)),
