@@ -1,4 +1,4 @@
-"""The command line: `forecaster serve | demo | health`."""
+"""The command line: `forecaster serve | demo | health | eval | law`."""
 
 from __future__ import annotations
 
@@ -53,6 +53,55 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from forecaster.evaluation.accuracy import evaluate, format_table
+
+    rows = evaluate(
+        args.corpus,
+        source_names=_csv(args.sources),
+        model_names=_csv(args.models) or list(_default_models()),
+        cutoffs=[float(c) for c in (_csv(args.cutoffs) or [])],
+        max_runs_per_task=args.max_runs_per_task,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps({"results": rows}, indent=1))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def _default_models() -> tuple[str, ...]:
+    from forecaster.evaluation.accuracy import DEFAULT_MODELS
+
+    return DEFAULT_MODELS
+
+
+def _csv(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _law(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from forecaster import planning
+
+    train = [planning.read_schedule_csv(p, need_loss=True) for p in args.train]
+    plans = [planning.read_schedule_csv(p, need_loss=False) for p in args.predict]
+    fit = planning.fit_law(train, args.law)
+    print(planning.describe(fit))
+    for plan in plans:
+        target = planning.predict(fit, plan, Path(args.out), seed=args.seed)
+        print(f"wrote {target}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="forecaster",
@@ -90,6 +139,46 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--service", default="", help="service name ('' = overall)")
     health.add_argument("--timeout", type=float, default=3.0)
     health.set_defaults(func=_health)
+
+    ev = sub.add_parser(
+        "eval",
+        help="forecast accuracy over a corpus of logged runs (cut each run, forecast its end)",
+        description="Cuts each run of a corpus (the schema of datasets/SCHEMA.md) at fractions "
+        "of its final logged step, forecasts the value at that step, and reports per source, "
+        "model and cutoff: mae, medae, their ratios to the last value, interval coverage, "
+        "CRPS and fit time.",
+    )
+    ev.add_argument("--corpus", required=True, help="folder of <source>/{runs,points}.parquet")
+    ev.add_argument("--sources", help="comma-separated source folders (default: all)")
+    ev.add_argument(
+        "--models",
+        help="comma-separated forecasters (default: last_value, damped_trend, pow3, power_law, "
+        "annealing_law); last_value is always scored, as the baseline",
+    )
+    ev.add_argument("--cutoffs", default="0.1,0.2,0.3,0.5", help="fractions of the final step")
+    ev.add_argument("--max-runs-per-task", type=int, default=50, help="0 = every run")
+    ev.add_argument("--seed", type=int, default=0, help="which runs are sampled per task")
+    ev.add_argument("--workers", type=int, help="processes (default: the CPU count, up to 8)")
+    ev.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    ev.set_defaults(func=_eval)
+
+    law = sub.add_parser(
+        "law",
+        help="fit the LR-schedule law on finished runs and forecast the loss under new schedules",
+        description="CSV files with a header naming step, lr and (training files) loss. lr may "
+        "be given at some steps only (held until the next); loss may be empty where it was not "
+        "logged. Prints the fitted parameters and writes OUT/<file name> for each --predict "
+        "file, with step, lr, loss_pred, loss_q05, loss_q95 at that file's steps.",
+    )
+    law.add_argument("--train", nargs="+", required=True, help="finished runs: step, lr, loss")
+    law.add_argument("--predict", nargs="+", required=True, help="planned schedules: step, lr")
+    law.add_argument("--out", required=True, help="folder for the forecasts")
+    law.add_argument(
+        "--law", default="annealing_law", choices=["annealing_law", "multi_power_law"]
+    )
+    law.add_argument("--seed", type=int, default=0)
+    law.set_defaults(func=_law)
     return parser
 
 

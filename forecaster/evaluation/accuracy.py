@@ -42,6 +42,7 @@ class Score:
     model: str
     cutoff: float
     run_id: str
+    truth: float  # the final value (clipped to the task's plausible range)
     abs_error: float
     in_50: bool
     in_90: bool
@@ -119,8 +120,8 @@ def _score_task(job: _Job) -> list[Score]:
                 fit_ms = (time.perf_counter() - t0) * 1e3
                 finite = samples[np.isfinite(samples)]
                 if not len(finite):
-                    out.append(Score(job.source.name, name, cutoff, run.run_id, cap, False,
-                                     False, cap, fit_ms))  # fmt: skip
+                    out.append(Score(job.source.name, name, cutoff, run.run_id, truth, cap,
+                                     False, False, cap, fit_ms))  # fmt: skip
                     continue
                 clipped = np.clip(finite, lo, hi)
                 q = np.quantile(clipped, _LEVELS)
@@ -130,6 +131,7 @@ def _score_task(job: _Job) -> list[Score]:
                         name,
                         cutoff,
                         run.run_id,
+                        truth,
                         float(abs(q[2] - truth)),
                         bool(q[1] <= truth <= q[3]),
                         bool(q[0] <= truth <= q[4]),
@@ -170,6 +172,16 @@ def _stable_hash(text: str) -> int:
 
 def evaluate(
     corpus: str,
+    **kwargs: object,
+) -> list[dict[str, float | int | str]]:
+    """Scores each model on each source and cutoff; one dict per (source, model, cutoff).
+    Arguments as for `score_corpus`."""
+    scores, names = score_corpus(corpus, **kwargs)  # type: ignore[arg-type]
+    return aggregate(scores, names)
+
+
+def score_corpus(
+    corpus: str,
     *,
     source_names: Sequence[str] | None = None,
     model_names: Sequence[str] = DEFAULT_MODELS,
@@ -178,8 +190,9 @@ def evaluate(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
-) -> list[dict[str, float | int | str]]:
-    """Scores each model on each source and cutoff; one dict per (source, model, cutoff)."""
+) -> tuple[list[Score], list[str]]:
+    """Every forecast of every model on every sampled run and cutoff, scored; and the model
+    names in report order (the last-value baseline first)."""
     names = tuple(dict.fromkeys([BASELINE, *[models.check_name(m) for m in model_names]]))
     cuts = tuple(float(c) for c in cutoffs)
     if not cuts or any(not 0 < c < 1 for c in cuts):
@@ -188,7 +201,7 @@ def evaluate(
     scores: list[Score] = []
     for batch in _run(jobs, workers or min(os.cpu_count() or 1, 8), progress):
         scores.extend(batch)
-    return aggregate(scores, [m for m in names if m in model_names or m == BASELINE])
+    return scores, list(names)
 
 
 def _run(jobs: list[_Job], workers: int, progress: bool) -> Iterator[list[Score]]:

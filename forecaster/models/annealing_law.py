@@ -421,3 +421,26 @@ class MultiPowerLawForecaster(_ScheduleLawForecaster):
     name: ClassVar[str] = "multi_power_law"
     version: ClassVar[int] = 1
     uses_history: ClassVar[bool] = True
+
+
+def predict_from_study(
+    study: StudyFit,
+    profile: LrProfile,
+    horizon: int,
+    steps: FloatArray,
+    n_samples: int = 400,
+    seed: int = 0,
+) -> FloatArray:
+    """Samples (n_samples, len(steps)) of the loss of a new run of the study under profile,
+    from the study fit alone: how a schedule is planned before any run of it exists."""
+    law = LAWS[study.law]
+    rng = np.random.default_rng(seed)
+    coef = study.coef[None, :] + rng.standard_normal((n_samples, 3)) * study.coef_sd[None, :]
+    coef[:, 1:] = np.maximum(coef[:, 1:], 0.0)
+    steps = np.asarray(steps, dtype=np.float64)
+    columns = law.basis(profile, steps, Units(profile.peak, float(horizon)))(
+        study.theta[None, :], steps
+    )[0]  # (n, 3)
+    noise = rng.standard_normal(n_samples) * study.sigma
+    out: FloatArray = coef @ columns.T + noise[:, None]
+    return out
