@@ -124,23 +124,55 @@ def main() -> int:
             markdown_table(["model", "ms"], [[k, f"{v:.1f}"] for k, v in speed.items()]),
             "### Cutoff 0.2: best parametric model per source",
             markdown_table(
-                ["source", "best", "medae/lv", "damped_trend medae/lv", "best cov90",
-                 "auto medae/lv", "auto cov90"],
+                [
+                    "source",
+                    "best",
+                    "medae/lv",
+                    "damped_trend medae/lv",
+                    "best cov90",
+                    "auto medae/lv",
+                    "auto cov90",
+                ],
                 best_rows,
             ),  # fmt: skip
             f"Median over sources of the best medae/lv: **{median_best:.3f}**.",
             "### Final loss from cutoff 0.3, known schedule, study's other runs available",
-            markdown_table(["source", "model", "runs", "mean rel. error", "median rel. error"],
-                           mre_rows),  # fmt: skip
+            markdown_table(
+                ["source", "model", "runs", "mean rel. error", "median rel. error"], mre_rows
+            ),  # fmt: skip
             "### All results",
             markdown_table(
-                ["source", "model", "cutoff", "n_runs", "mae", "medae", "mae/lv", "medae/lv",
-                 "cov50", "cov90", "crps", "fit_ms"],
-                [[r["source"], r["model"], r["cutoff"], r["n_runs"], f"{r['mae']:.4g}",
-                  f"{r['medae']:.4g}", f"{r['mae_ratio_vs_last_value']:.3f}",
-                  f"{r['medae_ratio_vs_last_value']:.3f}", f"{r['coverage_50']:.2f}",
-                  f"{r['coverage_90']:.2f}", f"{r['crps']:.4g}", f"{r['fit_ms_median']:.1f}"]
-                 for r in rows],
+                [
+                    "source",
+                    "model",
+                    "cutoff",
+                    "n_runs",
+                    "mae",
+                    "medae",
+                    "mae/lv",
+                    "medae/lv",
+                    "cov50",
+                    "cov90",
+                    "crps",
+                    "fit_ms",
+                ],
+                [
+                    [
+                        r["source"],
+                        r["model"],
+                        r["cutoff"],
+                        r["n_runs"],
+                        f"{r['mae']:.4g}",
+                        f"{r['medae']:.4g}",
+                        f"{r['mae_ratio_vs_last_value']:.3f}",
+                        f"{r['medae_ratio_vs_last_value']:.3f}",
+                        f"{r['coverage_50']:.2f}",
+                        f"{r['coverage_90']:.2f}",
+                        f"{r['crps']:.4g}",
+                        f"{r['fit_ms_median']:.1f}",
+                    ]
+                    for r in rows
+                ],
             ),  # fmt: skip
         ]
     )

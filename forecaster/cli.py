@@ -174,9 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     law.add_argument("--train", nargs="+", required=True, help="finished runs: step, lr, loss")
     law.add_argument("--predict", nargs="+", required=True, help="planned schedules: step, lr")
     law.add_argument("--out", required=True, help="folder for the forecasts")
-    law.add_argument(
-        "--law", default="annealing_law", choices=["annealing_law", "multi_power_law"]
-    )
+    law.add_argument("--law", default="annealing_law", choices=["annealing_law", "multi_power_law"])
     law.add_argument("--seed", type=int, default=0)
     law.set_defaults(func=_law)
     return parser

@@ -119,9 +119,7 @@ class Engine:
             entry = self._studies.get(name)
         if entry is None:
             study = self.store.get_study(name)  # studies never change once created
-            entry = _StudyEntry(
-                study, policies.create(study.spec.policy, study.spec.policy_params)
-            )
+            entry = _StudyEntry(study, policies.create(study.spec.policy, study.spec.policy_params))
             with self._lock:
                 self._studies[name] = entry
         return entry
@@ -210,7 +208,9 @@ class Engine:
                 f"run {run!r} of study {study!r} has no points yet: report some first."
             )
         curve = run_entry.curve
-        steps = self._check_steps(curve, list(at_steps) or self._default_steps(curve, f"run {run!r}"))
+        steps = self._check_steps(
+            curve, list(at_steps) or self._default_steps(curve, f"run {run!r}")
+        )
         summary = summarize(run_entry.prediction, steps, quantile_levels, curve.target)
         path = None
         if path_points < 0 or path_points > 1000:

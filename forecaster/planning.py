@@ -77,19 +77,19 @@ def read_schedule_csv(path: str | Path, *, need_loss: bool) -> ScheduleFile:
                 raise InvalidArgumentError(
                     f"{p}, line {line}: {len(row)} fields but the header has {len(names)}."
                 )
-            step = _number(p, line, "step", row[col["step"]], integer=True)
+            number = _number(p, line, "step", row[col["step"]], integer=True)
+            step = None if number is None else int(number)
             if step is None or step < 0:
                 raise InvalidArgumentError(f"{p}, line {line}, column step: needs a step >= 0.")
             if steps and step <= steps[-1]:
                 raise InvalidArgumentError(
-                    f"{p}, line {line}, column step: {step} after {steps[-1]}; steps must "
-                    "increase."
+                    f"{p}, line {line}, column step: {step} after {steps[-1]}; steps must increase."
                 )
             lr = _number(p, line, "lr", row[col["lr"]])
             if lr is not None and lr < 0:
                 raise InvalidArgumentError(f"{p}, line {line}, column lr: {lr} is negative.")
             loss = _number(p, line, "loss", row[col["loss"]]) if "loss" in col else None
-            steps.append(int(step))
+            steps.append(step)
             lrs.append(math.nan if lr is None else lr)
             losses.append(math.nan if loss is None else loss)
     if not steps:
@@ -161,7 +161,9 @@ def predict(fit: StudyFit, schedule: ScheduleFile, out_dir: Path, seed: int = 0)
     with target.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "lr", "loss_pred", "loss_q05", "loss_q95"])
-        for ok, row in zip(defined, zip(schedule.steps, lr, q50, q05, q95, strict=True), strict=True):
+        for ok, row in zip(
+            defined, zip(schedule.steps, lr, q50, q05, q95, strict=True), strict=True
+        ):
             values = [f"{v:.6g}" if ok else "" for v in row[2:]]
             writer.writerow([int(row[0]), f"{row[1]:.6g}", *values])
     return target

@@ -41,8 +41,10 @@ class LoggedRun:
     def curve(self, until_step: int | None = None, horizon: int | None = None) -> Curve:
         """The run as it was at until_step (all of it by default). When the run logged its lr,
         the logged lr of the whole run is the planned schedule: a schedule is planned ahead."""
-        n = len(self.steps) if until_step is None else int(
-            np.searchsorted(self.steps, until_step, side="right")
+        n = (
+            len(self.steps)
+            if until_step is None
+            else int(np.searchsorted(self.steps, until_step, side="right"))
         )
         schedule = None
         if self.lr is not None:

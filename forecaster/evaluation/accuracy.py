@@ -86,7 +86,10 @@ def _plausible_range(runs: list[LoggedRun]) -> tuple[float, float]:
     pool = values if len(values) else finals
     lo, hi = (float(v) for v in np.quantile(pool, [0.02, 0.98]))
     if len(finals):
-        lo, hi = min(lo, float(np.quantile(finals, 0.05))), max(hi, float(np.quantile(finals, 0.95)))
+        lo, hi = (
+            min(lo, float(np.quantile(finals, 0.05))),
+            max(hi, float(np.quantile(finals, 0.95))),
+        )
     width = max(float(hi - lo), 1e-9 * max(1.0, abs(float(hi))))
     return float(lo - width), float(hi + width)
 
@@ -230,7 +233,9 @@ def _one_thread() -> None:
         os.environ[var] = "1"
 
 
-def aggregate(scores: list[Score], model_order: Sequence[str]) -> list[dict[str, float | int | str]]:
+def aggregate(
+    scores: list[Score], model_order: Sequence[str]
+) -> list[dict[str, float | int | str]]:
     """Per (source, model, cutoff): errors, ratios to the last value on the same runs,
     interval coverage, CRPS and median fit time."""
     grouped: dict[tuple[str, str, float], dict[str, Score]] = defaultdict(dict)
@@ -253,7 +258,9 @@ def aggregate(scores: list[Score], model_order: Sequence[str]) -> list[dict[str,
                 "n_runs": len(mine),
                 "mae": float(err.mean()),
                 "medae": float(np.median(err)),
-                "mae_ratio_vs_last_value": _ratio(err_c.mean(), base_c.mean()) if common else math.nan,
+                "mae_ratio_vs_last_value": _ratio(err_c.mean(), base_c.mean())
+                if common
+                else math.nan,
                 "medae_ratio_vs_last_value": _ratio(np.median(err_c), np.median(base_c))
                 if common
                 else math.nan,
@@ -272,18 +279,34 @@ def _ratio(a: float, b: float) -> float:
     return 1.0 if a == 0 else math.inf
 
 
+_COLUMNS = (  # (header, key)
+    ("source", "source"),
+    ("model", "model"),
+    ("cutoff", "cutoff"),
+    ("n_runs", "n_runs"),
+    ("mae", "mae"),
+    ("medae", "medae"),
+    ("mae/lv", "mae_ratio_vs_last_value"),
+    ("medae/lv", "medae_ratio_vs_last_value"),
+    ("cov50", "coverage_50"),
+    ("cov90", "coverage_90"),
+    ("crps", "crps"),
+    ("fit_ms", "fit_ms_median"),
+)
+
+
 def format_table(rows: list[dict[str, float | int | str]]) -> str:
-    """The results as an aligned text table."""
-    headers = ["source", "model", "cutoff", "n_runs", "mae", "medae", "mae/lv", "medae/lv",
-               "cov50", "cov90", "crps", "fit_ms"]  # fmt: skip
-    keys = ["source", "model", "cutoff", "n_runs", "mae", "medae", "mae_ratio_vs_last_value",
-            "medae_ratio_vs_last_value", "coverage_50", "coverage_90", "crps", "fit_ms_median"]  # fmt: skip
-    cells = [[_fmt(r[k]) for k in keys] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]  # fmt: skip
-    line = lambda vals: "  ".join(v.rjust(w) if i > 1 else v.ljust(w)  # noqa: E731
-                                  for i, (v, w) in enumerate(zip(vals, widths, strict=True)))  # fmt: skip
-    return "\n".join([line(headers), *(line(c) for c in cells)])
+    """The results as an aligned text table (text columns left, numbers right)."""
+    table = [[h for h, _ in _COLUMNS]] + [[_fmt(r[k]) for _, k in _COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(_COLUMNS))]
+    lines = [
+        "  ".join(
+            v.ljust(w) if i < 2 else v.rjust(w)
+            for i, (v, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in table
+    ]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _fmt(v: float | int | str) -> str:
@@ -294,4 +317,3 @@ def _fmt(v: float | int | str) -> str:
     if not math.isfinite(v):
         return str(v)
     return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
-

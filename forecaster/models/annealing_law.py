@@ -116,7 +116,10 @@ def _grid(*axes: FloatArray) -> FloatArray:
 LAWS: dict[str, _Law] = {
     "annealing_law": _Law(
         "annealing_law",
-        _grid(np.geomspace(0.1, 2.0, 14), np.array([0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064])),
+        _grid(
+            np.geomspace(0.1, 2.0, 14),
+            np.array([0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064]),
+        ),
         np.array([0.5, 0.01]),
         0.3,
         _tissue_anneal,

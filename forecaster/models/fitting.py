@@ -27,8 +27,8 @@ from forecaster.curves import FloatArray
 Basis = Callable[[FloatArray, FloatArray], FloatArray]  # (theta (m, d), x (n,)) -> (m, n, p)
 
 _HUBER_K = 1.5  # residuals beyond 1.5 robust sd are down-weighted (Huber's usual constant)
-_HUBER_PASSES = 1
-_ACTIVE_SET_PASSES = 4  # bound violations drop out in 1-2 passes; a block fit may need more  # one reweighting removes most of a spike's pull; more buys little
+_HUBER_PASSES = 1  # one reweighting removes most of a spike's pull; more buys little
+_ACTIVE_SET_PASSES = 4  # bound violations drop out in 1-2 passes; a block fit may need more
 
 
 @dataclass(frozen=True)

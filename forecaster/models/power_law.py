@@ -40,9 +40,9 @@ import numpy as np
 
 from forecaster.curves import Curve, FloatArray, thin_indices
 from forecaster.errors import InvalidArgumentError
+from forecaster.models.base import StudyHistory
 from forecaster.models.baselines import constant_prediction, diverged_note
 from forecaster.models.fitting import GridFit, solve_grid
-from forecaster.models.base import StudyHistory
 from forecaster.models.prediction import Prediction
 
 Shape = Callable[[FloatArray, FloatArray], FloatArray]  # (theta (m, d), x (n,)) -> (m, n)
