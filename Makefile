@@ -23,3 +23,4 @@ demo:
 
 bench:              ## writes docs/benchmarks.md
 	python benchmarks/service_load.py
+	python benchmarks/forecast_accuracy.py

@@ -33,3 +33,23 @@ def test_decisions_are_the_same_from_a_cold_engine(tmp_path):
     live_fc, _ = live.forecast("s", "r")
     cold_fc, _ = cold.forecast("s", "r")
     np.testing.assert_array_equal(live_fc.quantiles, cold_fc.quantiles)
+
+
+def test_completed_runs_of_a_study_inform_the_running_ones(tmp_path):
+    from forecaster.store import RunState
+    from tests.models.test_annealing_law import run as law_run
+
+    engine = Engine(SqliteStore(tmp_path / "e.db"))
+    engine.create_study(StudySpec("llm", "loss", Direction.MIN, max_step=8000))
+    for i, (kind, total) in enumerate([("wsd", 4000), ("cosine", 6000), ("wsd", 8000)]):
+        curve, _ = law_run(kind, total, seed=i)
+        engine.start_run("llm", RunSpec(f"done{i}", max_step=total, lr_schedule=curve.schedule))
+        engine.report("llm", f"done{i}", Points.of(curve.steps, curve.values))
+        engine.finish_run("llm", f"done{i}", RunState.FINISHED)
+    curve, final = law_run("wsd", 5000, until=1500, seed=9)
+    engine.start_run("llm", RunSpec("live", max_step=5000, lr_schedule=curve.schedule))
+    engine.report("llm", "live", Points.of(curve.steps, curve.values))
+    summary, _ = engine.forecast("llm", "live", at_steps=[5000])
+    assert summary.model == "annealing_law"
+    assert "shared with 3 completed runs" in " ".join(summary.notes)
+    assert abs(summary.quantiles[0, 2] - final) / final < 0.01

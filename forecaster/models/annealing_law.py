@@ -414,7 +414,6 @@ class AnnealingLawForecaster(_ScheduleLawForecaster):
 
     name: ClassVar[str] = "annealing_law"
     version: ClassVar[int] = 1
-    uses_history: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -423,7 +422,6 @@ class MultiPowerLawForecaster(_ScheduleLawForecaster):
 
     name: ClassVar[str] = "multi_power_law"
     version: ClassVar[int] = 1
-    uses_history: ClassVar[bool] = True
 
 
 def predict_from_study(

@@ -404,3 +404,33 @@ def test_token_auth(tmp_path):
             )
     finally:
         server.stop()
+
+
+def test_a_planned_schedule_makes_auto_use_the_annealing_law(stub):
+    stub.CreateStudy(pb.CreateStudyRequest(study=study_spec("llm", max_step=2000)))
+    wsd = pb.LrSchedule(
+        kind=pb.SCHEDULE_KIND_WSD, peak_lr=3e-4, warmup_steps=100, total_steps=2000,
+        decay_fraction=0.2, decay_shape="linear",
+    )  # fmt: skip
+    short = pb.LrSchedule(kind=pb.SCHEDULE_KIND_COSINE, peak_lr=3e-4, total_steps=1500)
+    code, details = code_of(
+        stub.StartRun, pb.StartRunRequest(study="llm", run=pb.RunSpec(name="r", lr_schedule=short))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "1501..2000" in details
+    stub.StartRun(pb.StartRunRequest(study="llm", run=pb.RunSpec(name="r", lr_schedule=wsd)))
+    steps = list(range(100, 801, 20))
+    values = [2.0 + 1.5 * (s / 100) ** -0.5 for s in steps]
+    stub.ReportMetrics(pb.ReportMetricsRequest(study="llm", run="r", points=points(steps, values)))
+    fc = stub.GetForecast(pb.GetForecastRequest(study="llm", run="r")).forecast
+    assert fc.model == "annealing_law" and fc.steps == [2000]
+    assert "corpus prior" in " ".join(fc.notes)  # no completed run in the study yet
+    assert fc.quantiles[0].values[2] < values[-1]  # the decay still to come lowers the loss
+    # A new plan with a report: one that ends before the budget is refused, naming the range.
+    code, details = code_of(
+        stub.ReportMetrics,
+        pb.ReportMetricsRequest(
+            study="llm", run="r", points=points([801], [2.5]), lr_schedule=short
+        ),
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "1501..2000" in details
+    assert stored(stub, "llm", "r").last_step == 800  # nothing stored
