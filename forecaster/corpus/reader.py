@@ -6,7 +6,6 @@ the run and the column, so a user can fix their export.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,12 +186,3 @@ def sources(corpus: str | Path, names: Sequence[str] | None = None) -> list[Sour
             "(see datasets/SCHEMA.md)."
         )
     return found
-
-
-def config_of(row: dict[str, Any]) -> dict[str, Any]:
-    """A run's config JSON as a dict ({} when absent or malformed)."""
-    try:
-        value = json.loads(row.get("config") or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}

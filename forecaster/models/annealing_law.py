@@ -24,7 +24,6 @@ one study rarely share a peak lr and a budget.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,7 +34,7 @@ import numpy as np
 
 from forecaster.curves import Curve, FloatArray, LrProfile, LrSchedule, thin_indices
 from forecaster.models.base import StudyHistory
-from forecaster.models.baselines import constant_prediction, diverged_note
+from forecaster.models.baselines import constant_prediction, unfit_prediction
 from forecaster.models.fitting import Prior, solve_grid
 from forecaster.models.power_law import PowerLawForecaster
 from forecaster.models.prediction import Prediction
@@ -83,6 +82,18 @@ class _Law:
             return np.stack([np.ones_like(power), power, -anneal], axis=-1)
 
         return columns
+
+    def evaluate(
+        self,
+        profile: LrProfile,
+        steps: FloatArray,
+        units: Units,
+        theta: FloatArray,
+        coef: FloatArray,
+    ) -> FloatArray:
+        """The law's loss at steps for each (theta, coef) row: (k, n)."""
+        columns = self.basis(profile, steps, units)(theta, steps)  # (k, n, 3)
+        return np.asarray(np.matmul(columns, coef[:, :, None])[:, :, 0])
 
 
 def _tissue_anneal(profile: LrProfile, steps: FloatArray, theta: FloatArray, units: Units):
@@ -278,21 +289,19 @@ class FittedLaw:
 
         def sampler(steps: FloatArray) -> FloatArray:
             steps = np.asarray(steps, dtype=np.float64)
-            columns = law.basis(profile, steps, units)(theta, steps)  # (k, n, 3)
-            mean = np.matmul(columns, coef[:, :, None])[:, :, 0]
+            mean = law.evaluate(profile, steps, units, theta, coef)
             s1 = profile.s1(steps) / units.area
             grow = np.log(np.maximum(s1 / max(observed, 1e-12), 1.0))
             out: FloatArray = mean + noise[:, None] + extra[:, None] * grow[None, :]
             return out
 
-        loss = self.curve.loss_view()
         return Prediction(
             self.forecaster.name,
             self.forecaster.version,
             self.curve.direction,
             sampler,
             self.curve.last_step,
-            self.curve.loss_view().best_value() if len(loss) else math.nan,
+            self.curve.loss_view().best_value(),
             converged=True,
             notes=self.notes,
         )
@@ -334,9 +343,9 @@ class _ScheduleLawForecaster:
 
     def fit_law(self, curve: Curve, history: StudyHistory | None) -> FittedLaw | Prediction:
         """The run's fitted law, or a fallback Prediction that says why there is none."""
-        why = diverged_note(curve)
-        if why is not None:
-            return constant_prediction(curve, self.name, self.version, self.n_samples, 0, why)
+        diverged = unfit_prediction(curve, 1, 0, self.name, self.version, self.n_samples)
+        if diverged is not None:
+            return diverged
         profile = LrProfile.of(curve, curve.horizon)
         if profile is None or curve.direction.value != "min":
             reason = (
@@ -439,10 +448,8 @@ def predict_from_study(
     rng = np.random.default_rng(seed)
     coef = study.coef[None, :] + rng.standard_normal((n_samples, 3)) * study.coef_sd[None, :]
     coef[:, 1:] = np.maximum(coef[:, 1:], 0.0)
-    steps = np.asarray(steps, dtype=np.float64)
-    columns = law.basis(profile, steps, Units(profile.peak, float(horizon)))(
-        study.theta[None, :], steps
-    )[0]  # (n, 3)
-    noise = rng.standard_normal(n_samples) * study.sigma
-    out: FloatArray = coef @ columns.T + noise[:, None]
+    theta = np.broadcast_to(study.theta, (n_samples, len(study.theta)))
+    units = Units(profile.peak, float(horizon))
+    mean = law.evaluate(profile, np.asarray(steps, dtype=np.float64), units, theta, coef)
+    out: FloatArray = mean + rng.standard_normal(n_samples)[:, None] * study.sigma
     return out

@@ -83,6 +83,27 @@ def constant_prediction(
     )
 
 
+def unfit_prediction(
+    curve: Curve,
+    n_usable: int,
+    min_points: int,
+    model: str,
+    version: int,
+    n_samples: int,
+    seed: int = 0,
+) -> Prediction | None:
+    """The fallback when a model cannot fit: the run diverged, or has fewer than min_points
+    usable points (a wide last-value forecast that says so); None when it can fit."""
+    why = diverged_note(curve)
+    if why is None and n_usable >= min_points:
+        return None
+    note = why or (
+        f"only {n_usable} usable points (< {min_points}): the forecast is the last value with "
+        "a wide interval."
+    )
+    return constant_prediction(curve, model, version, n_samples, seed, note)
+
+
 @dataclass(frozen=True)
 class LastValueForecaster:
     """The metric stays where it is, give or take its recent scatter."""
@@ -112,16 +133,12 @@ class DampedTrendForecaster:
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         finite = curve.loss_view().finite()
-        if diverged_note(curve) is not None or len(finite) < _MIN_SMOOTHING_POINTS:
-            note = (
-                None
-                if diverged_note(curve) is not None
-                else f"only {len(finite)} finite points (< {_MIN_SMOOTHING_POINTS}): the "
-                "forecast is the last value with a wide interval."
-            )
-            return constant_prediction(
-                curve, self.name, self.version, self.n_samples, self.seed, note
-            )
+        fallback = unfit_prediction(
+            curve, len(finite), _MIN_SMOOTHING_POINTS, self.name, self.version, self.n_samples,
+            self.seed,
+        )  # fmt: skip
+        if fallback is not None:
+            return fallback
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
         # Resample to evenly spaced steps: smoothing assumes one unit between observations.
@@ -168,4 +185,5 @@ __all__ = [
     "constant_prediction",
     "diverged_note",
     "nan_prediction",
+    "unfit_prediction",
 ]

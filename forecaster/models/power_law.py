@@ -41,7 +41,7 @@ import numpy as np
 from forecaster.curves import Curve, FloatArray, thin_indices
 from forecaster.errors import InvalidArgumentError
 from forecaster.models.base import StudyHistory
-from forecaster.models.baselines import constant_prediction, diverged_note
+from forecaster.models.baselines import unfit_prediction
 from forecaster.models.fitting import GridFit, solve_grid
 from forecaster.models.prediction import Prediction
 
@@ -159,6 +159,11 @@ _HOLDOUT_FRACTION = 0.2
 _EXTRAPOLATION_SPREAD = 1.6
 
 
+def _holdout_size(n: int) -> int:
+    """How many of the newest points a member is scored on (fitted without them)."""
+    return max(2, int(round(_HOLDOUT_FRACTION * n)))
+
+
 @dataclass(frozen=True)
 class _Member:
     name: str
@@ -201,14 +206,12 @@ class PowerLawForecaster:
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         finite = curve.loss_view().finite()
-        if diverged_note(curve) is not None or len(finite) < _MIN_FIT_POINTS:
-            note = diverged_note(curve) or (
-                f"only {len(finite)} finite points (< {_MIN_FIT_POINTS}): the forecast is the "
-                "last value with a wide interval."
-            )
-            return constant_prediction(
-                curve, self.name, self.version, self.n_samples, self.seed, note
-            )
+        fallback = unfit_prediction(
+            curve, len(finite), _MIN_FIT_POINTS, self.name, self.version, self.n_samples,
+            self.seed,
+        )  # fmt: skip
+        if fallback is not None:
+            return fallback
         idx = thin_indices(len(finite), self.max_fit_points)
         # Shift by one step only when step 0 is logged, so x^-c stays finite there.
         offset = 1.0 if finite.steps[0] == 0 else 0.0
@@ -252,7 +255,7 @@ class PowerLawForecaster:
             rmse = {name: math.nan for name in names}
             chosen = names[: self.top_k] if len(names) > 1 else names
             return [_Member(nm, 1.0 / len(chosen), rmse[nm]) for nm in chosen]
-        n_hold = max(2, int(round(_HOLDOUT_FRACTION * n)))
+        n_hold = _holdout_size(n)
         fit_x, fit_y, hold_x, hold_y = x[:-n_hold], y[:-n_hold], x[-n_hold:], y[-n_hold:]
         errors: dict[str, float] = {}
         noise: list[float] = []
@@ -286,7 +289,7 @@ class PowerLawForecaster:
         rng: np.random.Generator,
     ) -> Callable[[FloatArray], FloatArray]:
         n = len(y)
-        n_hold = max(2, int(round(_HOLDOUT_FRACTION * n)))
+        n_hold = _holdout_size(n)
         split_x = x[-n_hold - 1] if n > n_hold + 1 else x[0]
         # Out-of-sample error per unit of log-extrapolation, observed on the hold-out.
         hold_span = max(float(np.log(x[-1] / split_x)), 1e-3)
