@@ -3,7 +3,9 @@
 The server (gRPC) and the demo call the Engine; the Engine calls the Store, the forecasters
 and the policies. Forecasts are cached per run and keyed by the run's last stored step, so a
 GetDecision after a ReportMetrics costs one small read; any replica recomputes the same
-forecast and decision from the store alone.
+forecast and decision from the store alone: the stop votes behind hysteresis are saved with
+each run's latest decision. `judge` is the one path from a curve to a decision; the replay
+(evaluation/replay.py) goes through it too, so it decides as the service does.
 """
 
 from __future__ import annotations
@@ -13,18 +15,28 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from forecaster import models, policies
-from forecaster.curves import Curve, LrSchedule, Points
+from forecaster.curves import Curve, Direction, LrSchedule, Points
 from forecaster.errors import InvalidArgumentError
 from forecaster.models import Forecaster, Prediction, StudyHistory
 from forecaster.models.prediction import ForecastSummary, summarize
 from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
-from forecaster.store import Run, RunSpec, RunState, Store, Study, StudySpec, curve_of
+from forecaster.policies.base import Peers, best_final
+from forecaster.store import (
+    Run,
+    RunSpec,
+    RunState,
+    Store,
+    StoredDecision,
+    Study,
+    StudySpec,
+    curve_of,
+)
 
 log = logging.getLogger("forecaster.engine")
 
@@ -45,10 +57,9 @@ class _StudyEntry:
         """The study's forecaster for this curve ("auto" chooses by the curve)."""
         return models.create(self.study.spec.forecaster, curve)
 
-    @property
-    def context(self) -> StudyContext:
+    def context(self, incumbent: float | None, peers: Peers | None) -> StudyContext:
         spec = self.study.spec
-        return StudyContext(spec.name, spec.direction, spec.max_step, spec.target)
+        return StudyContext(spec.name, spec.direction, spec.max_step, spec.target, incumbent, peers)
 
 
 # A run is refitted when its curve has grown by this factor since the points its forecast was
@@ -68,6 +79,120 @@ def fit_length(n_points: int) -> int:
 
 
 @dataclass(frozen=True)
+class Standing:
+    """Where one run of a study stands, for the incumbent: its observed value once it is done
+    (finished, stopped, or at its budget), its forecast final value while it runs."""
+
+    name: str
+    done: bool
+    failed: bool
+    last_value: float
+    forecast_final: float | None
+
+
+def standing_of(run: Run, budget: int | None, decision: StoredDecision | None) -> Standing:
+    done = run.state is not RunState.RUNNING or bool(budget and run.last_step >= budget)
+    final = decision.forecast_final if decision is not None else None
+    return Standing(run.name, done, run.state is RunState.FAILED, run.last_value, final)
+
+
+def incumbent_of(direction: Direction, others: Iterable[Standing]) -> float | None:
+    """The best final value, observed or forecast, of the study's other runs."""
+    return best_final(
+        direction,
+        [(o.last_value if o.done else o.forecast_final) for o in others if not o.failed],
+    )
+
+
+def history_key(study: str, done: Iterable[tuple[str, int]]) -> str:
+    """Names a study's set of completed runs (name, last step): a cached history is reused
+    while the key is the same."""
+    text = ";".join(f"{name}@{last}" for name, last in sorted(done))
+    return f"{study}:{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+
+
+def fit_forecast(
+    forecaster: str, head: Curve, history: Callable[[], StudyHistory], where: str
+) -> Prediction | None:
+    """The study's forecaster fitted on head (with the study history when it uses one);
+    None, logged, when the forecaster fails: a forecaster bug must not take the service down."""
+    model = models.create(forecaster, head)
+    try:
+        return model.fit(head, history() if model.uses_history else None)
+    except Exception:
+        log.exception("forecaster %s failed on run %s", model.name, where)
+        return None
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A decision with the forecast it rests on and the record the store keeps of it."""
+
+    decision: Decision
+    prediction: Prediction | None
+    record: StoredDecision
+
+
+def judge(
+    policy: StoppingPolicy,
+    view: RunView,
+    context: StudyContext,
+    previous: StoredDecision | None,
+    cached: tuple[int, Prediction | None] | None,
+    fit: Callable[[Curve], Prediction | None],
+) -> Judged:
+    """The one path from a run's curve to its decision, for the service and the replay.
+
+    The forecast is fitted on the curve's first fit_length(n) points, only when the policy
+    will read it; `cached` (fitted_points, prediction) is reused when the prefix is the same.
+    Stop votes carry over from `previous`: the same forecast recounts the same vote, a new
+    one adds to them.
+    """
+    curve = view.curve
+    n_fit = fit_length(len(curve))
+    before = 0
+    if previous is not None:
+        before = previous.votes_before if previous.fitted_points == n_fit else previous.votes
+    view = RunView(view.study, view.name, curve, before)
+    prediction = cached[1] if cached is not None and cached[0] == n_fit else None
+    try:
+        decision = None
+        if prediction is None and n_fit and _needs_forecast(policy, view, context):
+            prediction = fit(curve.head(n_fit))
+        decision = policy.decide(view, prediction, context)
+    except Exception:  # default is CONTINUE: a policy that raises never stops a run
+        log.exception("policy failed on run %s/%s; answering CONTINUE", view.study, view.name)
+        decision = Decision(
+            Action.CONTINUE,
+            Reason.WARMUP,
+            "the policy failed on this curve (see the service log); continuing.",
+            {},
+            0,
+            curve.last_step,
+            "error",
+        )
+    record = StoredDecision(
+        decision.at_step,
+        n_fit,
+        before,
+        decision.votes,
+        decision.action.value,
+        decision.reason.value,
+        decision.explanation,
+        dict(decision.probabilities),
+        decision.expected_saved_steps,
+        decision.policy,
+        decision.forecast_final,
+    )
+    return Judged(decision, prediction, record)
+
+
+def _needs_forecast(policy: StoppingPolicy, view: RunView, context: StudyContext) -> bool:
+    needs = getattr(policy, "needs_forecast", None)  # a policy written before the method
+    return True if needs is None else bool(needs(view, context))
+
+
+@dataclass(frozen=True)
 class _RunEntry:
     """A run's curve with the forecast and decision made on it (keyed by curve.last_step)."""
 
@@ -75,6 +200,7 @@ class _RunEntry:
     prediction: Prediction | None
     decision: Decision
     fitted_points: int = 0
+    record: StoredDecision | None = None
 
 
 class Engine:
@@ -103,12 +229,13 @@ class Engine:
         """Validates forecaster and policy settings, then creates (idempotently)."""
         models.check_name(spec.forecaster)
         policy = policies.create(spec.policy, spec.policy_params)
-        grace = spec.policy_params.get("grace_steps")
-        if spec.max_step and isinstance(grace, int | float) and grace > spec.max_step:
-            raise InvalidArgumentError(
-                f"policy setting grace_steps={grace} is beyond the study budget "
-                f"max_step={spec.max_step}; no run could ever be judged."
-            )
+        for setting in ("grace_steps", "min_steps"):
+            grace = spec.policy_params.get(setting)
+            if spec.max_step and isinstance(grace, int | float) and grace > spec.max_step:
+                raise InvalidArgumentError(
+                    f"policy setting {setting}={grace} is beyond the study budget "
+                    f"max_step={spec.max_step}; no run could ever be judged."
+                )
         study, created = self.store.create_study(spec)
         with self._lock:
             self._studies[spec.name] = _StudyEntry(study, policy)
@@ -203,10 +330,19 @@ class Engine:
     ) -> tuple[ForecastSummary, ForecastSummary | None]:
         """The run's predictive distribution at at_steps (default: its budget)."""
         study_entry, run_entry = self._current(study, run)
-        if run_entry.prediction is None:
+        if not len(run_entry.curve):
             raise InvalidArgumentError(
                 f"run {run!r} of study {study!r} has no points yet: report some first."
             )
+        if run_entry.prediction is None:  # the policy did not need one: fit it now
+            head = run_entry.curve.head(run_entry.fitted_points or len(run_entry.curve))
+            prediction = self._fit(study_entry, self.store.get_run(study, run), head)
+            if prediction is None:
+                raise InvalidArgumentError(
+                    f"the forecaster could not fit run {run!r} of study {study!r}; see the log."
+                )
+            run_entry = replace(run_entry, prediction=prediction)
+            self._remember((study, run), run_entry)
         curve = run_entry.curve
         steps = self._check_steps(
             curve, list(at_steps) or self._default_steps(curve, f"run {run!r}")
@@ -256,11 +392,10 @@ class Engine:
     def _history(self, study: str) -> StudyHistory:
         """The study's completed runs as curves; re-read only when one more has completed."""
         done = [r for r in self.store.list_runs(study) if r.state is not RunState.RUNNING]
-        key = ";".join(f"{r.name}@{r.last_step}" for r in sorted(done, key=lambda r: r.name))
-        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        key = history_key(study, ((r.name, r.last_step) for r in done))
         with self._lock:
             cached = self._histories.get(study)
-        if cached is not None and cached.key == f"{study}:{digest}":
+        if cached is not None and cached.key == key:
             return cached
         entry = self._study(study)
         curves = tuple(
@@ -268,7 +403,7 @@ class Engine:
             for r in done
             if r.last_step >= 0
         )
-        history = StudyHistory(curves, f"{study}:{digest}")
+        history = StudyHistory(curves, key)
         with self._lock:
             self._histories[study] = history
         return history
@@ -282,47 +417,75 @@ class Engine:
             return entry, cached
         return entry, self._evaluate(entry, stored, None)
 
+    def _context(self, entry: _StudyEntry, run: str) -> tuple[StudyContext, dict[str, Run]]:
+        """The study as a policy sees it from run: the incumbent and (lazily) the peers."""
+        study = entry.study.name
+        runs = {r.name: r for r in self.store.list_runs(study)}
+        decisions = self._decisions(study)
+        budget = entry.study.spec.max_step
+        others = [r for name, r in runs.items() if name != run]
+        incumbent = incumbent_of(
+            entry.study.spec.direction,
+            (standing_of(r, r.spec.max_step or budget, decisions.get(r.name)) for r in others),
+        )
+        peers = Peers(lambda: [self._stored_curve(entry, r) for r in others])
+        return entry.context(incumbent, peers), runs
+
+    def _decisions(self, study: str) -> dict[str, StoredDecision]:
+        return self.store.list_decisions(study)
+
+    def _stored_curve(self, entry: _StudyEntry, run: Run) -> Curve:
+        with self._lock:
+            cached = self._runs.get((run.study, run.name))
+        if cached is not None and cached.curve.last_step == run.last_step:
+            return cached.curve
+        return curve_of(entry.study, run, self.store.get_points(run.study, run.name))
+
+    def _fit(self, entry: _StudyEntry, run: Run, head: Curve) -> Prediction | None:
+        name, where = entry.study.spec.forecaster, f"{run.study}/{run.name}"
+        return fit_forecast(name, head, lambda: self._history(run.study), where)
+
     def _evaluate(self, entry: _StudyEntry, run: Run, curve: Curve | None) -> _RunEntry:
-        """Forecast and decide on the run's curve (read from the store when not given)."""
+        """Forecast (when the policy needs it) and decide on the run's curve."""
         if curve is None:
             curve = curve_of(entry.study, run, self.store.get_points(run.study, run.name))
         key = (run.study, run.name)
-        n_fit = fit_length(len(curve))
         with self._lock:
             previous = self._runs.get(key)
-        prediction: Prediction | None = None
-        if previous is not None and previous.fitted_points == n_fit and n_fit:
-            prediction = previous.prediction
-        elif n_fit:
-            head = curve.head(n_fit)
-            forecaster = entry.forecaster(head)
-            try:
-                history = self._history(run.study) if forecaster.uses_history else None
-                prediction = forecaster.fit(head, history)
-            except Exception:  # a forecaster bug must not take the service down
-                log.exception(
-                    "forecaster %s failed on run %s/%s", forecaster.name, run.study, run.name
-                )
-        view = RunView(run.study, run.name, curve)
-        try:
-            decision = entry.policy.decide(view, prediction, entry.context)
-        except Exception:  # default is CONTINUE: a policy that raises never stops a run
-            log.exception("policy failed on run %s/%s; answering CONTINUE", run.study, run.name)
-            decision = Decision(
-                Action.CONTINUE,
-                Reason.WARMUP,
-                "the policy failed on this curve (see the service log); continuing.",
-                {},
-                0,
-                curve.last_step,
-                "error",
+        context, _ = self._context(entry, run.name)
+        record = previous.record if previous is not None else None
+        if record is None:
+            record = self.store.get_decision(run.study, run.name)
+        cached = None if previous is None else (previous.fitted_points, previous.prediction)
+        judged = judge(
+            entry.policy,
+            RunView(run.study, run.name, curve),
+            context,
+            record,
+            cached,
+            lambda head: self._fit(entry, run, head),
+        )
+        new = judged.record
+        if record is None or (
+            (new.fitted_points, new.votes, new.action, new.reason, new.forecast_final)
+            != (
+                record.fitted_points,
+                record.votes,
+                record.action,
+                record.reason,
+                record.forecast_final,
             )
-        run_entry = _RunEntry(curve, prediction, decision, n_fit)
+        ):
+            self.store.save_decision(run.study, run.name, new)
+        run_entry = _RunEntry(curve, judged.prediction, judged.decision, new.fitted_points, new)
+        self._remember(key, run_entry)
+        return run_entry
+
+    def _remember(self, key: tuple[str, str], run_entry: _RunEntry) -> None:
         with self._lock:
             current = self._runs.get(key)
-            if current is None or current.curve.last_step <= curve.last_step:
+            if current is None or current.curve.last_step <= run_entry.curve.last_step:
                 self._runs[key] = run_entry
                 self._runs.move_to_end(key)
                 while len(self._runs) > self._cache_size:
                     self._runs.popitem(last=False)
-        return run_entry

@@ -12,12 +12,9 @@ largest CRPS. Every model is compared with the last value on the same runs.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +22,7 @@ import numpy as np
 from forecaster import models
 from forecaster.corpus.reader import LoggedRun, Source, sources
 from forecaster.errors import InvalidArgumentError
+from forecaster.evaluation.pool import run_jobs, stable_hash
 from forecaster.models import StudyHistory
 
 DEFAULT_CUTOFFS = (0.1, 0.2, 0.3, 0.5)
@@ -157,7 +155,7 @@ def _jobs(
         runs = source.runs().sort("run_id")
         for (task,), frame in runs.group_by("task", maintain_order=True):
             ids = frame["run_id"].to_list()
-            rng = np.random.default_rng([seed, _stable_hash(f"{source.name}/{task}")])
+            rng = np.random.default_rng([seed, stable_hash(f"{source.name}/{task}")])
             order = [ids[i] for i in rng.permutation(len(ids))]
             chosen = order[:max_runs_per_task] if max_runs_per_task > 0 else order
             for fold in range(_FOLDS):
@@ -167,10 +165,6 @@ def _jobs(
                 if mine:
                     yield _Job(source, str(task), fold, mine, tuple(others), model_names,
                                cutoffs)  # fmt: skip
-
-
-def _stable_hash(text: str) -> int:
-    return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little") ^ len(text)
 
 
 def evaluate(
@@ -202,35 +196,9 @@ def score_corpus(
         raise InvalidArgumentError(f"cutoffs must be fractions in (0, 1); got {list(cutoffs)}.")
     jobs = list(_jobs(corpus, source_names, names, cuts, max_runs_per_task, seed))
     scores: list[Score] = []
-    for batch in _run(jobs, workers or min(os.cpu_count() or 1, 8), progress):
+    for batch in run_jobs(_score_task, jobs, workers, progress, "eval"):
         scores.extend(batch)
     return scores, list(names)
-
-
-def _run(jobs: list[_Job], workers: int, progress: bool) -> Iterator[list[Score]]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(jobs), desc="eval", unit="task", disable=not progress, leave=False)
-    try:
-        if workers <= 1:
-            for job in jobs:
-                yield _score_task(job)
-                bar.update()
-            return
-        # spawn, not fork: polars' thread pool does not survive a fork (workers would hang).
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-            futures = [pool.submit(_score_task, job) for job in jobs]
-            for future in as_completed(futures):
-                yield future.result()
-                bar.update()
-    finally:
-        bar.close()
-
-
-def _one_thread() -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
 
 
 def aggregate(

@@ -1,8 +1,10 @@
 """The StoppingPolicy protocol, the Decision it returns, and the registry of policies.
 
 Policies are pure: no I/O, no clock, no memory between calls, so every replica decides the same
-and a replay reproduces production. The default is CONTINUE: too little data gives
-CONTINUE/WARMUP, and a policy that raises never stops a run (the engine logs and continues).
+and a replay reproduces production. What a policy needs to remember (the stop votes behind
+hysteresis) comes in with the RunView, and the engine keeps it in the store. The default is
+CONTINUE: too little data gives CONTINUE/WARMUP, and a policy that raises never stops a run
+(the engine logs and continues).
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 import enum
 import importlib
 import inspect
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from forecaster.curves import Curve, Direction
+import numpy as np
+
+from forecaster.curves import Curve, Direction, to_loss
 from forecaster.errors import InvalidArgumentError
 from forecaster.models.prediction import Prediction
 
@@ -48,6 +54,10 @@ class Decision:
     expected_saved_steps: int = 0
     at_step: int = -1
     policy: str = ""
+    # Consecutive stop votes including this decision's (hysteresis); 0 when it voted continue.
+    votes: int = 0
+    # The forecast median at the budget, in the study's direction: other runs' incumbent.
+    forecast_final: float | None = None
 
     def __post_init__(self) -> None:
         if not self.explanation:
@@ -67,15 +77,67 @@ class StudyContext:
     max_step: int | None = None
     target: float | None = None
     incumbent: float | None = None  # best final value of the study's other runs, when known
+    peers: Peers | None = None  # the other runs' curves, for the rules that compare at a step
+
+
+class Peers:
+    """The curves of a study's other runs, read only when a policy asks for them."""
+
+    def __init__(self, load: Callable[[], Sequence[Curve]]) -> None:
+        self._load = load
+
+    @classmethod
+    def of(cls, curves: Sequence[Curve]) -> Peers:
+        return cls(lambda: curves)
+
+    @cached_property
+    def curves(self) -> Sequence[Curve]:
+        return tuple(c for c in self._load() if len(c))
+
+    def values_at(self, step: int, statistic: str = "last") -> np.ndarray:
+        """Each peer that has reached step: its value there ("last"), its best so far ("best")
+        or its running mean ("mean"), in the loss view. Peers short of step are left out."""
+        out = []
+        for c in self.curves:
+            if c.last_step < step:
+                continue
+            upto = int(np.searchsorted(c.steps, step, side="right"))
+            loss = to_loss(c.values[:upto], c.direction)
+            out.append(_statistic(loss, statistic))
+        return np.asarray(out, dtype=np.float64)
+
+
+def _statistic(loss: np.ndarray, statistic: str) -> float:
+    finite = loss[np.isfinite(loss)]
+    if statistic == "last":
+        return float(loss[-1]) if len(loss) else math.nan
+    if not len(finite):
+        return math.inf  # a run with no finite value is the worst there is
+    return float(finite.min() if statistic == "best" else finite.mean())
+
+
+def run_statistic(curve: Curve, statistic: str) -> float:
+    """The same statistic as Peers.values_at, for the run being judged (loss view)."""
+    return _statistic(to_loss(curve.values, curve.direction), statistic)
+
+
+def best_final(direction: Direction, finals: Sequence[float | None]) -> float | None:
+    """The best of the other runs' final values (observed or forecast); None when none is."""
+    known = [f for f in finals if f is not None and math.isfinite(f)]
+    if not known:
+        return None
+    return min(known) if direction is Direction.MIN else max(known)
 
 
 @dataclass(frozen=True)
 class RunView:
-    """What a policy may know about one run: its curve (with budget and target) so far."""
+    """What a policy may know about one run: its curve (with budget and target) so far, and the
+    consecutive stop votes cast on its earlier forecasts (hysteresis; kept by the engine)."""
 
     study: str
     name: str
     curve: Curve
+    stop_votes: int = 0
 
     @property
     def remaining_steps(self) -> int:
@@ -88,9 +150,36 @@ class StoppingPolicy(Protocol):
 
     name: ClassVar[str]
 
+    def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
+        """Whether decide() would read a forecast now; the engine fits one only then."""
+        ...
+
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         """Returns the decision; CONTINUE/WARMUP when there is too little to judge."""
         ...
+
+
+def stop(
+    run: RunView,
+    policy: str,
+    reason: Reason,
+    explanation: str,
+    probabilities: Mapping[str, float] | None = None,
+) -> Decision:
+    """A STOP that saves the rest of the run's budget."""
+    return Decision(
+        Action.STOP,
+        reason,
+        explanation,
+        dict(probabilities or {}),
+        run.remaining_steps,
+        run.curve.last_step,
+        policy,
+    )
+
+
+def warmup(run: RunView, policy: str, explanation: str) -> Decision:
+    return Decision(Action.CONTINUE, Reason.WARMUP, explanation, {}, 0, run.curve.last_step, policy)
 
 
 def continue_promising(
@@ -119,12 +208,37 @@ def check_non_negative(name: str, value: float) -> float:
     return value
 
 
+def check_count(name: str, value: object, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise InvalidArgumentError(f"policy setting {name} must be a whole number; got {value!r}.")
+    if value < minimum:
+        raise InvalidArgumentError(f"policy setting {name} must be >= {minimum}; got {value}.")
+    return int(value)
+
+
+def check_fraction(name: str, value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise InvalidArgumentError(f"policy setting {name} must be in [0, 1); got {value}.")
+    return float(value)
+
+
+def grace_step(run: RunView, grace_steps: int, grace_fraction: float) -> int:
+    """The first step a verdict may be given at: max(grace_steps, grace_fraction x budget)."""
+    return max(int(grace_steps), int(math.ceil(grace_fraction * (run.curve.max_step or 0))))
+
+
 # name -> "module:factory"; factories take the policy settings as keyword arguments.
 _REGISTRY: dict[str, str] = {
-    "default": "forecaster.policies.combined:default_policy",
+    "default": "forecaster.policies.forecast:ForecastPolicy",
+    "forecast": "forecaster.policies.forecast:ForecastPolicy",
     "budget": "forecaster.policies.budget:BudgetPolicy",
     "diverged": "forecaster.policies.diverged:DivergedPolicy",
     "target": "forecaster.policies.target:TargetPolicy",
+    "median": "forecaster.policies.median:MedianStoppingPolicy",
+    "percentile": "forecaster.policies.percentile:PercentilePolicy",
+    "asha": "forecaster.policies.asha:AshaPolicy",
+    "threshold": "forecaster.policies.threshold:ThresholdPolicy",
+    "patience": "forecaster.policies.patience:PatiencePolicy",
 }
 DEFAULT = "default"
 

@@ -20,6 +20,9 @@ from forecaster.policies.base import (
 class BudgetPolicy:
     name: ClassVar[str] = "budget"
 
+    def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
+        return False
+
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         budget, last = run.curve.max_step, run.curve.last_step
         if budget and last >= budget:

@@ -1,4 +1,4 @@
-"""FirstOf: composition of policies instead of flags; and the service's default policy."""
+"""FirstOf: composition of policies instead of flags."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ from forecaster.policies.base import (
     StoppingPolicy,
     StudyContext,
 )
-from forecaster.policies.budget import BudgetPolicy
-from forecaster.policies.diverged import DivergedPolicy
-from forecaster.policies.target import TargetPolicy
 
 
 class FirstOf:
     """The first STOP among the policies, in order; else the first WARMUP; else CONTINUE.
 
     Example:
-        >>> FirstOf(DivergedPolicy(), TargetPolicy(epsilon=0.01))
+        >>> from forecaster.policies.diverged import DivergedPolicy
+        >>> from forecaster.policies.target import TargetPolicy
+        >>> policy = FirstOf(DivergedPolicy(), TargetPolicy(epsilon=0.01))
     """
 
     name: ClassVar[str] = "first_of"
@@ -31,6 +30,9 @@ class FirstOf:
             raise ValueError("FirstOf needs at least one policy")
         self.policies = policies
         self.label = name or self.name
+
+    def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
+        return any(p.needs_forecast(run, study) for p in self.policies)
 
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         decisions = [p.decide(run, prediction, study) for p in self.policies]
@@ -47,18 +49,3 @@ class FirstOf:
         return Decision(
             last.action, last.reason, last.explanation, probs, 0, last.at_step, self.label
         )
-
-
-def default_policy(
-    epsilon: float = 0.05,
-    min_points: int = 5,
-    grace_steps: int = 0,
-    explosion_factor: float = 3.0,
-) -> FirstOf:
-    """Budget, then divergence, then the target: the service default until issue 5's policy."""
-    return FirstOf(
-        BudgetPolicy(),
-        DivergedPolicy(explosion_factor=explosion_factor),
-        TargetPolicy(epsilon=epsilon, min_points=min_points, grace_steps=grace_steps),
-        name="default",
-    )

@@ -36,6 +36,9 @@ class DivergedPolicy:
     def __post_init__(self) -> None:
         check_non_negative("explosion_factor", self.explosion_factor)
 
+    def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
+        return False
+
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         curve = run.curve
         last = curve.last_step

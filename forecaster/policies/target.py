@@ -38,6 +38,9 @@ class TargetPolicy:
         check_non_negative("min_points", self.min_points)
         check_non_negative("grace_steps", self.grace_steps)
 
+    def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
+        return run.curve.target is not None and len(run.curve) >= self.min_points
+
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         curve = run.curve
         last, target, budget = curve.last_step, curve.target, curve.max_step

@@ -118,6 +118,11 @@ def schedule_to_proto(s: LrSchedule | None) -> pb.LrSchedule | None:
 
 def study_spec_from_proto(m: pb.StudySpec) -> StudySpec:
     where = f"study {m.name!r}"
+    if m.HasField("target") and m.direction not in _DIRECTIONS_IN:
+        raise InvalidArgumentError(
+            f"{where}: setting target={m.target} needs a direction, to know which side of it "
+            "is better: set DIRECTION_MINIMIZE or DIRECTION_MAXIMIZE."
+        )
     return StudySpec(
         name=m.name,
         metric=m.metric,

@@ -140,6 +140,27 @@ class Run:
 
 
 @dataclass(frozen=True)
+class StoredDecision:
+    """A run's latest decision as the store keeps it (plain values: the store knows no policy).
+
+    fitted_points and votes_before let a restarted service count stop votes on from where it
+    was: a decision on the same forecast recounts the same vote, a new forecast adds one.
+    """
+
+    at_step: int
+    fitted_points: int
+    votes_before: int
+    votes: int
+    action: str
+    reason: str
+    explanation: str
+    probabilities: dict[str, float]
+    expected_saved_steps: int
+    policy: str
+    forecast_final: float | None = None
+
+
+@dataclass(frozen=True)
 class AppendResult:
     """What append_points did: the run after it, and how many points were new."""
 
@@ -188,6 +209,18 @@ class Store(Protocol):
 
     def finish_run(self, study: str, run: str, state: RunState) -> Run:
         """Moves a running run to a final state; the same final state again is a no-op."""
+        ...
+
+    def save_decision(self, study: str, run: str, decision: StoredDecision) -> None:
+        """Keeps the run's latest decision (replacing the one before); NotFoundError."""
+        ...
+
+    def get_decision(self, study: str, run: str) -> StoredDecision | None:
+        """The run's latest saved decision; None before its first."""
+        ...
+
+    def list_decisions(self, study: str) -> dict[str, StoredDecision]:
+        """The latest saved decision of every run of the study that has one, by run name."""
         ...
 
     def close(self) -> None:

@@ -55,6 +55,27 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        2,
+        "the latest decision of each run, with its stop votes and forecast final value",
+        [
+            """CREATE TABLE decisions (
+                run_id INTEGER PRIMARY KEY REFERENCES runs(id),
+                at_step INTEGER NOT NULL,
+                fitted_points INTEGER NOT NULL,
+                votes_before INTEGER NOT NULL,
+                votes INTEGER NOT NULL,
+                action TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                explanation TEXT NOT NULL,
+                probabilities TEXT NOT NULL,
+                expected_saved_steps INTEGER NOT NULL,
+                policy TEXT NOT NULL,
+                forecast_final REAL,
+                decided_at REAL NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -35,6 +35,7 @@ from forecaster.store.base import (
     Run,
     RunSpec,
     RunState,
+    StoredDecision,
     Study,
     StudySpec,
     canonical_json,
@@ -337,6 +338,62 @@ class SqliteStore:
                 (state.value, self._clock(), row[13]),
             )
             return self._run(self._run_row(cur, study, run))
+
+    # -- decisions --------------------------------------------------------------------------
+
+    _DECISION_COLS = (
+        "d.at_step, d.fitted_points, d.votes_before, d.votes, d.action, d.reason, "
+        "d.explanation, d.probabilities, d.expected_saved_steps, d.policy, d.forecast_final"
+    )
+
+    @staticmethod
+    def _decision(row: tuple[Any, ...]) -> StoredDecision:
+        return StoredDecision(
+            *row[:7], json.loads(row[7]), row[8], row[9], None if row[10] is None else row[10]
+        )
+
+    def save_decision(self, study: str, run: str, decision: StoredDecision) -> None:
+        final = decision.forecast_final
+        with self._tx() as cur:
+            run_id = self._run_row(cur, study, run)[13]
+            cur.execute(
+                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    decision.at_step,
+                    decision.fitted_points,
+                    decision.votes_before,
+                    decision.votes,
+                    decision.action,
+                    decision.reason,
+                    decision.explanation,
+                    json.dumps(decision.probabilities, sort_keys=True),
+                    decision.expected_saved_steps,
+                    decision.policy,
+                    None if final is None or not math.isfinite(final) else float(final),
+                    self._clock(),
+                ),
+            )
+
+    def get_decision(self, study: str, run: str) -> StoredDecision | None:
+        with self._tx(write=False) as cur:
+            run_id = self._run_row(cur, study, run)[13]
+            row = cur.execute(
+                f"SELECT {self._DECISION_COLS} FROM decisions d WHERE d.run_id = ?", (run_id,)
+            ).fetchone()
+        return None if row is None else self._decision(row)
+
+    def list_decisions(self, study: str) -> dict[str, StoredDecision]:
+        with self._tx(write=False) as cur:
+            if self._study_row(cur, study) is None:
+                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
+            rows = cur.execute(
+                f"SELECT r.name, {self._DECISION_COLS} FROM decisions d "
+                "JOIN runs r ON d.run_id = r.id JOIN studies s ON r.study_id = s.id "
+                "WHERE s.name = ?",
+                (study,),
+            ).fetchall()
+        return {row[0]: self._decision(row[1:]) for row in rows}
 
     # -- points -----------------------------------------------------------------------------
 

@@ -28,9 +28,12 @@ def good(n):
     return 2.0 + 3.0 * (np.arange(1, n + 1) / 10.0) ** -0.5
 
 
+REQUIRED = {"threshold": {"threshold": 4.0}}
+
+
 @pytest.mark.parametrize("name", policies.available())
 def test_every_policy_is_pure_and_warms_up(name):
-    policy = policies.create(name)
+    policy = policies.create(name, REQUIRED.get(name))
     run, pred = view(good(60))
     assert policy.decide(run, pred, STUDY) == policy.decide(run, pred, STUDY)
     tiny, tiny_pred = view([3.0, 2.9])
@@ -38,7 +41,7 @@ def test_every_policy_is_pure_and_warms_up(name):
 
 
 def test_default_policy_reasons():
-    p = policies.create("default")
+    p = policies.create("default", {"grace_fraction": 0.0, "hysteresis": 1})
     run, pred = view(good(60))
     assert p.decide(run, pred, STUDY).reason is Reason.PROMISING
     run, pred = view(good(60), target=1.0)
@@ -59,7 +62,7 @@ def test_default_policy_reasons():
 
 
 def test_grace_and_min_points_hold_back_verdicts():
-    p = policies.create("default", {"grace_steps": 100, "min_points": 3})
+    p = policies.create("default", {"grace_steps": 100, "min_points": 3, "grace_fraction": 0})
     run, pred = view(good(60), target=1.0)
     d = p.decide(run, pred, STUDY)
     assert d.reason is Reason.WARMUP and "step >= 100" in d.explanation
@@ -73,6 +76,9 @@ def test_a_policy_that_raises_never_stops_a_run(tmp_path):
 
     class Broken:
         name = "broken"
+
+        def needs_forecast(self, run, study):
+            return True
 
         def decide(self, run, prediction, study):
             raise RuntimeError("bug")
@@ -94,6 +100,10 @@ def test_a_policy_that_raises_never_stops_a_run(tmp_path):
         ({"min_points": -1}, "min_points"),
         ({"explosion_factor": -2}, "explosion_factor"),
         ({"patience": 2}, "patience"),
+        ({"hysteresis": 0}, "hysteresis"),
+        ({"grace_fraction": 1.5}, "grace_fraction"),
+        ({"converged_epsilon": 2}, "converged_epsilon"),
+        ({"delta": -0.1}, "delta"),
     ],
 )
 def test_bad_settings_name_the_setting(params, word):

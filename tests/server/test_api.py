@@ -164,15 +164,20 @@ def test_report_then_read_back_forecast_and_decision(stub):
     assert list(at.forecast.steps) == [200, 500] and len(at.forecast.quantiles[1].values) == 2
 
 
-def test_target_unreachable_stops_with_numbers(stub):
-    make_run(stub, target=1.0)
-    resp = stub.ReportMetrics(
-        pb.ReportMetricsRequest(study="sweep", run="r1", points=points(range(1, 60)))
-    )
-    d = resp.decision
+def test_target_unreachable_stops_with_numbers_after_two_votes(stub):
+    make_run(stub, target=1.0)  # the default policy: grace 10% of the budget, hysteresis 2
+    first = stub.ReportMetrics(
+        pb.ReportMetricsRequest(study="sweep", run="r1", points=points(range(1, 120, 2)))
+    ).decision
+    assert first.action == pb.ACTION_CONTINUE and "stop vote 1 of 2" in first.explanation
+    again = stub.GetDecision(pb.GetDecisionRequest(study="sweep", run="r1")).decision
+    assert again == first  # the same forecast recounts the same vote
+    d = stub.ReportMetrics(
+        pb.ReportMetricsRequest(study="sweep", run="r1", points=points(range(121, 160, 2)))
+    ).decision
     assert d.action == pb.ACTION_STOP and d.reason == pb.REASON_TARGET_UNREACHABLE
-    assert d.probabilities["p_reach_target"] < 0.05 and d.expected_saved_steps == 1000 - 59
-    assert "P(reach 1 by step 1000)" in d.explanation
+    assert d.probabilities["p_reach_target"] < 0.05 and d.expected_saved_steps == 1000 - 159
+    assert "P(reach 1 by step 1000)" in d.explanation and d.policy == "forecast"
 
 
 def test_warmup_on_tiny_curves(stub):
@@ -345,8 +350,8 @@ def test_forecast_curve_is_stateless(stub):
 
 def test_maximize_study_reads_back_in_its_own_direction(stub):
     make_run(stub, direction=pb.DIRECTION_MAXIMIZE, target=0.9)
-    acc = [0.9 - 0.5 * (s / 10.0) ** -0.5 for s in range(1, 60)]
-    d = _report(stub, range(1, 60), acc).decision
+    acc = [0.9 - 0.5 * (s / 10.0) ** -0.5 for s in range(1, 120, 2)]
+    d = _report(stub, range(1, 120, 2), acc).decision
     assert d.reason in (pb.REASON_PROMISING, pb.REASON_TARGET_UNREACHABLE)
     assert stored(stub).best_value == pytest.approx(max(acc))
     q = stub.GetForecast(pb.GetForecastRequest(study="sweep", run="r1")).forecast

@@ -1,0 +1,47 @@
+"""Running evaluation jobs, one task each, on a process pool with a progress bar."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import TypeVar
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+def run_jobs(
+    fn: Callable[[J], R], jobs: Sequence[J], workers: int | None, progress: bool, desc: str
+) -> Iterator[R]:
+    """fn(job) for each job, results as they complete; in this process when workers <= 1."""
+    from tqdm import tqdm
+
+    workers = workers or min(os.cpu_count() or 1, 8)
+    bar = tqdm(total=len(jobs), desc=desc, unit="task", disable=not progress, leave=False)
+    try:
+        if workers <= 1:
+            for job in jobs:
+                yield fn(job)
+                bar.update()
+            return
+        # spawn, not fork: polars' thread pool does not survive a fork (workers would hang).
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+            futures = [pool.submit(fn, job) for job in jobs]
+            for future in as_completed(futures):
+                yield future.result()
+                bar.update()
+    finally:
+        bar.close()
+
+
+def _one_thread() -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def stable_hash(text: str) -> int:
+    """A hash of text that is the same in every process (str hashes are salted)."""
+    return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little") ^ len(text)

@@ -1,0 +1,61 @@
+"""CONVERGED: what is left to gain over the rest of the budget is too small to pay for.
+
+The idea of stopping once the forecast gain is negligible follows "When do CNNs stop
+learning?" (the run is stopped and its result kept, unlike an unpromising run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from forecaster.curves import to_loss
+from forecaster.models.prediction import Prediction
+from forecaster.policies.base import (
+    Decision,
+    Reason,
+    RunView,
+    StudyContext,
+    check_non_negative,
+    check_probability,
+    continue_promising,
+    stop,
+)
+
+
+@dataclass(frozen=True)
+class ConvergedPolicy:
+    """Stops a run when P(it improves on its best so far by more than delta) < epsilon.
+
+    Args:
+        delta: the gain that matters, relative to the run's best value so far (0.002 = 0.2%).
+        epsilon: the confidence: stop when the probability of such a gain is below it.
+    """
+
+    name: ClassVar[str] = "converged"
+    delta: float = 0.002
+    epsilon: float = 0.05
+
+    def __post_init__(self) -> None:
+        check_non_negative("delta", self.delta)
+        check_probability("epsilon", self.epsilon)
+
+    def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
+        return bool(run.curve.max_step) and run.remaining_steps > 0
+
+    def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
+        curve, budget = run.curve, run.curve.max_step
+        best = curve.best_value()
+        if prediction is None or not budget or best != best:
+            return continue_promising(run, self.name, "no forecast or no budget to judge by.")
+        best_loss = float(to_loss(best, curve.direction))
+        needed = float(to_loss(best_loss - self.delta * abs(best_loss), curve.direction))
+        p = prediction.prob_better_than(needed, budget)
+        probs = {"p_gain": p}
+        said = (
+            f"P(gain of more than {100 * self.delta:.3g}% on its best {best:.4g} by step "
+            f"{budget}) = {p:.3f}"
+        )
+        if p < self.epsilon:
+            return stop(run, self.name, Reason.CONVERGED, f"{said} < {self.epsilon:g}.", probs)
+        return continue_promising(run, self.name, f"{said} >= {self.epsilon:g}.", probs)

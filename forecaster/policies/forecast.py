@@ -1,0 +1,160 @@
+"""The `forecast` policy, the service default: every reason, from the run's forecast and study.
+
+Order of the checks: BUDGET_EXHAUSTED, DIVERGED and TARGET_REACHED stop at once; then, past
+the warm-up (min_points and the grace period), the forecast-based verdicts TARGET_UNREACHABLE,
+UNPROMISING and CONVERGED each need `hysteresis` consecutive forecasts voting stop, so that
+one unlucky fit cannot end a run. The votes come in with the RunView (the engine keeps them in
+the store), so the policy stays pure. The defaults are the ones the replay benchmark chose
+(docs/benchmarks.md, section replay).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+from forecaster.models.prediction import Prediction
+from forecaster.policies.base import (
+    Action,
+    Decision,
+    Reason,
+    RunView,
+    StudyContext,
+    check_count,
+    check_fraction,
+    check_non_negative,
+    check_probability,
+    grace_step,
+    warmup,
+)
+from forecaster.policies.budget import BudgetPolicy
+from forecaster.policies.converged import ConvergedPolicy
+from forecaster.policies.diverged import DivergedPolicy
+from forecaster.policies.target import TargetPolicy
+from forecaster.policies.unpromising import UnpromisingPolicy
+
+
+@dataclass(frozen=True)
+class ForecastPolicy:
+    """Stop/continue from the run's predictive distribution.
+
+    Args:
+        epsilon: TARGET_UNREACHABLE when P(reach the target by the budget) < epsilon;
+            UNPROMISING when P(the value at the budget beats the incumbent) < epsilon.
+        delta: CONVERGED when P(a gain over the run's best of more than delta, relative)
+            < converged_epsilon. 0 turns CONVERGED off.
+        converged_epsilon: the confidence of the CONVERGED verdict.
+        min_points: no forecast-based verdict before the run has this many points.
+        grace_steps: nor before this step...
+        grace_fraction: ...nor before this fraction of the run's budget.
+        hysteresis: consecutive forecasts that must vote stop before a forecast-based STOP.
+        explosion_factor: DIVERGED when the loss is worse than its best by this many times
+            its scale (see DivergedPolicy); 0 keeps only the NaN/inf rule.
+    """
+
+    name: ClassVar[str] = "forecast"
+    epsilon: float = 0.05
+    delta: float = 0.002
+    converged_epsilon: float = 0.05
+    min_points: int = 5
+    grace_steps: int = 0
+    grace_fraction: float = 0.1
+    hysteresis: int = 2
+    explosion_factor: float = 3.0
+    _hard: tuple[BudgetPolicy, DivergedPolicy] = field(init=False, repr=False, compare=False)
+    _checks: tuple[TargetPolicy | UnpromisingPolicy | ConvergedPolicy, ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        check_probability("epsilon", self.epsilon)
+        check_probability("converged_epsilon", self.converged_epsilon)
+        check_non_negative("delta", self.delta)
+        check_non_negative("min_points", self.min_points)
+        check_non_negative("grace_steps", self.grace_steps)
+        check_fraction("grace_fraction", self.grace_fraction)
+        check_count("hysteresis", self.hysteresis, minimum=1)
+        hard = (BudgetPolicy(), DivergedPolicy(explosion_factor=self.explosion_factor))
+        checks: list[TargetPolicy | UnpromisingPolicy | ConvergedPolicy] = [
+            TargetPolicy(epsilon=self.epsilon, min_points=0, grace_steps=0),
+            UnpromisingPolicy(epsilon=self.epsilon),
+        ]
+        if self.delta > 0:
+            checks.append(ConvergedPolicy(delta=self.delta, epsilon=self.converged_epsilon))
+        object.__setattr__(self, "_hard", hard)
+        object.__setattr__(self, "_checks", tuple(checks))
+
+    def _warming_up(self, run: RunView) -> Decision | None:
+        grace = grace_step(run, self.grace_steps, self.grace_fraction)
+        n, last = len(run.curve), run.curve.last_step
+        if n < max(self.min_points, 1) or last < grace:
+            return warmup(
+                run,
+                self.name,
+                f"{n} points up to step {last}: too early to judge (needs {self.min_points} "
+                f"points and step >= {grace}).",
+            )
+        return None
+
+    def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
+        curve = run.curve
+        if not len(curve) or not math.isfinite(curve.last_value) or run.remaining_steps <= 0:
+            return False
+        return self._warming_up(run) is None
+
+    def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
+        for policy in self._hard:
+            d = policy.decide(run, prediction, study)
+            if d.is_stop:
+                return replace(d, policy=self.name)
+        target = self._checks[0].decide(run, prediction, study)
+        if target.reason is Reason.TARGET_REACHED:
+            return replace(target, policy=self.name)
+        held = self._warming_up(run)
+        if held is not None:
+            return held
+        budget = run.curve.max_step
+        final = None
+        if prediction is not None and budget:
+            final = float(prediction.quantiles((0.5,), [budget])[0, 0])
+            final = final if math.isfinite(final) else None
+        probs: dict[str, float] = {}
+        vote: Decision | None = None
+        said = []
+        for check in self._checks:
+            d = target if check is self._checks[0] else check.decide(run, prediction, study)
+            probs.update(d.probabilities)
+            if d.probabilities:
+                said.append(d.explanation.rstrip("."))
+            if d.is_stop and vote is None:
+                vote = d
+        if vote is None:
+            text = "; ".join(said) or "no forecast to judge by"
+            return Decision(
+                Action.CONTINUE,
+                Reason.PROMISING,
+                f"{text}.",
+                probs,
+                0,
+                run.curve.last_step,
+                self.name,
+                0,
+                final,
+            )
+        votes = run.stop_votes + 1
+        if votes >= self.hysteresis:
+            return replace(
+                vote, probabilities=probs, policy=self.name, votes=votes, forecast_final=final
+            )
+        return Decision(
+            Action.CONTINUE,
+            Reason.PROMISING,
+            f"stop vote {votes} of {self.hysteresis} ({vote.reason.value}): {vote.explanation}",
+            probs,
+            0,
+            run.curve.last_step,
+            self.name,
+            votes,
+            final,
+        )
