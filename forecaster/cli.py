@@ -1,4 +1,4 @@
-"""The command line: `forecaster serve | demo | health | eval | law`."""
+"""The command line: `forecaster serve | demo | health | eval | replay | law`."""
 
 from __future__ import annotations
 
@@ -75,10 +75,45 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    import json
+
+    from forecaster.evaluation import replay
+
+    results = replay.replay_corpus(
+        args.corpus,
+        source_names=_csv(args.sources),
+        policy_specs=args.policies,
+        max_runs_per_task=args.max_runs_per_task,
+        parallel=args.parallel,
+        seed=args.seed,
+        max_reports=args.max_reports,
+        forecaster=args.forecaster,
+        use_targets=args.use_targets,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    rows = replay.summarize(results)
+    if args.plot:
+        written = replay.plot(rows, args.plot)
+        print(f"wrote {written}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"results": rows}, indent=1))
+    else:
+        print(replay.format_table(rows))
+    return 0
+
+
 def _default_models() -> tuple[str, ...]:
     from forecaster.evaluation.accuracy import DEFAULT_MODELS
 
     return DEFAULT_MODELS
+
+
+def _replay_policies() -> tuple[str, ...]:
+    from forecaster.evaluation.replay import DEFAULT_POLICIES
+
+    return DEFAULT_POLICIES
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -162,6 +197,39 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
     ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ev.set_defaults(func=_eval)
+
+    rp = sub.add_parser(
+        "replay",
+        help="replay each task of a corpus as a study under stopping policies (and Optuna's)",
+        description="Each task of the corpus is a study: its runs arrive in a seeded random "
+        "order, --parallel at a time, and report their points as they would to the service. "
+        "Reports per source and policy setting: compute_fraction, mean_rel_regret, top1_kept, "
+        "top3_kept and the metric given up by CONVERGED stops; draws compute vs regret to "
+        "--plot. A policy is a name (its parameter sweep) or name:key=value,key=value.",
+    )
+    rp.add_argument("--corpus", required=True, help="folder of <source>/{runs,points}.parquet")
+    rp.add_argument("--sources", help="comma-separated source folders (default: all)")
+    rp.add_argument(
+        "--policies",
+        nargs="+",
+        default=list(_replay_policies()),
+        help="policies to replay (default: all of %(default)s)",
+    )
+    rp.add_argument("--max-runs-per-task", type=int, default=30, help="0 = every run")
+    rp.add_argument("--parallel", type=int, default=4, help="runs of a study running at once")
+    rp.add_argument("--seed", type=int, default=0, help="which runs, and in which order")
+    rp.add_argument("--max-reports", type=int, default=100, help="reports per run, at most")
+    rp.add_argument("--forecaster", default="", help="the studies' forecaster (default auto)")
+    rp.add_argument(
+        "--use-targets",
+        action="store_true",
+        help="give the studies the corpus targets (TARGET_REACHED/UNREACHABLE come into play)",
+    )
+    rp.add_argument("--workers", type=int, help="processes (default: the CPU count, up to 8)")
+    rp.add_argument("--plot", default="replay.png", help="PNG to draw ('' = none)")
+    rp.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    rp.set_defaults(func=_replay)
 
     law = sub.add_parser(
         "law",

@@ -18,9 +18,10 @@ CONVERGED stops, the metric given up (relative to the run's final value).
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,7 @@ class TaskResult:
     top3_kept: bool
     converged_given_up: tuple[float, ...] = field(default=())
     stops: tuple[tuple[str, int], ...] = ()  # (reason, count)
+    outcomes: tuple[tuple[str, int, str], ...] = ()  # (run_id, last step run, stop reason or "")
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ class _Job:
     parallel: int
     max_reports: int
     forecaster: str
+    use_targets: bool = False
 
 
 def _batches(n: int, max_reports: int) -> list[int]:
@@ -186,12 +189,16 @@ def _replay(
     memo: dict[tuple[str, int, str], Prediction | None],
 ) -> TaskResult:
     direction = logged[0].direction
+    target = logged[0].target if job.use_targets else None
     runs = [
-        _Run(r, r.curve(horizon=int(r.steps[-1])), _batches(len(r.steps), job.max_reports))
+        _Run(
+            r,
+            replace(r.curve(horizon=int(r.steps[-1])), target=target),
+            _batches(len(r.steps), job.max_reports),
+        )
         for r in logged
     ]
     budget = max(r.curve.horizon for r in runs)
-    target = logged[0].target
     decide = _optuna_driver(setting, direction, budget) if setting.family in OPTUNA else None
     policy = None
     if decide is None and setting.family != "none":
@@ -297,6 +304,7 @@ def _score(job: _Job, setting: Setting, runs: list[_Run]) -> TaskResult:
         not all(cut[:3]),
         given_up,
         tuple(sorted(counts.items())),
+        tuple((r.logged.run_id, r.seen.last_step, r.stop_reason or "") for r in runs),
     )
 
 
@@ -327,7 +335,9 @@ def _optuna_driver(
             reduction_factor=int(params.get("reduction_factor", 3)),
         )
     else:
-        pruner = pruners.PatientPruner(None, patience=int(params.get("patience", 5)))
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.8: we know
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            pruner = pruners.PatientPruner(None, patience=int(params.get("patience", 5)))
     reason = "converged" if setting.family == "optuna_patient" else Reason.UNPROMISING.value
     study = optuna.create_study(
         direction="minimize" if direction is Direction.MIN else "maximize",
@@ -376,6 +386,7 @@ def _jobs(
     seed: int,
     max_reports: int,
     forecaster: str,
+    use_targets: bool,
 ) -> Iterator[_Job]:
     for source in sources(corpus, source_names):
         runs = source.runs().sort("run_id")
@@ -393,6 +404,7 @@ def _jobs(
                     parallel,
                     max_reports,
                     forecaster,
+                    use_targets,
                 )
 
 
@@ -406,10 +418,15 @@ def replay_corpus(
     seed: int = 0,
     max_reports: int = 100,
     forecaster: str = "",
+    use_targets: bool = False,
     workers: int | None = None,
     progress: bool = True,
 ) -> list[TaskResult]:
-    """Every policy setting on every task of the corpus; one TaskResult per (task, setting)."""
+    """Every policy setting on every task of the corpus; one TaskResult per (task, setting).
+
+    The studies get the corpus targets only with use_targets: the figures measure how well a
+    policy keeps the best run, which a study that wants a target (and stops every run that
+    cannot reach it) does not aim at."""
     if parallel < 1:
         raise InvalidArgumentError(f"--parallel must be >= 1; got {parallel}.")
     if max_reports < 1:
@@ -425,6 +442,7 @@ def replay_corpus(
             seed,
             max_reports,
             forecaster,
+            use_targets,
         )
     )
     out: list[TaskResult] = []
@@ -481,3 +499,74 @@ def _row(source: str, setting: Setting, rs: list[TaskResult]) -> dict[str, Any]:
         "n_converged": len(given),
         "converged_given_up": float(np.mean(given)) if given else 0.0,
     }
+
+
+_COLUMNS = (  # (header, key)
+    ("source", "source"),
+    ("policy", "policy"),
+    ("params", "params"),
+    ("tasks", "n_tasks"),
+    ("compute", "compute_fraction"),
+    ("rel_regret", "mean_rel_regret"),
+    ("top1_kept", "top1_kept"),
+    ("top3_kept", "top3_kept"),
+    ("converged", "n_converged"),
+    ("given_up", "converged_given_up"),
+)
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A markdown table of summarize()'s rows."""
+    head = "| " + " | ".join(h for h, _ in _COLUMNS) + " |"
+    rule = "|" + "|".join(" --- " for _ in _COLUMNS) + "|"
+    body = ["| " + " | ".join(_fmt(row[k]) for _, k in _COLUMNS) + " |" for row in rows]
+    return "\n".join([head, rule, *body])
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items()) or "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.3g}"
+    return str(v)
+
+
+def plot(rows: Sequence[dict[str, Any]], path: str | Path, source: str = "all") -> Path:
+    """The compute-vs-regret curve of each policy over its main parameter, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = [r for r in rows if r["source"] == source]
+    if not mine:
+        raise InvalidArgumentError(f"no replay results for source {source!r} to plot.")
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    families = sorted({r["policy"] for r in mine}, key=lambda f: list(SWEEPS).index(f))
+    for family in families:
+        key = SWEEPS[family][0]
+        pts = sorted(
+            (r for r in mine if r["policy"] == family), key=lambda r: r["compute_fraction"]
+        )
+        xs = [r["compute_fraction"] for r in pts]
+        ys = [r["mean_rel_regret"] for r in pts]
+        style = "-o" if not family.startswith("optuna_") else "--s"
+        (line,) = ax.plot(xs, ys, style, label=family, markersize=4)
+        for r, x, y in zip(pts, xs, ys, strict=True):
+            if key and key in r["params"]:
+                ax.annotate(_fmt(r["params"][key]), (x, y), fontsize=6, color=line.get_color(),
+                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    ax.axvline(0.4, color="grey", lw=0.6, ls=":")
+    ax.axhline(0.005, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("compute fraction (steps run / steps of running everything)")
+    ax.set_ylabel("mean relative regret of the best result kept")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_title(f"Replay over the corpus ({source}): lower left is better")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

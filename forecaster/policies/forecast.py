@@ -134,7 +134,7 @@ class ForecastPolicy:
         for check in self._checks:
             d = target if check is self._checks[0] else check.decide(run, prediction, study)
             probs.update(d.probabilities)
-            if d.probabilities:
+            if d.probabilities or isinstance(check, UnpromisingPolicy):
                 said.append(d.explanation.rstrip("."))
             if d.is_stop and vote is None:
                 vote = d
