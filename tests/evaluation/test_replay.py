@@ -31,9 +31,12 @@ def sweep_corpus(root: Path, n_runs: int = 10) -> Path:
         for i in range(n_runs):
             level = 1.0 + 0.15 * ((i * 7) % n_runs)
             v = level + 2.0 * (steps / 5.0) ** -0.6 + rng.normal(0, 0.003, len(steps))
-            curves[f"{task}{i}"] = (task, [(int(s), float(x), None) for s, x in zip(steps, v)])
+            curves[f"{task}{i}"] = (
+                task,
+                [(int(s), float(x), None) for s, x in zip(steps, v, strict=True)],
+            )
     boom = np.r_[1.5 + steps[:30] ** -0.5, np.full(30, np.nan)]
-    curves["boom"] = ("a", [(int(s), float(x), None) for s, x in zip(steps, boom)])
+    curves["boom"] = ("a", [(int(s), float(x), None) for s, x in zip(steps, boom, strict=True)])
     write_source(root, "toy", "min", curves)
     return root
 
