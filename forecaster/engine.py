@@ -94,10 +94,6 @@ def standing_of(run: Run, budget: int | None, decision: StoredDecision | None) -
 
 def incumbent_of(direction: Direction, others: Iterable[Standing]) -> float | None:
     """The best final value, observed or forecast, of the study's other runs."""
-    import os
-
-    if os.environ.get("XINC") == "observed":
-        return best_final(direction, [o.last_value for o in others if o.done and not o.failed])
     return best_final(
         direction,
         [(o.last_value if o.done else o.forecast_final) for o in others if not o.failed],

@@ -61,11 +61,26 @@ class Prediction:
     observed_best_loss: float = math.nan
     converged: bool = True
     notes: tuple[str, ...] = ()
+    # Samples at a few steps, kept: a policy asks several questions of the same step (the
+    # budget), and a decision on a cached forecast should not draw them again.
+    _memo: dict[tuple[float, ...], FloatArray] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def _draw(self, steps: FloatArray) -> FloatArray:
+        if len(steps) > 4:
+            return self.sampler(steps)
+        key = tuple(float(s) for s in steps)
+        if key not in self._memo:
+            if len(self._memo) > 16:
+                self._memo.clear()
+            self._memo[key] = self.sampler(steps)
+        return self._memo[key]
 
     def samples(self, at_steps: npt.ArrayLike) -> FloatArray:
         """Samples in the study's direction: (n_samples, n_steps)."""
         steps = np.atleast_1d(np.asarray(at_steps, dtype=np.float64))
-        return to_loss(self.sampler(steps), self.direction)
+        return to_loss(self._draw(steps), self.direction)
 
     def quantiles(self, q: Sequence[float], at_steps: npt.ArrayLike) -> FloatArray:
         """(n_steps, len(q)) quantiles, ascending along q, in the study's direction."""
@@ -81,7 +96,7 @@ class Prediction:
 
     def prob_better_than(self, value: float, at_step: int) -> float:
         """P(metric at at_step is strictly better than value)."""
-        loss = self.sampler(np.array([float(at_step)]))[:, 0]
+        loss = self._draw(np.array([float(at_step)]))[:, 0]
         finite = loss[~np.isnan(loss)]
         if not len(finite):
             return 0.0
