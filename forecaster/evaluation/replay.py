@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from forecaster import policies
+from forecaster import models, policies
 from forecaster.corpus.reader import LoggedRun, Source, sources
 from forecaster.curves import Curve, Direction, to_loss
 from forecaster.engine import Standing, fit_forecast, history_key, incumbent_of, judge
@@ -212,8 +212,8 @@ def _replay(
 
     def fit(run: _Run) -> Callable[[Curve], Prediction | None]:
         def fit_head(head: Curve) -> Prediction | None:
-            hist = history()
-            key = (run.logged.run_id, len(head), hist.key)
+            hist = history() if models.create(job.forecaster, head).uses_history else None
+            key = (run.logged.run_id, len(head), hist.key if hist else "")
             if key not in memo:
                 memo[key] = fit_forecast(job.forecaster, head, lambda: hist, study)
             return memo[key]

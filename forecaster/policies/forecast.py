@@ -44,7 +44,9 @@ class ForecastPolicy:
         epsilon: TARGET_UNREACHABLE when P(reach the target by the budget) < epsilon;
             UNPROMISING when P(the value at the budget beats the incumbent) < epsilon.
         delta: CONVERGED when P(a gain over the run's best of more than delta, relative)
-            < converged_epsilon. 0 turns CONVERGED off.
+            < converged_epsilon. 0 (the default) turns CONVERGED off: on the LLM sources of
+            the replay, runs stopped as converged gave up 1-4% of their final loss (the late
+            drop of an LR decay); 0.002 is a good value where curves flatten for good.
         converged_epsilon: the confidence of the CONVERGED verdict.
         min_points: no forecast-based verdict before the run has this many points.
         grace_steps: nor before this step...
@@ -60,14 +62,14 @@ class ForecastPolicy:
 
     name: ClassVar[str] = "forecast"
     epsilon: float = 0.05
-    delta: float = 0.002
+    delta: float = 0.0
     converged_epsilon: float = 0.05
     min_points: int = 5
     grace_steps: int = 0
     grace_fraction: float = 0.1
-    hysteresis: int = 2
+    hysteresis: int = 3
     explosion_factor: float = 3.0
-    incumbent_confidence: float = 0.9
+    incumbent_confidence: float = 0.97
     _hard: tuple[BudgetPolicy, DivergedPolicy] = field(init=False, repr=False, compare=False)
     _checks: tuple[TargetPolicy | UnpromisingPolicy | ConvergedPolicy, ...] = field(
         init=False, repr=False, compare=False

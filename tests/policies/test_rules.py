@@ -35,7 +35,7 @@ def decide(policy, c, ctx, votes=0):
 
 
 def test_unpromising_needs_two_votes_and_names_the_incumbent():
-    policy = policies.create("forecast")
+    policy = policies.create("forecast", {"hysteresis": 2})
     bad = curve(2.0)  # heads for ~2.2, the incumbent is 1.0
     first = decide(policy, bad, study(incumbent=1.0))
     assert first.action is Action.CONTINUE and first.votes == 1
@@ -48,7 +48,7 @@ def test_unpromising_needs_two_votes_and_names_the_incumbent():
 
 
 def test_a_single_run_waits_for_an_incumbent_but_can_diverge_or_converge():
-    policy = policies.create("forecast", {"hysteresis": 1})
+    policy = policies.create("forecast", {"hysteresis": 1, "delta": 0.002})
     d = decide(policy, curve(2.0), study())
     assert d.action is Action.CONTINUE and "no other run has a final value yet" in d.explanation
     flat = Curve(np.arange(1, 301), np.full(300, 0.5), Direction.MIN, max_step=1000)

@@ -165,7 +165,8 @@ def test_report_then_read_back_forecast_and_decision(stub):
 
 
 def test_target_unreachable_stops_with_numbers_after_two_votes(stub):
-    make_run(stub, target=1.0)  # the default policy: grace 10% of the budget, hysteresis 2
+    # The default policy with two votes: grace 10% of the budget.
+    make_run(stub, target=1.0, policy=pb.PolicySettings(name="default", params={"hysteresis": 2}))
     first = stub.ReportMetrics(
         pb.ReportMetricsRequest(study="sweep", run="r1", points=points(range(1, 120, 2)))
     ).decision

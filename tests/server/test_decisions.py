@@ -36,7 +36,8 @@ def test_stop_votes_survive_a_restart(tmp_path):
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.CurveServiceStub(channel)
-            stub.CreateStudy(pb.CreateStudyRequest(study=study_spec(target=1.0)))
+            spec = study_spec(target=1.0, policy=policy(hysteresis=2))
+            stub.CreateStudy(pb.CreateStudyRequest(study=spec))
             start(stub, "r1")
             first = report(stub, "r1", points(range(1, 120, 2)))
             assert first.action == pb.ACTION_CONTINUE and "stop vote 1 of 2" in first.explanation
