@@ -24,3 +24,4 @@ demo:
 bench:              ## writes docs/benchmarks.md
 	python benchmarks/service_load.py
 	python benchmarks/forecast_accuracy.py
+	python benchmarks/replay.py

@@ -152,7 +152,6 @@ def judge(
     view = RunView(view.study, view.name, curve, before)
     prediction = cached[1] if cached is not None and cached[0] == n_fit else None
     try:
-        decision = None
         if prediction is None and n_fit and _needs_forecast(policy, view, context):
             prediction = fit(curve.head(n_fit))
         decision = policy.decide(view, prediction, context)
@@ -413,22 +412,18 @@ class Engine:
             return entry, cached
         return entry, self._evaluate(entry, stored, None)
 
-    def _context(self, entry: _StudyEntry, run: str) -> tuple[StudyContext, dict[str, Run]]:
+    def _context(self, entry: _StudyEntry, run: str) -> StudyContext:
         """The study as a policy sees it from run: the incumbent and (lazily) the peers."""
         study = entry.study.name
-        runs = {r.name: r for r in self.store.list_runs(study)}
-        decisions = self._decisions(study)
+        others = [r for r in self.store.list_runs(study) if r.name != run]
+        decisions = self.store.list_decisions(study)
         budget = entry.study.spec.max_step
-        others = [r for name, r in runs.items() if name != run]
         incumbent = incumbent_of(
             entry.study.spec.direction,
             (standing_of(r, r.spec.max_step or budget, decisions.get(r.name)) for r in others),
         )
         peers = Peers(lambda: [self._stored_curve(entry, r) for r in others])
-        return entry.context(incumbent, peers), runs
-
-    def _decisions(self, study: str) -> dict[str, StoredDecision]:
-        return self.store.list_decisions(study)
+        return entry.context(incumbent, peers)
 
     def _stored_curve(self, entry: _StudyEntry, run: Run) -> Curve:
         with self._lock:
@@ -448,7 +443,7 @@ class Engine:
         key = (run.study, run.name)
         with self._lock:
             previous = self._runs.get(key)
-        context, _ = self._context(entry, run.name)
+        context = self._context(entry, run.name)
         record = previous.record if previous is not None else None
         if record is None:
             record = self.store.get_decision(run.study, run.name)
