@@ -1,8 +1,11 @@
-"""Writes one benchmark's table into docs/benchmarks.md, replacing its previous section."""
+"""What the benchmarks share: the corpus arguments, and writing one benchmark's table into
+docs/benchmarks.md (replacing its previous section)."""
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -32,3 +35,22 @@ def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def corpus_parser(doc: str) -> argparse.ArgumentParser:
+    """--corpus (default ../shared/datasets beside the repository), --max-runs-per-task,
+    --workers and --no-write; a benchmark adds its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    default_corpus = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    parser.add_argument("--corpus", default=str(default_corpus))
+    parser.add_argument("--max-runs-per-task", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    return parser
+
+
+def corpus_found(corpus: str) -> bool:
+    if Path(corpus).is_dir():
+        return True
+    print(f"corpus {corpus} not found; pass --corpus", file=sys.stderr)
+    return False

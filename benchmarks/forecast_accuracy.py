@@ -12,7 +12,6 @@ docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -26,7 +25,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import markdown_table, write_section  # noqa: E402
+from _report import corpus_found, corpus_parser, markdown_table, write_section  # noqa: E402
 
 from forecaster.curves import Curve  # noqa: E402
 from forecaster.evaluation.accuracy import aggregate, format_table, score_corpus  # noqa: E402
@@ -57,16 +56,10 @@ def time_fit(repeats: int = 50) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_corpus = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    parser.add_argument("--corpus", default=str(default_corpus))
-    parser.add_argument("--max-runs-per-task", type=int, default=20)
+    parser = corpus_parser(__doc__)
     parser.add_argument("--cutoffs", default="0.1,0.2,0.3,0.5")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    if not Path(args.corpus).is_dir():
-        print(f"corpus {args.corpus} not found; pass --corpus", file=sys.stderr)
+    if not corpus_found(args.corpus):
         return 2
 
     speed = time_fit()

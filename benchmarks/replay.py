@@ -13,7 +13,6 @@ compute-vs-regret plot to docs/replay.png.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -27,7 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import markdown_table, write_section  # noqa: E402
+from _report import corpus_found, corpus_parser, markdown_table, write_section  # noqa: E402
 
 from forecaster.curves import Direction, Points  # noqa: E402
 from forecaster.engine import Engine  # noqa: E402
@@ -119,16 +118,10 @@ def dominance(rows: list[dict]) -> list[list[object]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_corpus = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    parser.add_argument("--corpus", default=str(default_corpus))
-    parser.add_argument("--max-runs-per-task", type=int, default=20)
+    parser = corpus_parser(__doc__)
     parser.add_argument("--parallel", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    if not Path(args.corpus).is_dir():
-        print(f"corpus {args.corpus} not found; pass --corpus", file=sys.stderr)
+    if not corpus_found(args.corpus):
         return 2
 
     speed = time_decisions()

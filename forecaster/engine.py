@@ -412,8 +412,11 @@ class Engine:
             return entry, cached
         return entry, self._evaluate(entry, stored, None)
 
-    def _context(self, entry: _StudyEntry, run: str) -> StudyContext:
-        """The study as a policy sees it from run: the incumbent and (lazily) the peers."""
+    def _context(
+        self, entry: _StudyEntry, run: str
+    ) -> tuple[StudyContext, dict[str, StoredDecision]]:
+        """The study as a policy sees it from run (the incumbent, and lazily the peers), and
+        the saved decisions of the study's runs (this run's too) it was read from."""
         study = entry.study.name
         others = [r for r in self.store.list_runs(study) if r.name != run]
         decisions = self.store.list_decisions(study)
@@ -423,7 +426,7 @@ class Engine:
             (standing_of(r, r.spec.max_step or budget, decisions.get(r.name)) for r in others),
         )
         peers = Peers(lambda: [self._stored_curve(entry, r) for r in others])
-        return entry.context(incumbent, peers)
+        return entry.context(incumbent, peers), decisions
 
     def _stored_curve(self, entry: _StudyEntry, run: Run) -> Curve:
         with self._lock:
@@ -443,10 +446,8 @@ class Engine:
         key = (run.study, run.name)
         with self._lock:
             previous = self._runs.get(key)
-        context = self._context(entry, run.name)
-        record = previous.record if previous is not None else None
-        if record is None:
-            record = self.store.get_decision(run.study, run.name)
+        context, decisions = self._context(entry, run.name)
+        record = previous.record if previous is not None else decisions.get(run.name)
         cached = None if previous is None else (previous.fitted_points, previous.prediction)
         judged = judge(
             entry.policy,

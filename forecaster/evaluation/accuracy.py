@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecaster import models
-from forecaster.corpus.reader import LoggedRun, Source, sources
+from forecaster.corpus.reader import LoggedRun, Source
 from forecaster.errors import InvalidArgumentError
-from forecaster.evaluation.pool import run_jobs, stable_hash
+from forecaster.evaluation.pool import run_jobs, sample_tasks
 from forecaster.models import StudyHistory
 
 DEFAULT_CUTOFFS = (0.1, 0.2, 0.3, 0.5)
@@ -151,20 +151,13 @@ def _jobs(
     max_runs_per_task: int,
     seed: int,
 ) -> Iterator[_Job]:
-    for source in sources(corpus, source_names):
-        runs = source.runs().sort("run_id")
-        for (task,), frame in runs.group_by("task", maintain_order=True):
-            ids = frame["run_id"].to_list()
-            rng = np.random.default_rng([seed, stable_hash(f"{source.name}/{task}")])
-            order = [ids[i] for i in rng.permutation(len(ids))]
-            chosen = order[:max_runs_per_task] if max_runs_per_task > 0 else order
-            for fold in range(_FOLDS):
-                mine = tuple(chosen[fold::_FOLDS])
-                # History: completed runs of the same task outside this fold (not scored).
-                others = [r for r in order if r not in set(mine)][:24]
-                if mine:
-                    yield _Job(source, str(task), fold, mine, tuple(others), model_names,
-                               cutoffs)  # fmt: skip
+    for source, task, order, chosen in sample_tasks(corpus, source_names, max_runs_per_task, seed):
+        for fold in range(_FOLDS):
+            mine = tuple(chosen[fold::_FOLDS])
+            # History: completed runs of the same task outside this fold (not scored).
+            others = [r for r in order if r not in set(mine)][:24]
+            if mine:
+                yield _Job(source, task, fold, mine, tuple(others), model_names, cutoffs)
 
 
 def evaluate(

@@ -1,4 +1,5 @@
-"""Running evaluation jobs, one task each, on a process pool with a progress bar."""
+"""What the evaluations share: the tasks of a corpus with their runs in a seeded order, and
+running jobs (one task each) on a process pool with a progress bar."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 from typing import TypeVar
+
+import numpy as np
+
+from forecaster.corpus.reader import Source, sources
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -45,3 +51,19 @@ def _one_thread() -> None:
 def stable_hash(text: str) -> int:
     """A hash of text that is the same in every process (str hashes are salted)."""
     return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little") ^ len(text)
+
+
+def sample_tasks(
+    corpus: str | Path, source_names: Sequence[str] | None, max_runs_per_task: int, seed: int
+) -> Iterator[tuple[Source, str, list[str], list[str]]]:
+    """(source, task, every run id in a seeded order, the first max_runs_per_task of them)
+    for each task of the corpus; the order depends on the seed and the task, not on the rest
+    of the corpus."""
+    for source in sources(corpus, source_names):
+        runs = source.runs().sort("run_id")
+        for (task,), frame in runs.group_by("task", maintain_order=True):
+            ids = frame["run_id"].to_list()
+            rng = np.random.default_rng([seed, stable_hash(f"{source.name}/{task}")])
+            order = [ids[i] for i in rng.permutation(len(ids))]
+            chosen = order[:max_runs_per_task] if max_runs_per_task > 0 else order
+            yield source, str(task), order, chosen

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from forecaster import models, policies
-from forecaster.corpus.reader import LoggedRun, Source, sources
+from forecaster.corpus.reader import LoggedRun, Source
 from forecaster.curves import Curve, Direction, to_loss
 from forecaster.engine import Standing, fit_forecast, history_key, incumbent_of, judge
 from forecaster.errors import InvalidArgumentError
-from forecaster.evaluation.pool import run_jobs, stable_hash
+from forecaster.evaluation.pool import run_jobs, sample_tasks
 from forecaster.models import Prediction, StudyHistory
 from forecaster.policies import Reason, RunView, StudyContext
 from forecaster.policies.base import Peers
@@ -258,8 +258,6 @@ def _replay(
                 reason = decide(run, finished)
             elif policy is not None:
                 reason = judge_run(run)
-                if reason == Reason.BUDGET_EXHAUSTED.value:
-                    reason = None
             if reason is not None or finished:
                 run.done = True
                 # A verdict at the last point saves nothing: the run ran to its end.
@@ -388,24 +386,18 @@ def _jobs(
     forecaster: str,
     use_targets: bool,
 ) -> Iterator[_Job]:
-    for source in sources(corpus, source_names):
-        runs = source.runs().sort("run_id")
-        for (task,), frame in runs.group_by("task", maintain_order=True):
-            ids = frame["run_id"].to_list()
-            rng = np.random.default_rng([seed, stable_hash(f"{source.name}/{task}")])
-            order = [ids[i] for i in rng.permutation(len(ids))]
-            chosen = order[:max_runs_per_task] if max_runs_per_task > 0 else order
-            if chosen:
-                yield _Job(
-                    source,
-                    str(task),
-                    tuple(chosen),
-                    tuple(settings),
-                    parallel,
-                    max_reports,
-                    forecaster,
-                    use_targets,
-                )
+    for source, task, _, chosen in sample_tasks(corpus, source_names, max_runs_per_task, seed):
+        if chosen:
+            yield _Job(
+                source,
+                str(task),
+                tuple(chosen),
+                tuple(settings),
+                parallel,
+                max_reports,
+                forecaster,
+                use_targets,
+            )
 
 
 def replay_corpus(

@@ -175,3 +175,25 @@ def test_append_returns_the_run_as_stored(store):
             stored.best_value,
         )
         assert np.array_equal([result.run.last_value], [stored.last_value], equal_nan=True)
+
+
+def test_latest_decision_per_run_survives_reopening(tmp_path):
+    from forecaster.store import StoredDecision
+
+    path = tmp_path / "d.db"
+    store = SqliteStore(path)
+    store.create_study(StudySpec("s", "loss", Direction.MIN))
+    for run in ("a", "b"):
+        store.start_run("s", RunSpec(run))
+    assert store.get_decision("s", "a") is None and store.list_decisions("s") == {}
+    first = StoredDecision(10, 10, 0, 1, "continue", "promising", "vote 1", {"p": 0.1}, 0, "f", 1.5)
+    store.save_decision("s", "a", first)
+    later = StoredDecision(20, 11, 1, 2, "stop", "unpromising", "stop", {"p": 0.01}, 80, "f")
+    store.save_decision("s", "a", later)  # replaces: only the latest is kept
+    store.close()
+    store = SqliteStore(path)
+    assert store.get_decision("s", "a") == later
+    assert store.list_decisions("s") == {"a": later}
+    with pytest.raises(NotFoundError):
+        store.save_decision("s", "nobody", first)
+    store.close()
