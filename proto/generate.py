@@ -17,7 +17,11 @@ from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PROTO_ROOT.parent
-TARGETS = [REPO_ROOT / "forecaster" / "server" / "_proto"]
+# The service and the trainer-side client (its own distribution) carry the same generated code.
+TARGETS = [
+    REPO_ROOT / "forecaster" / "server" / "_proto",
+    REPO_ROOT / "trainer_plugins" / "forecaster_client" / "_proto",
+]
 _IMPORT = re.compile(r"^from forecaster\.v1 import (\w+_pb2)", re.MULTILINE)
 
 

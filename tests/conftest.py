@@ -39,7 +39,8 @@ def start_live_server(db_path: Path, **settings: object) -> LiveServer:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    config = Settings(host="127.0.0.1", port=0, db=f"sqlite:///{db_path}", **settings)  # type: ignore[arg-type]
+    fields: dict[str, object] = {"host": "127.0.0.1", "port": 0, "db": f"sqlite:///{db_path}"}
+    config = Settings(**{**fields, **settings})  # type: ignore[arg-type]
 
     async def start() -> RunningServer:
         return await start_server(build_engine(config), config)

@@ -10,13 +10,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_generated_code_is_up_to_date(tmp_path):
+@pytest.mark.parametrize(
+    "committed_dir",
+    [
+        REPO / "forecaster" / "server" / "_proto",
+        REPO / "trainer_plugins" / "forecaster_client" / "_proto",
+    ],
+    ids=["service", "client"],
+)
+def test_generated_code_is_up_to_date(tmp_path, committed_dir):
     pytest.importorskip("grpc_tools", reason="needs the dev extra: pip install -e '.[dev]'")
     spec = importlib.util.spec_from_file_location("generate", REPO / "proto" / "generate.py")
     generate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generate)
     fresh = {p.name: p.read_text() for p in generate.generate(tmp_path)}
-    committed_dir = REPO / "forecaster" / "server" / "_proto"
     committed = {
         p.name: p.read_text()
         for p in committed_dir.iterdir()

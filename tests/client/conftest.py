@@ -1,0 +1,50 @@
+"""Client tests talk to the real service over loopback; helpers to read what it stored."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from forecaster.curves import Points
+from forecaster.server._proto import forecaster_pb2 as pb
+from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
+from tests.conftest import LiveServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """Reads back what the service stored, as an operator would."""
+
+    def __init__(self, live_server: LiveServer) -> None:
+        self.address = live_server.address
+        self.store = live_server.running.engine.store
+        self.channel = grpc.insecure_channel(live_server.address)
+        self.stub = pb_grpc.CurveServiceStub(self.channel)
+
+    def run(self, study: str, run: str) -> pb.Run:
+        return self.stub.GetRun(pb.GetRunRequest(study=study, run=run)).run
+
+    def runs(self, study: str) -> list[pb.Run]:
+        return list(self.stub.ListRuns(pb.ListRunsRequest(study=study)).runs)
+
+    def study(self, name: str) -> pb.Study:
+        return self.stub.GetStudy(pb.GetStudyRequest(name=name)).study
+
+    def points(self, study: str, run: str) -> Points:
+        """The stored points, exactly (NaN included), from the service's own store."""
+        return self.store.get_points(study, run)
+
+
+@pytest.fixture
+def service(live_server) -> Iterator[Service]:
+    s = Service(live_server)
+    yield s
+    s.channel.close()

@@ -1,0 +1,230 @@
+"""The Reporter against the real service: delivery, decisions, re-attaching, failing open."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+
+from forecaster.server._proto import forecaster_pb2 as pb
+from forecaster_client import Decision, Reporter
+from tests.client.conftest import Service, free_port
+from tests.conftest import start_live_server
+
+
+def curve(step: int) -> float:
+    return 2.0 + 3.0 * (step / 10.0) ** -0.5
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "unary"])
+def test_points_arrive_in_order_with_lr_and_the_decision_comes_back(service, stream):
+    with Reporter(
+        service.address,
+        "sweep",
+        "a",
+        max_step=1000,
+        config={"lr": 0.1, "layers": 4},
+        lr_schedule={"kind": "cosine", "peak_lr": 0.1, "total_steps": 1000},
+        batch_size=37,
+        stream=stream,
+    ) as reporter:
+        assert reporter.decision == Decision()  # no answer yet: continue, reason unknown
+        for step in range(1, 201):
+            reporter.report(step, curve(step), lr=0.1)
+        assert reporter.flush(10)
+        assert reporter.decision.action == "continue"
+        assert reporter.decision.at_step == 200
+        reporter.report(201, math.nan, lr=0.1)  # divergence is reported, not swallowed
+        assert reporter.flush(10)
+        assert reporter.should_stop()
+        assert reporter.decision.reason == "diverged"
+        assert "nan" in reporter.decision.explanation
+    stored = service.points("sweep", "a")
+    assert stored.steps.tolist() == list(range(1, 202))
+    assert stored.values[:200].tolist() == pytest.approx([curve(s) for s in range(1, 201)])
+    assert math.isnan(stored.values[200])
+    assert stored.lr.tolist() == [0.1] * 201
+    run = service.run("sweep", "a")
+    assert run.state == pb.RUN_STATE_STOPPED  # closed after a STOP: "auto" says stopped
+    assert run.spec.lr_schedule.kind == pb.SCHEDULE_KIND_COSINE
+    assert dict(run.spec.config) == {"lr": 0.1, "layers": 4.0}
+    study = service.study("sweep")
+    assert study.spec.metric == "loss" and study.spec.direction == pb.DIRECTION_MINIMIZE
+
+
+def test_a_restarted_job_reattaches_and_skips_what_the_run_already_has(service, caplog):
+    first = Reporter(service.address, "sweep", "resumed", max_step=500)
+    for step in range(1, 101):
+        first.report(step, curve(step))
+    first.close(state=None)  # pre-empted: the run stays open
+    assert service.run("sweep", "resumed").state == pb.RUN_STATE_RUNNING
+
+    # The job restarts from a checkpoint at step 80 and reports 80..150 again.
+    with (
+        caplog.at_level(logging.WARNING, "forecaster_client"),
+        Reporter(service.address, "sweep", "resumed", max_step=500) as second,
+    ):
+        for step in range(80, 151):
+            second.report(step, curve(step) + 1.0)
+        assert second.flush(10)
+    stored = service.points("sweep", "resumed")
+    assert stored.steps.tolist() == list(range(1, 151))
+    assert stored.values[99] == pytest.approx(curve(100))  # the first job's value is kept
+    assert stored.values[100] == pytest.approx(curve(101) + 1.0)
+    skipped = [r for r in caplog.records if "skipped step" in r.getMessage()]
+    assert len(skipped) == 1 and "already has step 100" in skipped[0].getMessage()
+    assert service.run("sweep", "resumed").state == pb.RUN_STATE_FINISHED
+
+
+def test_an_exception_leaves_the_run_open_for_the_job_to_resume(service):
+    with pytest.raises(RuntimeError), Reporter(service.address, "sweep", "crashed") as r:
+        r.report(1, 1.0)
+        raise RuntimeError("out of memory")
+    run = service.run("sweep", "crashed")
+    assert run.state == pb.RUN_STATE_RUNNING and run.n_points == 1
+
+
+def test_tensors_are_read_off_the_training_thread(service):
+    weight = torch.ones(3, requires_grad=True)
+    with Reporter(service.address, "sweep", "tensor") as reporter:
+        loss = (weight * 2.0).sum()
+        reporter.report(torch.tensor(5), loss, lr=torch.tensor(0.01))
+        assert reporter.flush(10)
+    stored = service.points("sweep", "tensor")
+    assert stored.steps.tolist() == [5]
+    assert stored.values.tolist() == [6.0] and stored.lr.tolist() == [pytest.approx(0.01)]
+
+
+def test_a_rate_the_service_would_refuse_is_dropped_not_the_point(service):
+    with Reporter(service.address, "sweep", "bad-lr") as reporter:
+        reporter.report(1, 1.0, lr=-0.1)
+        reporter.report(2, 0.9, lr=math.inf)
+        reporter.report(3, 0.8, lr=0.1)
+        assert reporter.flush(10)
+    stored = service.points("sweep", "bad-lr")
+    assert stored.steps.tolist() == [1, 2, 3]
+    assert math.isnan(stored.lr[0]) and math.isnan(stored.lr[1]) and stored.lr[2] == 0.1
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "unary"])
+def test_a_refused_schedule_costs_a_warning_not_the_points(service, caplog, stream):
+    with (
+        caplog.at_level(logging.WARNING, "forecaster_client"),
+        Reporter(service.address, "sweep", "short-plan", max_step=1000, stream=stream) as r,
+    ):
+        r.report(1, 1.0)
+        assert r.flush(10)
+        # The plan ends at step 10, before the budget of 1000: the service refuses it.
+        r.set_lr_schedule({"kind": "cosine", "peak_lr": 0.1, "total_steps": 10})
+        r.report(2, 0.9)
+        r.report(3, 0.8)
+        assert r.flush(10)
+    assert service.points("sweep", "short-plan").steps.tolist() == [1, 2, 3]
+    assert not service.run("sweep", "short-plan").spec.HasField("lr_schedule")
+    refused = [m for m in caplog.messages if "refused the planned lr schedule" in m]
+    assert len(refused) == 1 and "ends at step 10" in refused[0]
+
+
+def test_a_callable_schedule_is_read_on_the_background_thread(service):
+    plan = {"kind": "linear", "peak_lr": 0.5, "warmup_steps": 10, "total_steps": 2000}
+    with Reporter(
+        service.address, "sweep", "lazy-plan", max_step=2000, lr_schedule=lambda: plan
+    ) as r:
+        r.report(1, 1.0)
+        assert r.flush(10)
+    schedule = service.run("sweep", "lazy-plan").spec.lr_schedule
+    assert schedule.kind == pb.SCHEDULE_KIND_LINEAR and schedule.peak_lr == 0.5
+
+
+def test_an_existing_study_is_joined_as_it_is(service, caplog):
+    Reporter(service.address, "shared", "a", metric="acc", direction="maximize").close()
+    with (
+        caplog.at_level(logging.WARNING, "forecaster_client"),
+        Reporter(service.address, "shared", "b", metric="loss") as r,
+    ):
+        r.report(1, 0.5)
+        assert r.flush(10)
+    assert service.study("shared").spec.direction == pb.DIRECTION_MAXIMIZE
+    assert service.points("shared", "b").steps.tolist() == [1]
+    assert any("already exists with another definition" in m for m in caplog.messages)
+
+
+def test_service_down_training_goes_on_one_warning_then_delivery_when_it_is_up(tmp_path, caplog):
+    """The service is down when the job starts; the queue (10 points) keeps the newest."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    with caplog.at_level(logging.WARNING, "forecaster_client"):
+        reporter = Reporter(address, "late", "r", queue_size=10, flush_interval_s=0.05)
+        for step in range(25):
+            reporter.report(step, curve(step + 1))
+        assert not reporter.should_stop()
+        assert reporter.dropped == 15
+        assert not reporter.flush(1.0)  # nothing can be stored yet
+        server = start_live_server(tmp_path / "late.db", port=port)
+        try:
+            assert reporter.flush(30)
+            service = Service(server)
+            assert service.points("late", "r").steps.tolist() == list(range(15, 25))
+            reporter.close()
+            assert service.run("late", "r").state == pb.RUN_STATE_FINISHED
+        finally:
+            server.stop()
+    unreachable = [m for m in caplog.messages if "cannot reach the service" in m]
+    assert len(unreachable) == 1 and address in unreachable[0]
+    assert sum("oldest points are being dropped" in m for m in caplog.messages) == 1
+
+
+def test_close_with_the_service_down_returns_within_its_timeout(caplog):
+    reporter = Reporter(f"127.0.0.1:{free_port()}", "s", "r", flush_interval_s=0.05)
+    for step in range(100):
+        reporter.report(step, 1.0)
+    with caplog.at_level(logging.WARNING, "forecaster_client"):
+        reporter.close(timeout_s=0.5)
+    assert any("could not send the last 100 points" in m for m in caplog.messages)
+
+
+def test_a_wrong_token_is_one_warning_naming_the_address(tmp_path, caplog):
+    server = start_live_server(tmp_path / "auth.db", auth_token="s3cret")
+    try:
+        with caplog.at_level(logging.WARNING, "forecaster_client"):
+            wrong = Reporter(server.address, "s", "r", token="guess", flush_interval_s=0.05)
+            for step in range(1, 50):
+                wrong.report(step, 1.0)
+            assert not wrong.flush(1.0)
+            assert not wrong.should_stop()
+            wrong.close(timeout_s=0.5)
+        auth = [m for m in caplog.messages if "refused the token" in m]
+        assert len(auth) == 1 and server.address in auth[0] and "UNAUTHENTICATED" in auth[0]
+
+        with Reporter(server.address, "s", "r", token="s3cret") as right:
+            right.report(1, 1.0)
+            assert right.flush(10)
+        assert server.running.engine.store.get_points("s", "r").steps.tolist() == [1]
+    finally:
+        server.stop()
+
+
+def test_a_finished_run_refuses_and_training_goes_on(service, caplog):
+    Reporter(service.address, "sweep", "done").close(state="finished")
+    with caplog.at_level(logging.WARNING, "forecaster_client"):
+        reporter = Reporter(service.address, "sweep", "done", flush_interval_s=0.05)
+        reporter.report(1, 1.0)
+        assert not reporter.flush(5)
+        reporter.report(2, 1.0)  # a no-op now, and cheap
+        reporter.close(timeout_s=1)
+    refused = [m for m in caplog.messages if "refuses run 'done'" in m]
+    assert len(refused) == 1 and "finished" in refused[0]
+    assert service.run("sweep", "done").n_points == 0
+
+
+def test_bad_arguments_are_the_callers_bug_and_raise_at_once():
+    with pytest.raises(ValueError, match="direction must be 'minimize' or 'maximize'"):
+        Reporter("127.0.0.1:1", "s", "r", direction="down")
+    with pytest.raises(ValueError, match="lr_schedule kind must be one of"):
+        Reporter("127.0.0.1:1", "s", "r", lr_schedule={"kind": "exponential"})
+    with pytest.raises(ValueError, match="run must be a non-empty name"):
+        Reporter("127.0.0.1:1", "s", "")
+    with pytest.raises(ValueError, match="distributed=True but torch.distributed"):
+        Reporter("127.0.0.1:1", "s", "r", distributed=True)

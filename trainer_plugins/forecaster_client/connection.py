@@ -1,0 +1,248 @@
+"""One channel to the service and the few calls a plugin makes over it.
+
+Everything here is synchronous and bounded by a deadline; the Reporter calls it from its
+background thread, the Optuna pruner and the Ray Tune stopper from the thread that asks them.
+Nothing here swallows errors: callers decide how to fail open.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from forecaster_client._proto import forecaster_pb2 as pb
+from forecaster_client._proto import forecaster_pb2_grpc as pb_grpc
+
+log = logging.getLogger("forecaster_client")
+
+_DIRECTIONS = {"minimize": pb.DIRECTION_MINIMIZE, "maximize": pb.DIRECTION_MAXIMIZE}
+_STATES = {
+    "finished": pb.RUN_STATE_FINISHED,
+    "stopped": pb.RUN_STATE_STOPPED,
+    "failed": pb.RUN_STATE_FAILED,
+}
+_SCHEDULE_KINDS = {
+    name.removeprefix("SCHEDULE_KIND_").lower(): value
+    for name, value in pb.ScheduleKind.items()
+    if value != pb.SCHEDULE_KIND_UNSPECIFIED
+}
+
+Credentials = bool | grpc.ChannelCredentials | None
+
+
+class Warnings:
+    """Logs each kind of problem once, so a long run with the service down logs one line."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._seen:
+            self._seen.add(key)
+            log.warning(message, *args)
+
+
+def direction_of(direction: str | int) -> int:
+    """ "minimize"/"maximize" (or the enum value) -> the wire enum."""
+    if isinstance(direction, int):
+        return direction
+    try:
+        return _DIRECTIONS[direction.lower()]
+    except KeyError:
+        raise ValueError(f"direction must be 'minimize' or 'maximize', not {direction!r}") from None
+
+
+def state_of(state: str) -> int:
+    try:
+        return _STATES[state.lower()]
+    except KeyError:
+        raise ValueError(f"state must be one of {sorted(_STATES)}, not {state!r}") from None
+
+
+def to_struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
+    """A JSON-like mapping as a protobuf Struct; values that JSON cannot hold become strings."""
+    if not values:
+        return None
+    struct = struct_pb2.Struct()
+    struct.update({str(k): _jsonable(v) for k, v in values.items()})
+    return struct
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def lr_schedule_of(schedule: pb.LrSchedule | Mapping[str, Any] | None) -> pb.LrSchedule | None:
+    """A planned schedule as the wire message; a mapping uses the message's field names and
+    kind by name: {"kind": "cosine", "peak_lr": 3e-4, "total_steps": 10_000}."""
+    if schedule is None or isinstance(schedule, pb.LrSchedule):
+        return schedule
+    fields = dict(schedule)
+    kind = fields.pop("kind", None)
+    if isinstance(kind, str):
+        if kind.lower() not in _SCHEDULE_KINDS:
+            raise ValueError(
+                f"lr_schedule kind must be one of {sorted(_SCHEDULE_KINDS)}, not {kind!r}"
+            )
+        kind = _SCHEDULE_KINDS[kind.lower()]
+    try:
+        return pb.LrSchedule(kind=kind or pb.SCHEDULE_KIND_UNSPECIFIED, **fields)
+    except ValueError as e:
+        raise ValueError(f"lr_schedule: {e}") from None
+
+
+def study_spec(
+    name: str,
+    *,
+    metric: str,
+    direction: str | int,
+    max_step: int = 0,
+    target: float | None = None,
+    policy: str = "",
+    policy_params: Mapping[str, Any] | None = None,
+    forecaster: str = "",
+) -> pb.StudySpec:
+    spec = pb.StudySpec(
+        name=name,
+        metric=metric,
+        direction=direction_of(direction),
+        max_step=int(max_step or 0),
+        forecaster=forecaster,
+    )
+    if target is not None:
+        spec.target = float(target)
+    if policy or policy_params:
+        spec.policy.name = policy
+        params = to_struct(policy_params)
+        if params is not None:
+            spec.policy.params.CopyFrom(params)
+    return spec
+
+
+class Connection:
+    """A channel with its credentials, deadline and the calls a plugin needs.
+
+    Args:
+        address: "host:port" of the service.
+        token: sent as "authorization: Bearer <token>" when the service requires one.
+        tls: True for TLS with the system's root certificates, or grpc.ChannelCredentials of
+            your own; False or None for a plain channel (a loopback or a private network).
+        timeout_s: deadline of each unary call.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: Credentials = False,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        # Keepalive finds a dead peer under a long-lived stream within tens of seconds.
+        options = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000)]
+        if tls:
+            creds = (
+                tls if isinstance(tls, grpc.ChannelCredentials) else grpc.ssl_channel_credentials()
+            )
+            self.channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
+        self.stub = pb_grpc.CurveServiceStub(self.channel)
+
+    def _call(self, method: Any, request: Any) -> Any:
+        return method(request, timeout=self.timeout_s, metadata=self.metadata)
+
+    def ensure_study(self, spec: pb.StudySpec, warnings: Warnings | None = None) -> pb.Study:
+        """Creates the study, or joins the existing one of that name (warning when its
+        definition differs from ours: the existing one wins)."""
+        try:
+            return self._call(self.stub.CreateStudy, pb.CreateStudyRequest(study=spec)).study
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            (warnings or Warnings()).once(
+                "study-differs",
+                "forecaster: study %r already exists with another definition; reporting to it as "
+                "it is (%s)",
+                spec.name,
+                e.details(),
+            )
+            return self._call(self.stub.GetStudy, pb.GetStudyRequest(name=spec.name)).study
+
+    def start_run(self, study: str, run: pb.RunSpec, warnings: Warnings | None = None) -> pb.Run:
+        """Starts the run or re-attaches to it. A planned schedule the service refuses is
+        dropped with a warning rather than losing the run."""
+        warnings = warnings or Warnings()
+        try:
+            return self._call(self.stub.StartRun, pb.StartRunRequest(study=study, run=run)).run
+        except grpc.RpcError as e:
+            code = e.code()
+            if code == grpc.StatusCode.INVALID_ARGUMENT and run.HasField("lr_schedule"):
+                warnings.once(
+                    "schedule-refused",
+                    "forecaster: the service refused the planned lr schedule (%s); "
+                    "reporting without it",
+                    e.details(),
+                )
+                bare = pb.RunSpec()
+                bare.CopyFrom(run)
+                bare.ClearField("lr_schedule")
+                return self.start_run(study, bare, warnings)
+            if code != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            warnings.once(
+                "run-differs",
+                "forecaster: run %r of study %r already exists with another definition; "
+                "reporting to it as it is (%s)",
+                run.name,
+                study,
+                e.details(),
+            )
+            return self.get_run(study, run.name)
+
+    def get_run(self, study: str, run: str) -> pb.Run:
+        return self._call(self.stub.GetRun, pb.GetRunRequest(study=study, run=run)).run
+
+    def report(
+        self,
+        study: str,
+        run: str,
+        points: Sequence[pb.Point],
+        lr_schedule: pb.LrSchedule | None = None,
+    ) -> pb.ReportMetricsResponse:
+        request = pb.ReportMetricsRequest(study=study, run=run, points=points)
+        if lr_schedule is not None:
+            request.lr_schedule.CopyFrom(lr_schedule)
+        return self._call(self.stub.ReportMetrics, request)
+
+    def finish(self, study: str, run: str, state: str = "finished") -> pb.Run:
+        request = pb.FinishRunRequest(study=study, run=run, state=state_of(state))
+        return self._call(self.stub.FinishRun, request).run
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def describe(error: grpc.RpcError) -> str:
+    """ "UNAVAILABLE: failed to connect..." — the code and the service's own words."""
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    return f"{code.name if code else 'ERROR'}: {details}"

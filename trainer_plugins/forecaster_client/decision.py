@@ -1,0 +1,70 @@
+"""The service's stop/continue decision as the training loop sees it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from forecaster_client._proto import forecaster_pb2 as pb
+
+
+def _name(enum: type, value: int, prefix: str) -> str:
+    return enum.Name(value).removeprefix(prefix).lower()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Keep training or stop, why, and the numbers behind it.
+
+    ``action`` is "continue" or "stop"; ``reason`` one of "unknown" (no answer from the
+    service yet), "warmup", "promising", "diverged", "target_unreachable", "unpromising",
+    "converged", "target_reached", "budget_exhausted".
+    """
+
+    action: str = "continue"
+    reason: str = "unknown"
+    explanation: str = "no decision from the service yet"
+    probabilities: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    expected_saved_steps: int = 0
+    at_step: int = -1
+    policy: str = ""
+
+    @property
+    def stop(self) -> bool:
+        return self.action == "stop"
+
+    @classmethod
+    def from_proto(cls, d: pb.Decision) -> Decision:
+        return cls(
+            action=_name(pb.Action, d.action, "ACTION_"),
+            reason=_name(pb.Reason, d.reason, "REASON_"),
+            explanation=d.explanation,
+            probabilities=MappingProxyType(dict(d.probabilities)),
+            expected_saved_steps=d.expected_saved_steps,
+            at_step=d.at_step,
+            policy=d.policy,
+        )
+
+    def codes(self) -> tuple[int, int]:
+        """(action, reason) as wire enum values: what rank 0 broadcasts to the other ranks."""
+        action = pb.Action.Value(f"ACTION_{self.action.upper()}")
+        reason = (
+            pb.REASON_UNSPECIFIED
+            if self.reason == "unknown"
+            else pb.Reason.Value(f"REASON_{self.reason.upper()}")
+        )
+        return action, reason
+
+    @classmethod
+    def from_codes(cls, action: int, reason: int) -> Decision:
+        """The decision a non-zero rank learns from rank 0's broadcast."""
+        if action == pb.ACTION_UNSPECIFIED:
+            return cls()
+        return cls(
+            action=_name(pb.Action, action, "ACTION_"),
+            reason="unknown"
+            if reason == pb.REASON_UNSPECIFIED
+            else _name(pb.Reason, reason, "REASON_"),
+            explanation="decided on rank 0; see its log for the explanation",
+        )

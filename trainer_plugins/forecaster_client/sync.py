@@ -1,0 +1,125 @@
+"""A synchronous, fail-open view of one study: for callers that ask once per report and can
+wait a few milliseconds for the answer (Optuna's pruner, Ray Tune's stopper), not training
+loops (they use the Reporter).
+
+After a failed call the service is left alone for a backoff period (0.5 s doubling to 30 s),
+so a sweep with the service down pays for one failed call now and then, not one per report.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from forecaster_client._proto import forecaster_pb2 as pb
+from forecaster_client.connection import Connection, Credentials, Warnings, describe, to_struct
+from forecaster_client.decision import Decision
+
+log = logging.getLogger("forecaster_client")
+
+
+class StudyClient:
+    """Runs of one study reported point by point; every call answers at once or gives up."""
+
+    def __init__(
+        self,
+        address: str,
+        spec: pb.StudySpec,
+        *,
+        token: str | None = None,
+        tls: Credentials = False,
+        timeout_s: float = 2.0,
+    ) -> None:
+        self.spec = spec
+        self.conn = Connection(address, token=token, tls=tls, timeout_s=timeout_s)
+        self.warnings = Warnings()
+        self._study_ready = False
+        self._last_step: dict[str, int] = {}  # runs started, with the last step sent
+        self._finished: set[str] = set()
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._backoff_s = 0.5
+
+    def report(
+        self,
+        run: str,
+        points: Sequence[tuple[int, float, float | None]],
+        config: Mapping[str, Any] | None = None,
+    ) -> Decision | None:
+        """Sends the points after the run's last sent step; the decision, or None when the
+        service could not be asked (fail-open: the caller continues)."""
+        with self._lock:
+            if run in self._finished or time.monotonic() < self._retry_at:
+                return None
+            try:
+                last = self._attach(run, config)
+                new = [pb.Point(step=int(s), value=float(v)) for s, v, _ in points if s > last]
+                for point, (_, _, lr) in zip(new, [p for p in points if p[0] > last], strict=True):
+                    if lr is not None:
+                        point.lr = float(lr)
+                if not new:
+                    response = self.conn.stub.GetDecision(
+                        pb.GetDecisionRequest(study=self.spec.name, run=run),
+                        timeout=self.conn.timeout_s,
+                        metadata=self.conn.metadata,
+                    )
+                    return Decision.from_proto(response.decision)
+                response = self.conn.report(self.spec.name, run, new)
+                self._last_step[run] = response.last_step
+                self._backoff_s = 0.5
+                return Decision.from_proto(response.decision)
+            except grpc.RpcError as e:
+                self._failed(e, run)
+                return None
+
+    def finish(self, run: str, state: str) -> None:
+        """Marks a run finished/stopped/failed once (quietly skipped while the service is away)."""
+        with self._lock:
+            if run in self._finished or run not in self._last_step:
+                return
+            try:
+                self.conn.finish(self.spec.name, run, state)
+                self._finished.add(run)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    self._finished.add(run)  # already finished
+                else:
+                    self._failed(e, run)
+
+    def _attach(self, run: str, config: Mapping[str, Any] | None) -> int:
+        if not self._study_ready:
+            self.conn.ensure_study(self.spec, self.warnings)
+            self._study_ready = True
+        if run not in self._last_step:
+            spec = pb.RunSpec(name=run)
+            struct = to_struct(config)
+            if struct is not None:
+                spec.config.CopyFrom(struct)
+            stored = self.conn.start_run(self.spec.name, spec, self.warnings)
+            self._last_step[run] = stored.last_step if stored.n_points else -1
+        return self._last_step[run]
+
+    def _failed(self, error: grpc.RpcError, run: str) -> None:
+        code = error.code()
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            self._finished.add(run)  # the run is finished: nothing more to send
+            return
+        if code == grpc.StatusCode.NOT_FOUND:
+            self._study_ready = False
+            self._last_step.pop(run, None)
+        self.warnings.once(
+            f"fail-{code}",
+            "forecaster: cannot ask the service at %s (%s); continuing without its decisions",
+            self.conn.address,
+            describe(error),
+        )
+        self._retry_at = time.monotonic() + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, 30.0)
+
+    def close(self) -> None:
+        self.conn.close()
