@@ -34,6 +34,12 @@ class Decision:
     def stop(self) -> bool:
         return self.action == "stop"
 
+    @property
+    def final_state(self) -> str:
+        """How a run that ends now is recorded: "stopped" when this decision cut it short,
+        "finished" when it ran its course (its budget included)."""
+        return "stopped" if self.stop and self.reason != "budget_exhausted" else "finished"
+
     @classmethod
     def from_proto(cls, d: pb.Decision) -> Decision:
         return cls(

@@ -60,12 +60,12 @@ class ForecastCallback(keras.callbacks.Callback):
         if not options.get("max_step") and steps and epochs:
             options["max_step"] = int(steps) * int(epochs)
         optimizer = self.model.optimizer
-        self._step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        self._step = int(float(optimizer.iterations))
         schedule = getattr(optimizer, "_learning_rate", None)
         is_schedule = isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
         if "lr_schedule" not in options and is_schedule and options.get("max_step"):
             options["lr_schedule"] = callable_plan(
-                lambda s: float(keras.ops.convert_to_numpy(schedule(s))),
+                lambda s: float(schedule(s)),
                 options["max_step"],
                 start_step=self._step,
             )
@@ -73,7 +73,7 @@ class ForecastCallback(keras.callbacks.Callback):
 
     def _current_lr(self) -> float | None:
         try:
-            return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            return float(self.model.optimizer.learning_rate)  # a tensor or a Variable
         except (AttributeError, TypeError, ValueError):
             return None
 

@@ -20,6 +20,11 @@ from forecaster_client.sync import StudyClient
 
 optuna = require("optuna", "optuna")
 
+# The stops that say a trial is bad. Optuna has no "stop early but count it" outcome: a
+# converged run, one that reached the target or its budget, is left to complete (the decision
+# is in last_decision).
+_PRUNE_REASONS = frozenset({"diverged", "unpromising", "target_unreachable"})
+
 _FINAL_STATES = {
     optuna.trial.TrialState.COMPLETE: "finished",
     optuna.trial.TrialState.PRUNED: "stopped",
@@ -28,7 +33,8 @@ _FINAL_STATES = {
 
 
 class ForecastPruner(optuna.pruners.BasePruner):
-    """Prunes a trial when the service's decision about its curve is STOP.
+    """Prunes a trial when the service's decision about its curve is STOP because it diverged,
+    is unpromising or cannot reach the target.
 
     Args:
         address: "host:port" of the service.
@@ -93,4 +99,4 @@ class ForecastPruner(optuna.pruners.BasePruner):
         if decision is None:
             return False
         self.last_decision[trial.number] = decision
-        return decision.stop
+        return decision.stop and decision.reason in _PRUNE_REASONS

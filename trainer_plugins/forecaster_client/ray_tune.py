@@ -88,13 +88,13 @@ class ForecastStopper(Stopper):
             [(int(step), value, lr)],
             config=config if isinstance(config, Mapping) else None,
         )
-        if result.get("done"):
-            self._client.finish(trial_id, "finished")
         if decision is None:
+            if result.get("done"):
+                self._client.finish(trial_id, "finished")
             return False
         self.last_decision[trial_id] = decision
-        if decision.stop:
-            self._client.finish(trial_id, "stopped")
+        if decision.stop or result.get("done"):
+            self._client.finish(trial_id, decision.final_state)
         return decision.stop
 
     def stop_all(self) -> bool:

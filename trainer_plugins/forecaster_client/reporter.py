@@ -223,13 +223,13 @@ class Reporter:
     def close(self, timeout_s: float = 10.0, state: str | None = "auto") -> None:
         """Sends what is queued (waiting at most timeout_s), then marks the run finished.
 
-        state: "finished", "stopped", "failed"; "auto" is "stopped" when the service said
-        stop and "finished" otherwise; None leaves the run running (a job that will resume).
+        state: "finished", "stopped", "failed"; "auto" is "stopped" when the service cut the
+        run short and "finished" otherwise; None leaves the run running (a job that will resume).
         """
         if self._thread is None or self._closing.is_set():
             return
         if state == "auto":
-            state = "stopped" if self._decision.stop else "finished"
+            state = self._decision.final_state
         if state is not None:
             state_of(state)  # a wrong name is the caller's bug: say so now
         self._final_state = state
@@ -270,10 +270,12 @@ class Reporter:
             self._wake.clear()
             if self._abandon:
                 break
+            # Read before draining: what was reported before close() is in the queue by now.
+            closing = self._closing.is_set()
             with self._waiters_lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
             try:
-                sender.drain(confirm=bool(waiters) or self._closing.is_set())
+                sender.drain(confirm=bool(waiters) or closing)
             except grpc.RpcError as e:
                 with self._waiters_lock:
                     self._flush_waiters[:0] = waiters
@@ -285,7 +287,7 @@ class Reporter:
             sender.backoff_s = _BACKOFF_START_S
             for w in waiters:
                 w.set()
-            if self._closing.is_set():
+            if closing:
                 sender.finish_run(self._final_state)
                 break
         sender.shutdown()

@@ -1,0 +1,106 @@
+"""The Lightning callback with a tiny model on CPU against the real service."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from forecaster.server._proto import forecaster_pb2 as pb
+
+L = pytest.importorskip("lightning", reason="needs the lightning extra of trainer_plugins")
+from forecaster_client.lightning import ForecastCallback  # noqa: E402
+
+MAX_STEPS = 2000
+
+
+class Tiny(L.LightningModule):
+    """Linear regression whose logged loss turns NaN at ``nan_from`` (a divergence)."""
+
+    def __init__(self, lr: float = 0.05, nan_from: int = 10**9) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.layer = nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self.layer(x), y)
+        logged = loss if self.global_step < self.hparams.nan_from else loss * math.nan
+        self.log("train_loss", logged)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.layer(x), y))
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=MAX_STEPS)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def loader() -> torch.utils.data.DataLoader:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+
+
+def trainer(callback, **kw) -> L.Trainer:
+    return L.Trainer(
+        max_steps=MAX_STEPS,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+        **kw,
+    )
+
+
+def test_stops_the_trainer_and_reports_lr_budget_schedule_and_config(service):
+    callback = ForecastCallback(service.address, "lightning", "tiny", flush_interval_s=0.02)
+    t = trainer(callback, limit_val_batches=0)
+    t.fit(Tiny(nan_from=30), loader())
+
+    assert t.global_step < MAX_STEPS  # the service said stop
+    assert callback.reporter.decision.reason == "diverged"
+    run = service.run("lightning", "tiny")
+    assert run.state == pb.RUN_STATE_STOPPED
+    assert run.spec.max_step == MAX_STEPS
+    assert dict(run.spec.config) == {"lr": 0.05, "nan_from": 30.0}
+    plan = run.spec.lr_schedule
+    assert plan.kind == pb.SCHEDULE_KIND_EXPLICIT and plan.steps[0] == 0
+    assert plan.steps[-1] == MAX_STEPS and plan.values[0] == pytest.approx(0.05)
+    mid = list(plan.steps).index(min(plan.steps, key=lambda s: abs(s - MAX_STEPS // 2)))
+    cosine = 0.05 * 0.5 * (1 + math.cos(math.pi * plan.steps[mid] / MAX_STEPS))
+    assert plan.values[mid] == pytest.approx(cosine, rel=0.02)
+
+    points = service.points("lightning", "tiny")
+    assert points.steps[0] == 1 and all(points.steps[1:] - points.steps[:-1] == 1)
+    expected_lr = 0.05 * 0.5 * (1 + np.cos(np.pi * points.steps / MAX_STEPS))
+    assert points.lr == pytest.approx(expected_lr, rel=1e-6)  # the optimizer's rate at each step
+    assert math.isnan(points.values[-1])
+
+
+def test_a_validation_metric_skips_the_sanity_check(service):
+    callback = ForecastCallback(service.address, "lightning", "val", monitor="val_loss")
+    t = trainer(callback, val_check_interval=4, num_sanity_val_steps=2, max_epochs=2)
+    t.fit(Tiny(), loader(), loader())
+    points = service.points("lightning", "val")
+    assert points.steps.tolist() == [4, 8, 12, 16]  # no point from the sanity check at step 0
+    assert service.run("lightning", "val").state == pb.RUN_STATE_FINISHED
+
+
+def test_a_metric_that_is_not_logged_is_one_warning_with_the_names_found(service, caplog):
+    callback = ForecastCallback(service.address, "lightning", "typo", monitor="train_los")
+    with caplog.at_level(logging.WARNING, "forecaster_client"):
+        trainer(callback, max_epochs=1, limit_val_batches=0).fit(Tiny(), loader())
+    missing = [m for m in caplog.messages if "no metric 'train_los'" in m]
+    assert len(missing) == 1 and "found: train_loss" in missing[0]

@@ -1,0 +1,85 @@
+"""The Optuna pruner against the real service."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import optuna
+import pytest
+
+from forecaster.server._proto import forecaster_pb2 as pb
+from forecaster_client.optuna import ForecastPruner
+from tests.client.conftest import free_port
+
+STEPS = 40
+
+
+def objective(trial: optuna.Trial) -> float:
+    """A power-law curve; trials with diverge=True turn NaN at step 10."""
+    scale = trial.suggest_float("scale", 0.5, 2.0)
+    diverge = trial.suggest_categorical("diverge", [False, True])
+    value = math.nan
+    for step in range(1, STEPS + 1):
+        value = math.nan if diverge and step >= 10 else 1.0 + scale * step**-0.5
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return value
+
+
+def study_with(pruner: ForecastPruner) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="optuna-sweep", direction="minimize", pruner=pruner)
+    for scale, diverge in [(1.0, False), (1.5, True), (0.8, False)]:
+        study.enqueue_trial({"scale": scale, "diverge": diverge})
+    return study
+
+
+def test_a_diverging_trial_is_pruned_and_every_trial_is_a_run(service):
+    pruner = ForecastPruner(service.address, max_step=STEPS)
+    study = study_with(pruner)
+    study.optimize(objective, n_trials=3)
+
+    states = [t.state for t in study.trials]
+    assert states == [
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.COMPLETE,
+    ]
+    assert study.trials[1].last_step == 10  # pruned at the first NaN
+    assert pruner.last_decision[1].reason == "diverged"
+
+    spec = service.study("optuna-sweep").spec
+    assert spec.direction == pb.DIRECTION_MINIMIZE and spec.max_step == STEPS
+    runs = {r.spec.name: r for r in service.runs("optuna-sweep")}
+    assert sorted(runs) == ["trial-0", "trial-1", "trial-2"]
+    # Trials that ended before a later prune() call are marked in the service.
+    assert runs["trial-0"].state == pb.RUN_STATE_FINISHED
+    assert runs["trial-1"].state == pb.RUN_STATE_STOPPED
+    assert dict(runs["trial-1"].spec.config) == {"scale": 1.5, "diverge": True}
+    assert service.points("optuna-sweep", "trial-0").steps.tolist() == list(range(1, STEPS + 1))
+
+
+def test_with_the_service_down_nothing_is_pruned_and_one_warning_is_logged(caplog):
+    pruner = ForecastPruner(f"127.0.0.1:{free_port()}", max_step=STEPS)
+    with caplog.at_level(logging.WARNING, "forecaster_client"):
+        study = study_with(pruner)
+        study.optimize(objective, n_trials=3)
+    # Never pruned: the diverging trial runs to its end (and fails there on its NaN value).
+    assert [t.state for t in study.trials] == [
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.FAIL,
+        optuna.trial.TrialState.COMPLETE,
+    ]
+    assert study.trials[1].last_step == STEPS
+    assert sum("cannot ask the service" in m for m in caplog.messages) == 1
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_the_service_study_takes_the_optuna_direction(service, direction):
+    pruner = ForecastPruner(service.address, study="dir-" + direction, max_step=5)
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    study.optimize(lambda t: (t.report(1.0, 1), t.should_prune(), 1.0)[-1], n_trials=1)
+    expected = pb.DIRECTION_MINIMIZE if direction == "minimize" else pb.DIRECTION_MAXIMIZE
+    assert service.study("dir-" + direction).spec.direction == expected
