@@ -17,7 +17,7 @@ if keras.backend.backend() != "torch":
     pytest.skip("Keras was imported with another backend", allow_module_level=True)
 from forecaster_client.keras import ForecastCallback  # noqa: E402
 
-EPOCHS, STEPS = 100, 8  # batches of 8 out of 64 samples
+EPOCHS, STEPS = 400, 1  # full batches of 64 samples: a smooth curve
 
 
 def data() -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +51,7 @@ def test_stops_training_and_reports_lr_budget_and_planned_schedule(service):
     m = model(schedule)
     x, y = data()
     history = m.fit(
-        x, y, batch_size=8, epochs=EPOCHS, verbose=0, callbacks=[NanAfter(30), callback]
+        x, y, batch_size=64, epochs=EPOCHS, verbose=0, callbacks=[NanAfter(30), callback]
     )
     assert len(history.epoch) < EPOCHS  # the service said stop
     assert callback.reporter.decision.reason == "diverged"

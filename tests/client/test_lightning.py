@@ -43,11 +43,11 @@ class Tiny(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def loader() -> torch.utils.data.DataLoader:
+def loader(batch_size: int = 8) -> torch.utils.data.DataLoader:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 4, generator=g)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size)
 
 
 def trainer(callback, **kw) -> L.Trainer:
@@ -67,7 +67,7 @@ def trainer(callback, **kw) -> L.Trainer:
 def test_stops_the_trainer_and_reports_lr_budget_schedule_and_config(service):
     callback = ForecastCallback(service.address, "lightning", "tiny", flush_interval_s=0.02)
     t = trainer(callback, limit_val_batches=0)
-    t.fit(Tiny(nan_from=30), loader())
+    t.fit(Tiny(nan_from=30), loader(batch_size=64))  # full batches: a smooth curve
 
     assert t.global_step < MAX_STEPS  # the service said stop
     assert callback.reporter.decision.reason == "diverged"
