@@ -25,3 +25,4 @@ bench:              ## writes docs/benchmarks.md
 	python benchmarks/service_load.py
 	python benchmarks/forecast_accuracy.py
 	python benchmarks/replay.py
+	python benchmarks/plugin_overhead.py

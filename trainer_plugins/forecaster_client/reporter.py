@@ -144,7 +144,11 @@ class Reporter:
         self._agreed_stop = False
         self._final_state: str | None = None
         self._t0 = time.monotonic()
+        # _wake: a full batch is waiting (report() sets it, once per batch). _urgent: close()
+        # or flush() is waiting; only it cuts a backoff short, so that a job reporting into
+        # an unreachable service does not make the sender spin.
         self._wake = threading.Event()
+        self._urgent = threading.Event()
         self._closing = threading.Event()
         self._abandon = False
         self._flush_waiters: list[threading.Event] = []
@@ -183,7 +187,7 @@ class Reporter:
         if len(q) == self._queue_size:
             self.dropped += 1
         q.append((step, value, lr, time.monotonic() - self._t0))
-        if len(q) >= self._batch_size:
+        if len(q) == self._batch_size:
             self._wake.set()
 
     def should_stop(self) -> bool:
@@ -217,6 +221,7 @@ class Reporter:
         done = threading.Event()
         with self._waiters_lock:
             self._flush_waiters.append(done)
+        self._urgent.set()
         self._wake.set()
         return done.wait(timeout_s) and self._active and not self._queue
 
@@ -234,6 +239,7 @@ class Reporter:
             state_of(state)  # a wrong name is the caller's bug: say so now
         self._final_state = state
         self._closing.set()
+        self._urgent.set()
         self._wake.set()
         self._thread.join(timeout_s)
         if self._thread.is_alive():
@@ -246,6 +252,7 @@ class Reporter:
                 timeout_s,
             )
             self._abandon = True
+            self._urgent.set()
             self._wake.set()
         else:
             self._conn.close()
@@ -263,11 +270,12 @@ class Reporter:
         sender = _Sender(self)
         delay = 0.0
         while not self._abandon:
-            if not self._closing.is_set():
-                self._wake.wait(delay or self._flush_interval_s)
-            elif delay:
-                self._wake.wait(min(delay, 0.2))
+            if delay:  # backing off: only close() or flush() cuts it short
+                self._urgent.wait(min(delay, 0.2) if self._closing.is_set() else delay)
+            elif not self._closing.is_set():
+                self._wake.wait(self._flush_interval_s)
             self._wake.clear()
+            self._urgent.clear()
             if self._abandon:
                 break
             # Read before draining: what was reported before close() is in the queue by now.
