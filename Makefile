@@ -3,8 +3,8 @@
 install:            ## the service and its runtime dependencies
 	pip install -e .
 
-dev:                ## plus tests, linters and code generation
-	pip install -e ".[dev]"
+dev:                ## plus tests, linters, code generation and the trainer plugins
+	pip install -e ".[dev]" -e "./trainer_plugins[all]"
 
 test:               ## the README's test command
 	python -m pytest
@@ -12,7 +12,7 @@ test:               ## the README's test command
 lint:
 	ruff check . && ruff format --check .
 
-proto:              ## regenerate forecaster/server/_proto from proto/ (commit the result)
+proto:              ## regenerate the service's and the client's _proto from proto/ (commit the result)
 	python proto/generate.py
 
 serve:

@@ -23,6 +23,9 @@ def test_readme_starts_with_serve_and_test_commands():
 def test_torch_pin_is_everywhere_it_is_installed():
     assert '"torch==2.13.0"' in (REPO / "pyproject.toml").read_text()
     assert "torch==2.13.0" in (REPO / "Dockerfile").read_text()
+    plugins = (REPO / "trainer_plugins" / "pyproject.toml").read_text()
+    torch_requirements = re.findall(r'"(torch[^"]*)"', plugins)
+    assert torch_requirements and set(torch_requirements) == {"torch==2.13.0"}
 
 
 def test_readme_python_quickstart_runs_against_a_real_server(live_server, capsys):
