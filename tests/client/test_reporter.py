@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
+import grpc
 import pytest
 import torch
 
@@ -228,3 +229,16 @@ def test_bad_arguments_are_the_callers_bug_and_raise_at_once():
         Reporter("127.0.0.1:1", "s", "")
     with pytest.raises(ValueError, match="distributed=True but torch.distributed"):
         Reporter("127.0.0.1:1", "s", "r", distributed=True)
+
+
+def test_tls_to_a_plaintext_service_fails_open_with_one_warning(service, caplog):
+    with caplog.at_level(logging.WARNING, "forecaster_client"):
+        reporter = Reporter(service.address, "sweep", "tls", tls=True, flush_interval_s=0.05)
+        reporter.report(1, 1.0)
+        assert not reporter.flush(1.0)
+        assert not reporter.should_stop()
+        reporter.close(timeout_s=0.5)
+    unreachable = [m for m in caplog.messages if "cannot reach the service" in m]
+    assert len(unreachable) == 1 and service.address in unreachable[0]
+    with pytest.raises(grpc.RpcError, match="no study named 'sweep'"):
+        service.study("sweep")  # nothing got through
