@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
@@ -32,13 +31,11 @@ class MetricLookup:
         self.where = where
         self._warned = False
 
-    def find(self, logs: Mapping[str, Any] | None) -> float | None:
+    def find(self, logs: Mapping[str, Any] | None) -> Any:
+        """The value as logged: a tensor stays one, so the Reporter reads it off the
+        training thread (no device sync here); None when it is not there."""
         if logs and self.name in logs:
-            value = logs[self.name]
-            try:
-                return float(value.item() if hasattr(value, "item") else value)
-            except (TypeError, ValueError):
-                return math.nan
+            return logs[self.name]
         if not self._warned:
             self._warned = True
             log.warning(

@@ -187,6 +187,13 @@ class Connection:
             )
             return self._call(self.stub.GetStudy, pb.GetStudyRequest(name=spec.name)).study
 
+    def attach(
+        self, study: pb.StudySpec, run: pb.RunSpec, warnings: Warnings | None = None
+    ) -> pb.Run:
+        """The study created or joined, then the run started or re-attached."""
+        self.ensure_study(study, warnings)
+        return self.start_run(study.name, run, warnings)
+
     def start_run(self, study: str, run: pb.RunSpec, warnings: Warnings | None = None) -> pb.Run:
         """Starts the run or re-attaches to it. A planned schedule the service refuses is
         dropped with a warning rather than losing the run."""
@@ -239,6 +246,11 @@ class Connection:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def last_stored_step(run: pb.Run) -> int:
+    """The run's last stored step; -1 when it has no points yet."""
+    return run.last_step if run.n_points else -1
 
 
 def describe(error: grpc.RpcError) -> str:

@@ -31,6 +31,7 @@ from forecaster_client.connection import (
     Credentials,
     Warnings,
     describe,
+    last_stored_step,
     lr_schedule_of,
     state_of,
     study_spec,
@@ -332,15 +333,15 @@ class _Sender:
             spec = pb.RunSpec()
             spec.CopyFrom(r._run_spec)
             spec.lr_schedule.CopyFrom(source)
-        self.conn.ensure_study(r._study_spec, r.warnings)
-        run = self.conn.start_run(r.study, spec, r.warnings)
+        run = self.conn.attach(r._study_spec, spec, r.warnings)
         if run.state != pb.RUN_STATE_RUNNING:
-            raise _Refusal(
+            raise _ClientError(
+                grpc.StatusCode.FAILED_PRECONDITION,
                 f"run {r.run!r} of study {r.study!r} is already "
                 f"{pb.RunState.Name(run.state).removeprefix('RUN_STATE_').lower()}: "
-                "it accepts no more points; report under a new run name"
+                "it accepts no more points; report under a new run name",
             )
-        stored = run.last_step if run.n_points else -1
+        stored = last_stored_step(run)
         self.last_step = stored if self.last_step is None else max(self.last_step, stored)
         # After a failure: what the service did not store goes again.
         self.resend = [p for p in self.unconfirmed + self.resend if p.step > stored]
@@ -519,7 +520,7 @@ class _Sender:
         self.attached = False
         code = error.code() if hasattr(error, "code") else None
         r = self.r
-        if isinstance(error, _Refusal) or code in _FATAL:
+        if code in _FATAL:
             self.refused = True
             r._active = False
             log.warning(
@@ -591,15 +592,16 @@ class _Sender:
             )
 
 
-class _Refusal(grpc.RpcError):
-    """The service will never take this run's points (it is finished)."""
+class _ClientError(grpc.RpcError):
+    """A failure the client finds itself, handled like the service's own statuses."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
+        self._code = code
         self._message = message
 
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.FAILED_PRECONDITION
+        return self._code
 
     def details(self) -> str:
         return self._message
@@ -638,25 +640,16 @@ class _Stream:
         self._requests.put(None)
         if not self._done.wait(timeout_s):
             self._call.cancel()
-            raise _Timeout(f"the service did not answer the stream within {timeout_s:.0f} s")
+            raise _ClientError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the service did not answer the stream within {timeout_s:.0f} s",
+            )
         if self.error is not None:
             raise self.error
 
     def cancel(self) -> None:
         self._requests.put(None)
         self._call.cancel()
-
-
-class _Timeout(grpc.RpcError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self._message = message
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-
-    def details(self) -> str:
-        return self._message
 
 
 def _float(x: Any) -> float:

@@ -17,7 +17,14 @@ from typing import Any
 import grpc
 
 from forecaster_client._proto import forecaster_pb2 as pb
-from forecaster_client.connection import Connection, Credentials, Warnings, describe, to_struct
+from forecaster_client.connection import (
+    Connection,
+    Credentials,
+    Warnings,
+    describe,
+    last_stored_step,
+    to_struct,
+)
 from forecaster_client.decision import Decision
 
 log = logging.getLogger("forecaster_client")
@@ -38,7 +45,6 @@ class StudyClient:
         self.spec = spec
         self.conn = Connection(address, token=token, tls=tls, timeout_s=timeout_s)
         self.warnings = Warnings()
-        self._study_ready = False
         self._last_step: dict[str, int] = {}  # runs started, with the last step sent
         self._finished: set[str] = set()
         self._lock = threading.Lock()
@@ -58,10 +64,13 @@ class StudyClient:
                 return None
             try:
                 last = self._attach(run, config)
-                new = [pb.Point(step=int(s), value=float(v)) for s, v, _ in points if s > last]
-                for point, (_, _, lr) in zip(new, [p for p in points if p[0] > last], strict=True):
-                    if lr is not None:
-                        point.lr = float(lr)
+                try:
+                    new = [_point(s, v, lr) for s, v, lr in points if s > last]
+                except (TypeError, ValueError) as e:
+                    self.warnings.once(
+                        "bad-point", "forecaster: skipped points that are not numbers (%s)", e
+                    )
+                    return None
                 if not new:
                     response = self.conn.stub.GetDecision(
                         pb.GetDecisionRequest(study=self.spec.name, run=run),
@@ -92,16 +101,13 @@ class StudyClient:
                     self._failed(e, run)
 
     def _attach(self, run: str, config: Mapping[str, Any] | None) -> int:
-        if not self._study_ready:
-            self.conn.ensure_study(self.spec, self.warnings)
-            self._study_ready = True
         if run not in self._last_step:
             spec = pb.RunSpec(name=run)
             struct = to_struct(config)
             if struct is not None:
                 spec.config.CopyFrom(struct)
-            stored = self.conn.start_run(self.spec.name, spec, self.warnings)
-            self._last_step[run] = stored.last_step if stored.n_points else -1
+            stored = self.conn.attach(self.spec, spec, self.warnings)
+            self._last_step[run] = last_stored_step(stored)
         return self._last_step[run]
 
     def _failed(self, error: grpc.RpcError, run: str) -> None:
@@ -110,8 +116,7 @@ class StudyClient:
             self._finished.add(run)  # the run is finished: nothing more to send
             return
         if code == grpc.StatusCode.NOT_FOUND:
-            self._study_ready = False
-            self._last_step.pop(run, None)
+            self._last_step.pop(run, None)  # attach again: study and run
         self.warnings.once(
             f"fail-{code}",
             "forecaster: cannot ask the service at %s (%s); continuing without its decisions",
@@ -123,3 +128,10 @@ class StudyClient:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _point(step: int, value: float, lr: float | None) -> pb.Point:
+    point = pb.Point(step=int(step), value=float(value))
+    if lr is not None:
+        point.lr = float(lr)
+    return point
