@@ -1,0 +1,151 @@
+"""Synthetic learning curves: a prior over shapes, for pre-training and for tests.
+
+Each task draws a shape family and its base parameters; its runs jitter them, as the configs
+of one sweep do. On top: a learning-rate schedule (constant, cosine, linear, warmup-stable-
+decay or step) whose effect follows the annealing law, L = L0 + A*S1^-alpha - C*S2 (Tissue
+et al. 2024, arXiv:2408.11029, with S2 in its momentum form), plateaus before the drop,
+noise of several levels and tails, spikes, overfitting (a late rise), divergence to
+inf/NaN, and accuracy-like (max) metrics. Everything is drawn from one seeded generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from forecaster.corpus.writer import RunRecord, write_source
+
+FAMILIES = ("pow3", "exp3", "log_power", "mmf", "annealing")
+SCHEDULES = ("constant", "cosine", "linear", "wsd", "step")
+
+
+def _schedule(rng: np.random.Generator, kind: str, total: int) -> np.ndarray:
+    s = np.arange(1, total + 1, dtype=np.float64)
+    peak = float(10 ** rng.uniform(-4, -1))
+    warm = int(total * rng.uniform(0, 0.05))
+    floor = peak * rng.choice([0.0, 0.01, 0.1])
+    frac = np.clip((s - warm) / max(total - warm, 1), 0, 1)
+    if kind == "cosine":
+        lr = floor + (peak - floor) * 0.5 * (1 + np.cos(np.pi * frac))
+    elif kind == "linear":
+        lr = peak - (peak - floor) * frac
+    elif kind == "wsd":
+        start = 1 - rng.uniform(0.1, 0.3)
+        lr = np.where(frac < start, peak, peak - (peak - floor) * (frac - start) / (1 - start))
+    elif kind == "step":
+        every = max(int(total * rng.uniform(0.2, 0.4)), 1)
+        lr = peak * 0.1 ** np.floor(np.maximum(s - warm, 0) / every)
+    else:
+        lr = np.full(total, peak)
+    if warm:
+        lr[:warm] = peak * s[:warm] / warm
+    return np.asarray(lr)
+
+
+def _annealing_area(lr: np.ndarray, decay: float) -> np.ndarray:
+    """S2 in the momentum form: m_i = decay * m_{i-1} + (lr_{i-1} - lr_i); S2 = sum of m."""
+    from scipy.signal import lfilter
+
+    drops = np.concatenate([[0.0], lr[:-1] - lr[1:]])
+    drops = np.maximum(drops, 0.0)  # warm-up rises do not anneal
+    m = lfilter([1.0], [1.0, -decay], drops)
+    return np.asarray(np.cumsum(m))
+
+
+def _base(rng: np.random.Generator, family: str, s: np.ndarray, total: int, p: dict) -> np.ndarray:
+    x = s / total
+    if family == "pow3":
+        return np.asarray(p["a"] + p["b"] * (x * 20 * p["k"] + 0.05) ** -p["c"])
+    if family == "exp3":
+        return np.asarray(p["a"] + p["b"] * np.exp(-p["c"] * 8 * x))
+    if family == "log_power":
+        return np.asarray(p["a"] + p["b"] / (1 + (x / (0.05 * p["k"])) ** p["c"]))
+    # mmf: a logistic in log-step
+    return np.asarray(p["a"] + p["b"] / (1 + (x * 20 * p["k"]) ** (1.5 * p["c"])))
+
+
+def generate(
+    n_tasks: int = 20,
+    runs_per_task: int = 20,
+    *,
+    seed: int = 0,
+    source: str = "synthetic",
+) -> Iterator[RunRecord]:
+    """Runs of n_tasks synthetic tasks, runs_per_task each."""
+    rng = np.random.default_rng(seed)
+    for t in range(n_tasks):
+        family = str(rng.choice(FAMILIES, p=[0.25, 0.15, 0.15, 0.15, 0.3]))
+        total = int(rng.choice([50, 100, 200, 500, 1000, 3000]))
+        n_log = int(min(total, rng.integers(20, 200)))
+        log_spaced = rng.random() < 0.3
+        is_max = rng.random() < 0.2
+        base = {
+            "a": float(rng.uniform(0.05, 3.0)),
+            "b": float(rng.lognormal(0.0, 0.7)),
+            "c": float(rng.uniform(0.2, 1.2)),
+            "k": float(rng.lognormal(0.0, 0.5)),
+        }
+        schedule_kind = str(rng.choice(SCHEDULES))
+        noise_level = float(10 ** rng.uniform(-3.3, -1.0))
+        task = f"{family}_{t:03d}"
+        for r in range(runs_per_task):
+            p = {k: v * float(rng.lognormal(0.0, 0.15)) for k, v in base.items()}
+            s = np.arange(1, total + 1, dtype=np.float64)
+            lr = None
+            if family == "annealing":
+                lr = _schedule(rng, schedule_kind, total)
+                s1 = np.cumsum(lr) / (lr.max() * total)  # the forward area, in budget units
+                s2 = _annealing_area(lr, float(rng.uniform(0.99, 0.999))) / (lr.max() * total)
+                c = p["b"] * rng.uniform(0.5, 3.0)
+                curve = p["a"] + p["b"] * (s1 * 20 * p["k"] + 0.05) ** -p["c"] - c * s2
+            else:
+                shifted = s
+                if rng.random() < 0.15:  # a plateau before the curve starts to fall
+                    shifted = np.maximum(s - total * rng.uniform(0.05, 0.3), 1.0)
+                curve = _base(rng, family, shifted, total, p)
+                if rng.random() < 0.3:  # a schedule without its law: decay sharpens the end
+                    lr = _schedule(rng, schedule_kind, total)
+                    curve = curve - p["b"] * 0.1 * (1 - lr / lr.max()) * rng.uniform(0, 1)
+            if rng.random() < 0.1:  # overfitting: validation loss rises late
+                curve = curve + p["b"] * rng.uniform(0.05, 0.5) * (s / total) ** 2
+            sd = noise_level * (abs(p["b"]) + 0.1 * abs(p["a"]))
+            noise = rng.standard_t(3, total) if rng.random() < 0.3 else rng.standard_normal(total)
+            curve = curve + sd * noise
+            if rng.random() < 0.2:  # spikes
+                where = rng.integers(0, total, size=int(rng.integers(1, 4)))
+                curve[where] += p["b"] * rng.uniform(0.2, 2.0, size=len(where))
+            if rng.random() < 0.05:  # divergence: blows up, then NaN
+                start = int(total * rng.uniform(0.2, 0.9))
+                grow = np.exp(np.arange(total - start) * rng.uniform(0.05, 0.5))
+                curve[start:] = curve[start:] * grow
+                curve[start:][grow > 1e6] = np.nan
+            if log_spaced:
+                idx = np.unique(np.geomspace(1, total, n_log).round().astype(int)) - 1
+            else:
+                idx = np.unique(np.linspace(0, total - 1, n_log).round().astype(int))
+            values = curve[idx]
+            direction = "min"
+            if is_max:  # an accuracy-like metric: bounded, rising
+                values = 1.0 - values / (base["a"] + base["b"] * 2)
+                direction = "max"
+            yield RunRecord(
+                run_id=f"{source}/{task}/{r:04d}",
+                task=task,
+                metric="synthetic_accuracy" if is_max else "synthetic_loss",
+                direction=direction,
+                steps=(idx + 1).astype(np.int64),
+                values=values,
+                lr=None if lr is None else lr[idx],
+                max_step=total,
+                config={"family": family, "schedule": schedule_kind if lr is not None else ""},
+            )
+
+
+def write_corpus(
+    out: str | Path, n_tasks: int = 20, runs_per_task: int = 20, *, seed: int = 0
+) -> Path:
+    """A synthetic source folder OUT (runs.parquet, points.parquet) in the corpus schema."""
+    out = Path(out)
+    return write_source(out, generate(n_tasks, runs_per_task, seed=seed, source=out.name))
