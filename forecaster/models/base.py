@@ -8,7 +8,9 @@ imports a heavy dependency it does not use.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -59,6 +61,15 @@ _FAMILY_NAMES = (
     "pow3", "pow4", "log_power", "exp3", "exp4", "mmf", "janoschek", "weibull", "ilog2",
     "vapour_pressure", "hill",
 )  # fmt: skip
+# Learned forecasters: served from the artifact bank (models/artifacts.py); name -> the
+# module whose `load(folder, bank)` reads its artifact.
+_LEARNED: dict[str, str] = {
+    "gbm": "forecaster.models.gbm",
+    "sequence": "forecaster.models.sequence",
+    "ensemble": "forecaster.models.ensemble",  # after the models it stacks
+}
+for _name, _module in _LEARNED.items():
+    _REGISTRY[_name] = (_module, "from_bank", {})
 for _family in _FAMILY_NAMES:
     _REGISTRY[_family] = (
         "forecaster.models.power_law",
@@ -78,6 +89,15 @@ def auto_choice(curve: Curve | None) -> str:
     ):
         return "annealing_law"
     return "power_law"
+
+
+def learned_loaders() -> dict[str, Callable[[Path, Any], Forecaster]]:
+    """name -> load(folder, bank) for each learned forecaster, in load order."""
+    return {name: importlib.import_module(module).load for name, module in _LEARNED.items()}
+
+
+def is_learned(name: str) -> bool:
+    return name in _LEARNED
 
 
 def available() -> list[str]:

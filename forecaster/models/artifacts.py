@@ -1,0 +1,218 @@
+"""Versioned artifacts of the learned forecasters, and the bank the service serves from.
+
+An artifact is a folder MODEL_DIR/<name>/ with meta.json and the files it lists, each with its
+sha256. meta.json says the forecaster's name and version, the artifact format, the training
+corpus' fingerprint, the tasks it was trained on (so an evaluation can hold them out) and its
+held-out metrics. A folder whose version is not the one this code reads, or whose files do not
+match their checksums, is refused with a message naming both versions; the bank keeps the
+models it already has, so a bad upload never takes forecasts down.
+
+The bank in use is process-wide (`active()`): `forecaster serve` loads it at start and
+reloads it on SIGHUP or when a meta.json changes; other processes load it on first use from
+FORECASTER_MODELS_DIR, or the defaults shipped in the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forecaster.errors import FailedPreconditionError
+
+log = logging.getLogger("forecaster.models")
+
+FORMAT = 1  # the layout of meta.json and its files; bumped when that changes
+DEFAULT_DIR = Path(__file__).parent / "default_artifacts"
+ENV_DIR = "FORECASTER_MODELS_DIR"
+NO_MODELS = "none"  # FORECASTER_MODELS_DIR=none: serve the parametric models only
+
+
+class ArtifactError(FailedPreconditionError):
+    """An artifact that cannot be used: missing, corrupt, or from another version."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded artifact: its metadata and its files' bytes (checksums verified)."""
+
+    name: str
+    version: int
+    meta: Mapping[str, Any]
+    files: Mapping[str, bytes] = field(repr=False)
+    path: Path | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.meta.get("corpus_fingerprint", ""))
+
+    @property
+    def training_tasks(self) -> frozenset[str]:
+        return frozenset(self.meta.get("training_tasks", ()))
+
+
+def save(
+    root: str | Path,
+    name: str,
+    version: int,
+    files: Mapping[str, bytes],
+    meta: Mapping[str, Any],
+) -> Path:
+    """Writes ROOT/<name>/ atomically enough for a reload: the files first, meta.json last."""
+    from forecaster import __version__
+
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for fname, data in files.items():
+        (folder / fname).write_bytes(data)
+        sums[fname] = hashlib.sha256(data).hexdigest()
+    full = {
+        "name": name,
+        "version": version,
+        "format": FORMAT,
+        "forecaster_package": __version__,
+        **dict(meta),
+        "files": sums,
+    }
+    tmp = folder / "meta.json.tmp"
+    tmp.write_text(json.dumps(full, indent=1, sort_keys=True, default=float))
+    tmp.replace(folder / "meta.json")
+    return folder
+
+
+def load(root: str | Path, name: str, version: int) -> Artifact:
+    """ROOT/<name>/ if it is this version and intact; ArtifactError saying why otherwise."""
+    folder = Path(root) / name
+    meta_file = folder / "meta.json"
+    if not meta_file.exists():
+        raise ArtifactError(f"no artifact {name!r} in {Path(root)} (no {meta_file.name}).")
+    try:
+        meta = json.loads(meta_file.read_text())
+        found_version = int(meta["version"])
+        found_format = int(meta.get("format", 0))
+        sums = dict(meta["files"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(
+            f"artifact {name!r} at {folder} is corrupt ({meta_file.name}: {e}); this code "
+            f"reads {name} version {version}. Rebuild it with `forecaster train`."
+        ) from None
+    if found_format != FORMAT or found_version != version:
+        raise ArtifactError(
+            f"artifact {name!r} at {folder} is version {found_version} (format "
+            f"{found_format}); this code reads {name} version {version} (format {FORMAT}). "
+            "Rebuild it with `forecaster train`, or install the forecaster that made it."
+        )
+    files = {}
+    for fname, digest in sums.items():
+        path = folder / fname
+        data = path.read_bytes() if path.exists() else b""
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ArtifactError(
+                f"artifact {name!r} at {folder} is corrupt: {fname} does not match its "
+                f"checksum in meta.json (artifact version {found_version}; this code reads "
+                f"version {version}). Rebuild it with `forecaster train`."
+            )
+        files[fname] = data
+    return Artifact(name, found_version, meta, files, folder)
+
+
+def stamp(folder: str | Path) -> tuple[tuple[str, float], ...]:
+    """What changes when any artifact under folder is rewritten (meta.json mtimes)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return ()
+    return tuple(
+        (str(p), p.stat().st_mtime) for p in sorted(root.glob("*/meta.json")) if p.exists()
+    )
+
+
+class Bank:
+    """The learned models in use, by name. Thread-safe; replaced wholesale per model."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.refused: dict[str, str] = {}
+        self._stamp: tuple[tuple[str, float], ...] = ()
+
+    def get(self, name: str) -> Any | None:
+        with self._lock:
+            return self._models.get(name)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def put(self, name: str, model: Any) -> None:
+        with self._lock:
+            self._models[name] = model
+
+    def reload(self) -> dict[str, str]:
+        """Loads every learned forecaster's artifact from the folder; a model that fails keeps
+        its previous version. Returns name -> "loaded vN" or the reason it was refused."""
+        from forecaster.models.base import learned_loaders
+
+        outcome: dict[str, str] = {}
+        if self.folder is None:
+            return outcome
+        self._stamp = stamp(self.folder)
+        for name, loader in learned_loaders().items():
+            if not (self.folder / name).exists():
+                continue
+            try:
+                model = loader(self.folder, self)
+            except ArtifactError as e:
+                outcome[name] = str(e)
+                self.refused[name] = str(e)
+                kept = " (keeping the loaded one)" if self.get(name) is not None else ""
+                log.error("refused model artifact%s: %s", kept, e)
+                continue
+            self.put(name, model)
+            self.refused.pop(name, None)
+            outcome[name] = f"loaded version {model.version}"
+            log.info("loaded model %s version %s from %s", name, model.version, self.folder)
+        return outcome
+
+    def changed(self) -> bool:
+        """True when an artifact's meta.json was written since the last reload."""
+        return self.folder is not None and stamp(self.folder) != self._stamp
+
+
+_active: Bank | None = None
+_active_lock = threading.Lock()
+
+
+def folder_from_setting(setting: str | None) -> Path | None:
+    """The artifact folder a setting names: "" -> the packaged defaults, "none" -> none."""
+    if setting is None or setting == "":
+        return DEFAULT_DIR if DEFAULT_DIR.is_dir() else None
+    if setting.lower() == NO_MODELS:
+        return None
+    return Path(setting)
+
+
+def install(setting: str | None) -> Bank:
+    """Loads the bank named by setting and makes it the process' bank."""
+    global _active
+    bank = Bank(folder_from_setting(setting))
+    bank.reload()
+    with _active_lock:
+        _active = bank
+    return bank
+
+
+def active() -> Bank:
+    """The process' bank; on first use, the one FORECASTER_MODELS_DIR (or the default) names."""
+    global _active
+    with _active_lock:
+        if _active is not None:
+            return _active
+    return install(os.environ.get(ENV_DIR))

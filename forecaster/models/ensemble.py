@@ -1,0 +1,246 @@
+"""The stacked ensemble: gbm, sequence and the power-law ensemble, combined per progress
+bucket, with split-conformal intervals.
+
+Stacking: each member's quantiles of z (models/features.py) are averaged level by level
+(quantile averaging), with weights per progress bucket chosen on calibration tasks (tasks
+neither the members nor anything else trained on) to minimise the pinball loss.
+
+Calibration: conformalised quantile regression (Romano, Patterson & Candes, NeurIPS 2019),
+normalised by the interval's width: on the calibration tasks, the score of an example is how
+far the truth lies outside its stacked 50% (or 90%) interval, in units of that interval's
+width; each interval is widened (or narrowed) by the score's (1 - alpha)(1 + 1/n) quantile of
+its progress bucket. Examples are weighted so that each source counts the same, so the
+intervals hold on a new task of any source rather than on the most logged one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from forecaster.curves import Curve, FloatArray
+from forecaster.models import artifacts, features
+from forecaster.models.base import Forecaster, StudyHistory
+from forecaster.models.learned import fallback
+from forecaster.models.learned import from_bank as _from_bank
+from forecaster.models.prediction import Prediction
+
+NAME = "ensemble"
+VERSION = 1
+MEMBERS = ("gbm", "sequence", "power_law")
+BUCKETS = (0.0, 0.15, 0.25, 0.4, 0.7, 1.01)  # progress (last step / budget) edges
+INTERVALS = ((1, 3, 0.5), (0, 4, 0.9))  # (lower index, upper index, nominal) in LEVELS
+_MIN_BUCKET = 40  # fewer calibration examples than this: the bucket uses the global figures
+_GRID_STEP = 0.1
+
+
+def bucket_of(progress: float | FloatArray) -> Any:
+    return np.clip(np.searchsorted(BUCKETS, progress, side="right") - 1, 0, len(BUCKETS) - 2)
+
+
+def pinball(zq: FloatArray, truth: FloatArray) -> FloatArray:
+    """Mean pinball loss over LEVELS per example: zq (n, L), truth (n,)."""
+    levels = np.asarray(features.LEVELS)
+    diff = truth[:, None] - zq
+    return np.asarray(np.maximum(levels * diff, (levels - 1) * diff).mean(axis=1))
+
+
+def stack(member_z: FloatArray, weights: FloatArray) -> FloatArray:
+    """(n, K, L) member quantiles, (n, K) or (K,) weights -> (n, L) stacked quantiles."""
+    w = np.broadcast_to(weights, member_z.shape[:2])
+    return np.asarray(np.einsum("nk,nkl->nl", w, np.sort(member_z, axis=2)))
+
+
+def calibrate(zq: FloatArray, deltas: FloatArray) -> FloatArray:
+    """Widens each interval of INTERVALS by its delta (n, len(INTERVALS)) times its width."""
+    out = np.sort(zq, axis=1).copy()
+    mid = out[:, len(features.LEVELS) // 2]
+    for j, (lo, hi, _) in enumerate(INTERVALS):
+        width = np.maximum(out[:, hi] - out[:, lo], 1e-9)
+        out[:, lo] = np.minimum(out[:, lo] - deltas[:, j] * width, mid)
+        out[:, hi] = np.maximum(out[:, hi] + deltas[:, j] * width, mid)
+    return np.sort(out, axis=1)
+
+
+def _weighted_quantile(x: FloatArray, w: FloatArray, q: float) -> float:
+    order = np.argsort(x)
+    cw = np.cumsum(w[order])
+    return float(x[order][min(np.searchsorted(cw, q * cw[-1]), len(x) - 1)])
+
+
+@dataclass(frozen=True)
+class EnsembleFit:
+    """What training chooses: member weights and conformal deltas per progress bucket."""
+
+    weights: FloatArray  # (n_buckets, K)
+    deltas: FloatArray  # (n_buckets, len(INTERVALS))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights.tolist(),
+            "deltas": self.deltas.tolist(),
+            "members": list(MEMBERS),
+            "buckets": list(BUCKETS),
+        }
+
+
+def fit_stack(
+    member_z: FloatArray, truth: FloatArray, progress: FloatArray, weight: FloatArray
+) -> EnsembleFit:
+    """Chooses weights (pinball loss) and then conformal deltas, per progress bucket, on
+    calibration examples: member_z (n, K, L), truth / progress / weight (n,)."""
+    k = member_z.shape[1]
+    grid = np.array(
+        [
+            c
+            for c in itertools.product(np.arange(0, 1 + 1e-9, _GRID_STEP), repeat=k)
+            if abs(sum(c) - 1) < 1e-6
+        ]
+    )
+    buckets = bucket_of(progress)
+    n_b = len(BUCKETS) - 1
+
+    def best_weights(mask: FloatArray) -> FloatArray:
+        losses = [
+            np.average(pinball(stack(member_z[mask], g), truth[mask]), weights=weight[mask])
+            for g in grid
+        ]
+        return np.asarray(grid[int(np.argmin(losses))])
+
+    everything = np.ones(len(truth), dtype=bool)
+    global_w = best_weights(everything)
+    weights = np.array(
+        [
+            best_weights(buckets == b) if (buckets == b).sum() >= _MIN_BUCKET else global_w
+            for b in range(n_b)
+        ]
+    )
+    stacked = stack(member_z, weights[buckets])
+
+    def deltas_for(mask: FloatArray) -> list[float]:
+        out = []
+        n = int(mask.sum())
+        for lo, hi, nominal in INTERVALS:
+            width = np.maximum(stacked[mask, hi] - stacked[mask, lo], 1e-9)
+            score = np.maximum(stacked[mask, lo] - truth[mask], truth[mask] - stacked[mask, hi])
+            level = min(nominal * (1 + 1 / max(n, 1)), 1.0)
+            out.append(max(_weighted_quantile(score / width, weight[mask], level), -0.45))
+        return out
+
+    global_d = deltas_for(everything)
+    deltas = np.array(
+        [
+            deltas_for(buckets == b) if (buckets == b).sum() >= _MIN_BUCKET else global_d
+            for b in range(n_b)
+        ]
+    )
+    return EnsembleFit(weights, deltas)
+
+
+@dataclass(frozen=True)
+class EnsembleForecaster:
+    """gbm + sequence + power_law, stacked and conformally calibrated."""
+
+    gbm: Any = field(repr=False)
+    sequence: Any = field(repr=False)
+    stacking: EnsembleFit = field(repr=False)
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    n_samples: int = 200
+    name: ClassVar[str] = NAME
+    version: ClassVar[int] = VERSION
+    uses_history: ClassVar[bool] = False
+
+    def member_z(self, curve: Curve, f: features.CurveFeatures, need_pl: bool) -> FloatArray:
+        """(K, L) member quantiles of z at the budget (power_law's only when weighed)."""
+        from forecaster.models.sequence import query_features
+
+        z_gbm = self.gbm.predict_z(f.features[None])[0]
+        q = query_features(f.frame, np.array([float(f.frame.horizon)]))[None]
+        z_seq = self.sequence.predict_z(f.sequence[None], f.features[None], q)[0, 0]
+        z_pl = np.zeros_like(z_gbm)
+        if need_pl:
+            z_pl = power_law_z(curve, f.frame)
+        return np.stack([z_gbm, z_seq, z_pl])
+
+    def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
+        why = features.usable(curve)
+        if why is not None:
+            return fallback(curve, self.name, self.version, why)
+        f = features.extract(curve)
+        b = int(bucket_of(f.features[0]))
+        w = self.stacking.weights[b]
+        zq = stack(self.member_z(curve, f, need_pl=w[2] > 0)[None], w)
+        z = calibrate(zq, self.stacking.deltas[b][None])[0]
+        mix = ", ".join(f"{m} {x:.0%}" for m, x in zip(MEMBERS, w, strict=True) if x > 0)
+        return features.quantile_prediction(
+            curve,
+            f.frame,
+            z,
+            self.name,
+            self.version,
+            self.n_samples,
+            notes=(f"ensemble: {mix}; intervals calibrated on held-out tasks.",),
+        )
+
+    def files(self) -> dict[str, bytes]:
+        import json
+
+        return {"stacking.json": json.dumps(self.stacking.to_json()).encode()}
+
+
+def power_law_z(curve: Curve, frame: features.Frame) -> FloatArray:
+    """The power-law ensemble's quantiles of z at the budget."""
+    from forecaster.models.power_law import PowerLawForecaster
+
+    samples = PowerLawForecaster().fit(curve).samples([frame.horizon])[:, 0]
+    samples = samples[np.isfinite(samples)]
+    if not len(samples):
+        return np.zeros(len(features.LEVELS))
+    loss = samples * curve.direction.sign
+    z = np.clip(frame.scaled(loss), -features.Z_CLIP, features.Z_CLIP)
+    return np.asarray(np.quantile(z, features.LEVELS))
+
+
+def load(folder: Path, bank: Any = None) -> EnsembleForecaster:
+    """The ensemble artifact; its members must be loaded in bank, at the versions it names."""
+    import json
+
+    art = artifacts.load(folder, NAME, VERSION)
+    try:
+        spec = json.loads(art.files["stacking.json"])
+        stacking = EnsembleFit(
+            np.asarray(spec["weights"], float), np.asarray(spec["deltas"], float)
+        )
+        if spec["members"] != list(MEMBERS) or stacking.weights.shape != (
+            len(BUCKETS) - 1,
+            len(MEMBERS),
+        ):
+            raise ValueError(f"members {spec['members']} or shape {stacking.weights.shape}")
+    except (KeyError, ValueError, TypeError) as e:
+        raise artifacts.ArtifactError(f"artifact ensemble at {art.path} is corrupt: {e}") from None
+    members = {}
+    for name in ("gbm", "sequence"):
+        model = None if bank is None else bank.get(name)
+        wanted = int(art.meta.get("member_versions", {}).get(name, -1))
+        if model is None or model.version != wanted:
+            have = "none" if model is None else f"version {model.version}"
+            raise artifacts.ArtifactError(
+                f"artifact ensemble at {art.path} stacks {name} version {wanted}; the loaded "
+                f"{name} is {have}. Train them together with `forecaster train`."
+            )
+        if model.meta.get("corpus_fingerprint") != art.fingerprint:
+            raise artifacts.ArtifactError(
+                f"artifact ensemble at {art.path} was calibrated on corpus "
+                f"{art.fingerprint[:12]}, but {name} comes from "
+                f"{str(model.meta.get('corpus_fingerprint'))[:12]}; train them together."
+            )
+        members[name] = model
+    return EnsembleForecaster(members["gbm"], members["sequence"], stacking, dict(art.meta))
+
+
+def from_bank() -> Forecaster:
+    return _from_bank(NAME)

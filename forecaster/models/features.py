@@ -1,0 +1,299 @@
+"""What the learned forecasters read off a partial curve, in one scale-free frame.
+
+A curve at step t with budget H is put in a frame (level, scale): level is the smoothed
+current value (loss view), scale a robust width of what was observed. Every learned model
+predicts z = (final - level) / scale, so a cross-entropy of 4.0 and an accuracy of 0.9 look
+alike, and one model serves every source. `Frame.unscale` turns z back into the metric.
+
+The features (FEATURE_NAMES) are the progress, recent levels, slopes and curvature at several
+scales of log-step, the noise level, a pow3 fit's forecast, and the learning-rate schedule
+where known. `sequence_input` is the same curve resampled on a log-step grid for the torch
+model. Predicted quantiles become a Prediction in `quantile_prediction`: samples drawn from
+the piecewise-linear quantile function, on paths from the current level to the horizon.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from forecaster.curves import Curve, FloatArray, LrProfile, thin_indices
+from forecaster.models.prediction import Prediction
+
+LEVELS: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)  # the quantiles the models predict
+Z_CLIP = 20.0  # |z| beyond this is a divergence, not a forecast; training clips to it
+SEQ_LEN = 32  # points of the log-step grid the sequence model reads
+_MIN_POINTS = 3
+_PARAM_POINTS = 48  # pow3 is fitted on at most this many points (speed)
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "progress",
+    "log_remaining",  # log(H / t)
+    "log_points",
+    "is_max",
+    "log_scale_rel",  # log(scale / |level|)
+    "u_first",
+    "u_best",
+    "u_last",
+    "drop_50",  # normalised drop per unit log-step over the newest 50% (in log-step) ...
+    "drop_25",
+    "drop_10",
+    "curv_50_10",  # drop_10 - drop_50: is the curve flattening?
+    "curv_50_25",
+    "lin_extrap",  # the newest quarter's linear slope carried to H
+    "loglin_extrap",  # drop_25 carried to H in log-step
+    "noise",  # point-to-point scatter of the newest points, normalised
+    "noise_rel",  # the same relative to |level|
+    "pow3_at_h",  # a pow3 fit's forecast at H, normalised
+    "pow3_asym",  # its asymptote
+    "pow3_exp",  # its exponent
+    "lr_known",
+    "lr_now",  # lr at t / peak lr
+    "lr_end",  # lr at H / peak lr
+    "lr_mean_rest",  # mean lr over (t, H] / peak lr
+    "s1_rest",  # share of the forward area S1 still to come
+    "lr_drop_rest",  # (lr at t - lr at H) / peak lr: the annealing still to come
+)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The scale-free frame of a partial curve (loss view)."""
+
+    level: float
+    scale: float
+    last_step: int
+    horizon: int
+    best_loss: float
+
+    def scaled(self, loss: FloatArray | float) -> FloatArray:
+        return np.asarray((np.asarray(loss, dtype=np.float64) - self.level) / self.scale)
+
+    def unscale(self, z: FloatArray | float) -> FloatArray:
+        return np.asarray(self.level + np.asarray(z, dtype=np.float64) * self.scale)
+
+
+@dataclass(frozen=True)
+class CurveFeatures:
+    """A partial curve, ready for any learned model."""
+
+    frame: Frame
+    features: FloatArray  # (len(FEATURE_NAMES),), NaN where unknown
+    sequence: FloatArray  # (SEQ_LEN, 3): log-step position, normalised value, lr / peak
+    profile: LrProfile | None
+
+
+def usable(curve: Curve) -> str | None:
+    """Why the learned models cannot read this curve (None when they can)."""
+    finite = np.isfinite(curve.values)
+    if not finite.any() or not finite[-1]:
+        return "the run diverged (its last value is not finite)"
+    if int(finite.sum()) < _MIN_POINTS:
+        return f"only {int(finite.sum())} finite points (< {_MIN_POINTS})"
+    if curve.max_step is None or curve.max_step <= curve.last_step:
+        return "no budget beyond the last step (max_step), so no horizon to forecast"
+    return None
+
+
+def frame_of(steps: FloatArray, loss: FloatArray, horizon: int) -> Frame:
+    """Level: median of the newest points; scale: the observed 5-95% width, at least 3x the
+    noise and 0.1% of the level, so z stays finite on a flat curve."""
+    k = max(1, min(5, len(loss) // 8))
+    level = float(np.median(loss[-k:]))
+    lo, hi = np.quantile(loss, [0.05, 0.95])
+    noise = _noise(loss)
+    scale = max(float(hi - lo), 3.0 * noise, 1e-3 * abs(level), 1e-12)
+    return Frame(level, scale, int(steps[-1]), int(horizon), float(loss.min()))
+
+
+def _noise(loss: FloatArray) -> float:
+    recent = loss[-20:]
+    if len(recent) < 3:
+        return 0.0
+    # Second differences cancel a trend; their sd is sqrt(6) times the point noise.
+    return float(np.std(np.diff(recent, 2)) / math.sqrt(6.0))
+
+
+def extract(curve: Curve) -> CurveFeatures:
+    """Features of a curve that `usable` accepts."""
+    finite = curve.loss_view().finite()
+    steps = finite.steps.astype(np.float64)
+    loss = finite.values
+    horizon = int(curve.max_step or curve.last_step)
+    frame = frame_of(steps, loss, horizon)
+    u = frame.scaled(loss)
+    t = max(float(steps[-1]), 1.0)
+    x = np.log(np.maximum(steps, 1.0) / t)  # <= 0, 0 at the newest point
+    smooth = _smoothed(u)
+    log_rem = math.log(max(horizon, 1) / t)
+    drops = {}
+    for frac in (0.5, 0.25, 0.1):
+        span = max(frac * (0.0 - x[0]), 1e-6) if x[0] < 0 else 0.0
+        if span <= 0:
+            drops[frac] = math.nan
+            continue
+        ref = float(np.interp(-span, x, smooth))
+        drops[frac] = (ref - smooth[-1]) / span
+    quarter = max(2, len(u) // 4)
+    ls, lu = steps[-quarter:], smooth[-quarter:]
+    lin = float(np.polyfit(ls - ls[-1], lu, 1)[0]) if np.ptp(ls) > 0 else 0.0
+    noise = _noise(loss)
+    pow3 = _pow3(steps, loss, horizon, frame)
+    lr_feats, profile = _lr_features(curve, int(steps[-1]), horizon)
+    feats = [
+        t / max(horizon, 1),
+        log_rem,
+        math.log(len(u)),
+        1.0 if curve.direction.value == "max" else 0.0,
+        math.log(frame.scale / max(abs(frame.level), 1e-12)),
+        float(u[0]),
+        float(u.min()),
+        float(u[-1]),
+        drops[0.5],
+        drops[0.25],
+        drops[0.1],
+        drops[0.1] - drops[0.5],
+        drops[0.25] - drops[0.5],
+        float(np.clip(lin * (horizon - t), -Z_CLIP, Z_CLIP)),
+        float(np.clip(-drops[0.25] * log_rem, -Z_CLIP, Z_CLIP))
+        if math.isfinite(drops[0.25])
+        else math.nan,
+        noise / frame.scale,
+        math.log(max(noise, 1e-12) / max(abs(frame.level), 1e-12)),
+        *pow3,
+        *lr_feats,
+    ]
+    return CurveFeatures(
+        frame,
+        np.asarray(feats, dtype=np.float64),
+        _sequence(x, u, curve, finite, profile),
+        profile,
+    )
+
+
+def _smoothed(u: FloatArray) -> FloatArray:
+    """A centred running median over 5 points (spikes do not set a slope)."""
+    if len(u) < 5:
+        return u
+    pad = np.pad(u, 2, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(pad, 5)
+    return np.asarray(np.median(windows, axis=1))
+
+
+def _pow3(steps: FloatArray, loss: FloatArray, horizon: int, frame: Frame) -> list[float]:
+    from forecaster.models.power_law import FAMILIES
+
+    if len(loss) < 5:
+        return [math.nan, math.nan, math.nan]
+    idx = thin_indices(len(loss), _PARAM_POINTS)
+    offset = 1.0 if steps[0] == 0 else 0.0
+    x = (steps[idx] + offset) / (steps[-1] + offset)
+    family = FAMILIES["pow3"]
+    with np.errstate(all="ignore"):
+        fit = family.fit(x, loss[idx], np.ones(len(idx)))
+        best = fit.best
+        at_h = float(
+            (
+                family.basis(
+                    fit.theta[best : best + 1],
+                    np.array([(horizon + offset) / (steps[-1] + offset)]),
+                )
+                @ fit.coef[best]
+            )[0, 0]
+        )
+    asym = float(fit.coef[best][0])
+    vals = [frame.scaled(at_h), frame.scaled(asym), float(fit.theta[best][0])]
+    return [float(np.clip(v, -Z_CLIP, Z_CLIP)) if math.isfinite(v) else math.nan for v in vals]
+
+
+def _lr_features(curve: Curve, t: int, horizon: int) -> tuple[list[float], LrProfile | None]:
+    profile = LrProfile.of(curve, horizon)
+    if profile is None or profile.peak <= 0:
+        return [0.0, math.nan, math.nan, math.nan, math.nan, math.nan], None
+    peak = profile.peak
+    now, end = (float(v) / peak for v in profile.lr_at([t, horizon]))
+    s1_t, s1_h = (float(v) for v in profile.s1([t, horizon]))
+    rest = max(horizon - t, 1)
+    mean_rest = (s1_h - s1_t) / rest / peak
+    share = (s1_h - s1_t) / s1_h if s1_h > 0 else math.nan
+    return [1.0, now, end, mean_rest, share, now - end], profile
+
+
+def _sequence(
+    x: FloatArray, u: FloatArray, curve: Curve, finite: Curve, profile: LrProfile | None
+) -> FloatArray:
+    """SEQ_LEN points evenly spaced in log-step from the first to the newest point."""
+    grid = np.linspace(x[0], 0.0, SEQ_LEN) if x[0] < 0 else np.zeros(SEQ_LEN)
+    values = np.interp(grid, x, np.clip(u, -Z_CLIP, Z_CLIP))
+    lr = np.zeros(SEQ_LEN)
+    if profile is not None:
+        t = max(float(finite.steps[-1]), 1.0)
+        lr = profile.lr_at(np.exp(grid) * t) / profile.peak
+    return np.stack([grid / max(-x[0], 1e-6) if x[0] < 0 else grid, values, lr], axis=1)
+
+
+def path_weight(frame: Frame, steps: FloatArray) -> FloatArray:
+    """How much of the change to the horizon has happened by each step: 0 at the newest
+    point, 1 at the horizon, linear in log-step (flat beyond the horizon)."""
+    t = max(float(frame.last_step), 1.0)
+    h = max(float(frame.horizon), t + 1.0)
+    s = np.clip(np.asarray(steps, dtype=np.float64), t, h)
+    return np.asarray(np.log(s / t) / math.log(h / t))
+
+
+def quantile_function(q: FloatArray, levels: FloatArray, u: FloatArray) -> FloatArray:
+    """Piecewise-linear quantile function through (levels, q), with tails extended at the
+    outer slopes; q is (..., len(levels)), sorted along the last axis."""
+    q = np.sort(q, axis=-1)
+    lo_slope = (q[..., 1] - q[..., 0]) / (levels[1] - levels[0])
+    hi_slope = (q[..., -1] - q[..., -2]) / (levels[-1] - levels[-2])
+    flat = q.reshape(-1, len(levels))
+    res = np.stack([np.interp(u, levels, row) for row in flat]).reshape(*q.shape[:-1], len(u))
+    below, above = u < levels[0], u > levels[-1]
+    res[..., below] = q[..., :1] - lo_slope[..., None] * (levels[0] - u[below])
+    res[..., above] = q[..., -1:] + hi_slope[..., None] * (u[above] - levels[-1])
+    return np.asarray(res)
+
+
+def quantile_prediction(
+    curve: Curve,
+    frame: Frame,
+    z_quantiles: FloatArray,
+    model: str,
+    version: int,
+    n_samples: int,
+    notes: tuple[str, ...] = (),
+    z_at: object = None,
+) -> Prediction:
+    """A Prediction from quantiles of z at the horizon (levels LEVELS).
+
+    Samples use stratified uniforms, the same for every step, so each sample is a path from
+    the current level towards its own final value. z_at(steps) -> (n_steps, len(LEVELS)),
+    when given, supplies quantiles at other steps (the sequence model); otherwise the path
+    follows `path_weight`.
+    """
+    levels = np.asarray(LEVELS)
+    u = (np.arange(n_samples) + 0.5) / n_samples
+    final = quantile_function(np.asarray(z_quantiles)[None, :], levels, u)[0]  # (n,)
+
+    def sampler(steps: FloatArray) -> FloatArray:
+        steps = np.asarray(steps, dtype=np.float64)
+        if z_at is not None:
+            zq = z_at(steps)  # type: ignore[operator]
+            z = quantile_function(zq, levels, u).T  # (n, n_steps)
+        else:
+            z = final[:, None] * path_weight(frame, steps)[None, :]
+        return np.asarray(frame.unscale(np.clip(z, -Z_CLIP, Z_CLIP)))
+
+    return Prediction(
+        model,
+        version,
+        curve.direction,
+        sampler,
+        curve.last_step,
+        frame.best_loss,
+        converged=True,
+        notes=notes,
+    )
