@@ -1,4 +1,4 @@
-"""The command line: `forecaster serve | demo | health | eval | replay | law`."""
+"""The command line: `forecaster serve | demo | health | eval | replay | law | train | import`."""
 
 from __future__ import annotations
 
@@ -101,6 +101,42 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps({"results": rows}, indent=1))
     else:
         print(replay.format_table(rows))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from forecaster.training import format_metrics, train_all
+
+    metrics = train_all(
+        args.corpus,
+        args.out,
+        source_names=_csv(args.sources),
+        max_runs_per_task=args.max_runs_per_task,
+        synthetic_tasks=args.synthetic_tasks,
+        pretrain_epochs=args.pretrain_epochs,
+        finetune_epochs=args.finetune_epochs,
+        gbm_rounds=args.gbm_rounds,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps({"heldout_metrics": metrics}, indent=1))
+    else:
+        print(format_metrics(metrics))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from forecaster.corpus.importers import ImportOptions, import_logs
+
+    options = ImportOptions(
+        metric=args.metric, direction=args.direction, task=args.task, max_step=args.max_step
+    )
+    out, n = import_logs(args.kind, args.path, args.out, options, progress=not args.no_progress)
+    print(f"wrote {n} runs to {out} (runs.parquet, points.parquet)")
     return 0
 
 
@@ -230,6 +266,50 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
     rp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     rp.set_defaults(func=_replay)
+
+    tr = sub.add_parser(
+        "train",
+        help="train the learned forecasters (gbm, sequence, ensemble) on a corpus",
+        description="Splits each source's tasks into train, calib and test (a task is never in "
+        "two), trains gbm on train, pre-trains sequence on synthetic curves and fine-tunes it "
+        "on train, stacks and calibrates the ensemble on calib, scores all on test, and writes "
+        "OUT/<name>/ (meta.json with version, corpus fingerprint and held-out metrics). Serve "
+        "them with FORECASTER_MODELS_DIR=OUT forecaster serve.",
+    )
+    tr.add_argument("--corpus", required=True, help="folder of <source>/{runs,points}.parquet")
+    tr.add_argument("--out", required=True, help="folder for the artifacts")
+    tr.add_argument("--sources", help="comma-separated source folders (default: all)")
+    tr.add_argument("--max-runs-per-task", type=int, default=60, help="runs sampled per task")
+    tr.add_argument("--synthetic-tasks", type=int, default=150, help="tasks of the prior (x20)")
+    tr.add_argument("--pretrain-epochs", type=int, default=6)
+    tr.add_argument("--finetune-epochs", type=int, default=10)
+    tr.add_argument("--gbm-rounds", type=int, default=300)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--workers", type=int, help="processes (default: the CPU count, up to 8)")
+    tr.add_argument("--json", action="store_true", help="print the held-out metrics as JSON")
+    tr.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    tr.set_defaults(func=_train)
+
+    im = sub.add_parser(
+        "import",
+        help="turn your own logs (long CSV/Parquet, TensorBoard, W&B, MLflow) into a corpus",
+        description="Reads PATH as KIND and writes OUT/runs.parquet and OUT/points.parquet in "
+        "the corpus schema, ready for `forecaster eval`, `replay` and `train` (pass the folder "
+        "holding OUT as --corpus). long: columns run_id, step, value [, lr, wall_time, task, "
+        "metric, direction, max_step, target]. tensorboard: event files, one run per folder. "
+        "wandb: run-history CSV/JSON exports. mlflow: an mlruns/ file store.",
+    )
+    im.add_argument("kind", choices=["long", "tensorboard", "wandb", "mlflow"])
+    im.add_argument("path", help="the file or folder to read")
+    im.add_argument(
+        "--out", required=True, help="the source folder to write (its name is the source)"
+    )
+    im.add_argument("--metric", help="the metric to import (default: a validation loss)")
+    im.add_argument("--direction", choices=["min", "max"], help="default: from the metric name")
+    im.add_argument("--task", help="the task of every run (default: from the layout)")
+    im.add_argument("--max-step", type=int, help="the budget of every run, when known")
+    im.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    im.set_defaults(func=_import)
 
     law = sub.add_parser(
         "law",
