@@ -67,6 +67,8 @@ def _eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         progress=not args.no_progress,
+        models_dir=args.models_dir,
+        heldout={"auto": None, "heldout": True, "all": False}[args.tasks],
     )
     if args.json:
         print(json.dumps({"results": rows}, indent=1))
@@ -224,12 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--models",
         help="comma-separated forecasters (default: last_value, damped_trend, pow3, power_law, "
-        "annealing_law); last_value is always scored, as the baseline",
+        "annealing_law); last_value is always scored, as the baseline; gbm, sequence and "
+        "ensemble are the learned ones",
     )
     ev.add_argument("--cutoffs", default="0.1,0.2,0.3,0.5", help="fractions of the final step")
     ev.add_argument("--max-runs-per-task", type=int, default=50, help="0 = every run")
     ev.add_argument("--seed", type=int, default=0, help="which runs are sampled per task")
     ev.add_argument("--workers", type=int, help="processes (default: the CPU count, up to 8)")
+    ev.add_argument(
+        "--models-dir",
+        help="learned models' artifacts (default: FORECASTER_MODELS_DIR, else the shipped ones)",
+    )
+    ev.add_argument(
+        "--tasks",
+        choices=["auto", "heldout", "all"],
+        default="auto",
+        help="heldout: only tasks the learned models never trained on (auto: when one of "
+        "gbm, sequence, ensemble is evaluated)",
+    )
     ev.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
     ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ev.set_defaults(func=_eval)

@@ -36,6 +36,10 @@ class Settings:
     auth_token: str = ""  # when set, every RPC needs "authorization: Bearer <token>"
     log_level: str = "INFO"
     log_format: str = "json"  # "json" or "text"
+    # Learned-model artifacts (`forecaster train --out`): "" = the defaults shipped in the
+    # package, "none" = parametric models only.
+    models_dir: str = ""
+    models_reload_s: float = 30.0  # how often to look for new artifacts (0 = only on SIGHUP)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -43,6 +47,8 @@ class Settings:
         for name in ("max_points_per_batch", "max_message_bytes", "workers"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.models_reload_s < 0:
+            raise InvalidArgumentError(f"models_reload_s must be >= 0; got {self.models_reload_s}.")
         if self.log_format not in ("json", "text"):
             raise InvalidArgumentError(
                 f"log_format must be 'json' or 'text'; got {self.log_format!r}."

@@ -218,6 +218,11 @@ class Engine:
         self._runs: OrderedDict[tuple[str, str], _RunEntry] = OrderedDict()
         self._histories: dict[str, StudyHistory] = {}
 
+    def forget_forecasts(self) -> None:
+        """Drops cached forecasts (the models changed); the next read fits again."""
+        with self._lock:
+            self._runs.clear()
+
     # -- studies and runs -------------------------------------------------------------------
 
     def create_study(self, spec: StudySpec) -> tuple[Study, bool]:

@@ -118,8 +118,9 @@ def generate(
                 curve[where] += p["b"] * rng.uniform(0.2, 2.0, size=len(where))
             if rng.random() < 0.05:  # divergence: blows up, then NaN
                 start = int(total * rng.uniform(0.2, 0.9))
-                grow = np.exp(np.arange(total - start) * rng.uniform(0.05, 0.5))
-                curve[start:] = curve[start:] * grow
+                with np.errstate(over="ignore", invalid="ignore"):
+                    grow = np.exp(np.arange(total - start) * rng.uniform(0.05, 0.5))
+                    curve[start:] = curve[start:] * grow
                 curve[start:][grow > 1e6] = np.nan
             if log_spaced:
                 idx = np.unique(np.geomspace(1, total, n_log).round().astype(int)) - 1

@@ -12,6 +12,7 @@ largest CRPS. Every model is compared with the last value on the same runs.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -21,9 +22,10 @@ import numpy as np
 
 from forecaster import models
 from forecaster.corpus.reader import LoggedRun, Source
-from forecaster.errors import InvalidArgumentError
+from forecaster.corpus.splits import task_key
+from forecaster.errors import FailedPreconditionError, InvalidArgumentError
 from forecaster.evaluation.pool import run_jobs, sample_tasks
-from forecaster.models import StudyHistory
+from forecaster.models import StudyHistory, artifacts
 
 DEFAULT_CUTOFFS = (0.1, 0.2, 0.3, 0.5)
 DEFAULT_MODELS = ("last_value", "damped_trend", "pow3", "power_law", "annealing_law")
@@ -150,8 +152,11 @@ def _jobs(
     cutoffs: tuple[float, ...],
     max_runs_per_task: int,
     seed: int,
+    skip_tasks: frozenset[str] = frozenset(),
 ) -> Iterator[_Job]:
     for source, task, order, chosen in sample_tasks(corpus, source_names, max_runs_per_task, seed):
+        if task_key(source.name, task) in skip_tasks:
+            continue
         for fold in range(_FOLDS):
             mine = tuple(chosen[fold::_FOLDS])
             # History: completed runs of the same task outside this fold (not scored).
@@ -180,14 +185,43 @@ def score_corpus(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    models_dir: str | None = None,
+    heldout: bool | None = None,
 ) -> tuple[list[Score], list[str]]:
     """Every forecast of every model on every sampled run and cutoff, scored; and the model
-    names in report order (the last-value baseline first)."""
+    names in report order (the last-value baseline first).
+
+    models_dir: the learned models' artifacts (default: FORECASTER_MODELS_DIR, else the
+    shipped ones). heldout: score only tasks no loaded learned model trained on (default:
+    when a learned model is among the models), so every model is compared on the same,
+    unseen tasks.
+    """
     names = tuple(dict.fromkeys([BASELINE, *[models.check_name(m) for m in model_names]]))
     cuts = tuple(float(c) for c in cutoffs)
     if not cuts or any(not 0 < c < 1 for c in cuts):
         raise InvalidArgumentError(f"cutoffs must be fractions in (0, 1); got {list(cutoffs)}.")
-    jobs = list(_jobs(corpus, source_names, names, cuts, max_runs_per_task, seed))
+    learned = [n for n in names if models.is_learned(n)]
+    skip: frozenset[str] = frozenset()
+    if models_dir is not None:
+        os.environ[artifacts.ENV_DIR] = models_dir  # the worker processes read it
+        artifacts.install(models_dir)
+    if learned:
+        bank = artifacts.active()
+        missing = [n for n in learned if bank.get(n) is None]
+        if missing:
+            why = "; ".join(bank.refused.get(n, f"no artifact in {bank.folder}") for n in missing)
+            raise FailedPreconditionError(
+                f"learned model(s) {', '.join(missing)} not loaded: {why}. Train them with "
+                "`forecaster train --corpus DIR --out MODEL_DIR` and pass --models-dir."
+            )
+        if heldout is None or heldout:
+            skip = frozenset().union(*(bank.get(n).meta.get("training_tasks", ()) for n in learned))
+    jobs = list(_jobs(corpus, source_names, names, cuts, max_runs_per_task, seed, skip))
+    if not jobs:
+        raise InvalidArgumentError(
+            "no task left to score: every task of the corpus was used to train the learned "
+            "models. Evaluate them on another corpus, or retrain holding tasks out."
+        )
     scores: list[Score] = []
     for batch in run_jobs(_score_task, jobs, workers, progress, "eval"):
         scores.extend(batch)

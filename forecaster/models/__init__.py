@@ -8,6 +8,7 @@ from forecaster.models.base import (
     available,
     check_name,
     create,
+    is_learned,
 )
 from forecaster.models.prediction import DEFAULT_QUANTILES, Prediction
 
@@ -21,4 +22,5 @@ __all__ = [
     "available",
     "check_name",
     "create",
+    "is_learned",
 ]

@@ -15,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 
 from forecaster.config import Settings
 from forecaster.engine import Engine
+from forecaster.models import artifacts
+from forecaster.models.artifacts import Bank
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
 from forecaster.server.interceptors import RequestIdInterceptor, TokenAuthInterceptor
@@ -35,13 +37,35 @@ class RunningServer:
     health: health_aio.HealthServicer
     engine: Engine
     executor: ThreadPoolExecutor
+    models: Bank
+    watcher: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    async def reload_models(self) -> dict[str, str]:
+        """Reloads the learned models (off the event loop); a refused artifact leaves the
+        loaded model in place. Cached forecasts are dropped so the next read uses them."""
+        loop = asyncio.get_running_loop()
+        outcome = await loop.run_in_executor(self.executor, self.models.reload)
+        if any(v.startswith("loaded") for v in outcome.values()):
+            self.engine.forget_forecasts()
+        return outcome
+
+    async def _watch_models(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                if self.models.changed():
+                    await self.reload_models()
+            except Exception:  # a watcher bug must not stop the service
+                log.exception("reloading the models failed")
+
     async def stop(self, grace_s: float) -> None:
         """Health goes NOT_SERVING, in-flight RPCs drain for up to grace_s, the store closes."""
+        if self.watcher is not None:
+            self.watcher.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.executor.shutdown(wait=True)
@@ -78,6 +102,15 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
         ),
         server,
     )
+    bank = await asyncio.get_running_loop().run_in_executor(
+        executor, artifacts.install, settings.models_dir
+    )
+    log.info(
+        "models",
+        extra={
+            "fields": {"dir": str(bank.folder), "loaded": bank.names(), "refused": bank.refused}
+        },
+    )
     port = server.add_insecure_port(settings.address)
     if port == 0:
         executor.shutdown()
@@ -85,7 +118,10 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
     await server.start()
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health, engine, executor)
+    running = RunningServer(server, port, health, engine, executor, bank)
+    if settings.models_reload_s > 0:
+        running.watcher = asyncio.create_task(running._watch_models(settings.models_reload_s))
+    return running
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -98,9 +134,14 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     running = await start_server(engine, settings)
     host = settings.host
     shown = f"[{host}]" if ":" in host else host
+    loaded = ", ".join(running.models.names()) or "none"
     print(
-        f"forecaster listening on {shown}:{running.port} (database {settings.db_url})", flush=True
+        f"forecaster listening on {shown}:{running.port} (database {settings.db_url}; learned "
+        f"models: {loaded})",
+        flush=True,
     )
+    for name, why in running.models.refused.items():
+        print(f"forecaster: model {name} refused: {why}", flush=True)
     log.info(
         "serving", extra={"fields": {"address": f"{shown}:{running.port}", "db": settings.db_url}}
     )
@@ -108,6 +149,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(running.reload_models()))
     if ready is not None:
         ready.set()
     await stop.wait()
