@@ -1,4 +1,4 @@
-"""Forecast accuracy of the parametric forecasters over the public corpus, and their speed.
+"""Forecast accuracy of the parametric and learned forecasters over the public corpus, and speed.
 
 Runs `forecaster eval` over ../shared/datasets (every source), then checks the targets of the
 parametric-forecasters issue: the power-law ensemble's fit + predict time on one 500-point
@@ -6,6 +6,11 @@ curve (one core), the best parametric model's medae ratio to the last value at c
 source, its 90% interval coverage, and the mean relative error of the final loss from cutoff
 0.3 on the sources with a known schedule. Prints the tables and writes them to
 docs/benchmarks.md.
+
+Then the learned forecasters (gbm, sequence, ensemble: the shipped artifacts, or
+FORECASTER_MODELS_DIR) beside the parametric ones, on the tasks the artifacts never trained
+on: per source, over cutoffs 0.1-0.3, the ensemble's medae, mae and crps against the best
+parametric model's, its interval coverage, and the learned models' speed on one core.
 
     python benchmarks/forecast_accuracy.py [--corpus ../shared/datasets] [--max-runs-per-task 20]
 """
@@ -55,12 +60,146 @@ def time_fit(repeats: int = 50) -> dict[str, float]:
     return out
 
 
+LEARNED = ["gbm", "sequence", "ensemble"]
+EARLY = (0.1, 0.2, 0.3)
+
+
+def time_learned(n_curves: int = 1000) -> list[list[str]]:
+    """Per-curve ms (fit + quantiles at the budget, median of 200) and 1,000 curves in one
+    batch call (fit_many), one core."""
+    import torch
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    curves = []
+    for _ in range(n_curves):
+        n = int(rng.integers(20, 500))
+        s = np.arange(1, n + 1)
+        v = 1 + 2 * s ** -rng.uniform(0.2, 0.8) + rng.normal(0, 0.01, n)
+        curves.append(Curve(s, v, max_step=5 * n))
+    rows = []
+    for name in LEARNED:
+        model = create(name)
+        model.fit(curves[0])
+        times = []
+        for c in curves[:200]:
+            t0 = time.perf_counter()
+            model.fit(c).quantiles([0.05, 0.5, 0.95], [c.max_step])
+            times.append((time.perf_counter() - t0) * 1e3)
+        batch = "-"
+        if hasattr(model, "fit_many"):
+            t0 = time.perf_counter()
+            for c, p in zip(curves, model.fit_many(curves), strict=True):
+                p.quantiles([0.05, 0.5, 0.95], [c.max_step])
+            batch = f"{time.perf_counter() - t0:.2f}"
+        rows.append([name, f"{np.median(times):.2f}", f"{np.percentile(times, 95):.2f}", batch])
+    return rows
+
+
+def learned_section(args) -> str:
+    """The learned models beside the parametric ones on held-out tasks."""
+    t0 = time.time()
+    scores, names = score_corpus(
+        args.corpus,
+        model_names=MODELS + LEARNED,
+        cutoffs=EARLY,
+        max_runs_per_task=args.max_runs_per_task,
+        workers=args.workers,
+        heldout=True,
+    )
+    elapsed = time.time() - t0
+    by: dict[tuple[str, str], list] = defaultdict(list)
+    for sc in scores:
+        by[(sc.source, sc.model)].append(sc)
+
+    def stats(rows: list) -> dict[str, float]:
+        err = np.array([r.abs_error for r in rows])
+        return {
+            "n": len(rows),
+            "medae": float(np.median(err)),
+            "mae": float(err.mean()),
+            "crps": float(np.mean([r.crps for r in rows])),
+            "cov50": float(np.mean([r.in_50 for r in rows])),
+            "cov90": float(np.mean([r.in_90 for r in rows])),
+        }
+
+    table = []
+    for source in sorted({k[0] for k in by}):
+        para = {m: stats(by[(source, m)]) for m in PARAMETRIC if by.get((source, m))}
+        best = min(para, key=lambda m: para[m]["medae"])
+        best_mae = min(para, key=lambda m: para[m]["mae"])
+        best_crps = min(para, key=lambda m: para[m]["crps"])
+        ens = stats(by[(source, "ensemble")])
+        gbm_s = stats(by[(source, "gbm")])
+        table.append(
+            [source, ens["n"], best, f"{ens['medae'] / para[best]['medae']:.3f}",
+             f"{ens['mae'] / para[best_mae]['mae']:.3f}",
+             f"{ens['crps'] / para[best_crps]['crps']:.3f}",
+             f"{gbm_s['medae'] / para[best]['medae']:.3f}",
+             f"{ens['cov50']:.2f}", f"{ens['cov90']:.2f}",
+             f"{para[best]['cov50']:.2f}", f"{para[best]['cov90']:.2f}"]
+        )  # fmt: skip
+    per_model = []
+    for model in names:
+        for source in sorted({k[0] for k in by}):
+            if by.get((source, model)):
+                st = stats(by[(source, model)])
+                per_model.append(
+                    [source, model, st["n"], f"{st['medae']:.4g}", f"{st['mae']:.4g}",
+                     f"{st['crps']:.4g}", f"{st['cov50']:.2f}", f"{st['cov90']:.2f}"]
+                )  # fmt: skip
+    speed = time_learned()
+    return "\n\n".join(
+        [
+            "## Learned forecasters beside the parametric ones (held-out tasks)",
+            f"`python benchmarks/forecast_accuracy.py --max-runs-per-task "
+            f"{args.max_runs_per_task}`: the tasks no shipped artifact trained on (20% of each "
+            f"source's tasks), cutoffs 0.1, 0.2 and 0.3 pooled; {len(scores)} forecasts in "
+            f"{elapsed:.0f} s. Ratios are the ensemble's figure over the best parametric "
+            "model's (pow3, power_law, annealing_law, multi_power_law; the best chosen per "
+            "source and per figure). Targets: medae and mae ratios <= 0.75, crps ratio < 1, "
+            "cov50 and cov90 within 0.03 of 0.50 and 0.90.",
+            markdown_table(
+                [
+                    "source",
+                    "n",
+                    "best parametric (medae)",
+                    "ens medae ratio",
+                    "ens mae ratio",
+                    "ens crps ratio",
+                    "gbm medae ratio",
+                    "ens cov50",
+                    "ens cov90",
+                    "best cov50",
+                    "best cov90",
+                ],
+                table,
+            ),  # fmt: skip
+            "### Learned models' speed, one core",
+            markdown_table(
+                ["model", "ms per curve (median)", "p95", "1,000 curves, batch (s)"], speed
+            ),  # fmt: skip
+            "### Every model on the held-out tasks (cutoffs 0.1-0.3 pooled)",
+            markdown_table(
+                ["source", "model", "n", "medae", "mae", "crps", "cov50", "cov90"], per_model
+            ),
+        ]
+    )
+
+
 def main() -> int:
     parser = corpus_parser(__doc__)
     parser.add_argument("--cutoffs", default="0.1,0.2,0.3,0.5")
+    parser.add_argument("--learned-only", action="store_true", help="the learned section only")
     args = parser.parse_args()
     if not corpus_found(args.corpus):
         return 2
+    if args.learned_only:
+        learned = learned_section(args)
+        print(learned)
+        if not args.no_write:
+            print(f"wrote {write_section('learned_accuracy', learned)}")
+        return 0
 
     speed = time_fit()
     t0 = time.time()
@@ -172,6 +311,10 @@ def main() -> int:
     print(body)
     if not args.no_write:
         print(f"wrote {write_section('forecast_accuracy', body)}")
+    learned = learned_section(args)
+    print(learned)
+    if not args.no_write:
+        print(f"wrote {write_section('learned_accuracy', learned)}")
     return 0
 
 

@@ -163,8 +163,10 @@ def build_examples(
     workers: int | None,
     progress: bool,
     desc: str,
+    power_law: bool = True,
 ) -> tuple[dict[str, Examples], dict[str, list[str]]]:
-    """Examples per part, and the task keys in each part."""
+    """Examples per part, and the task keys in each part; the power-law ensemble's forecast
+    (what the ensemble stacks) is computed for the calib and test examples when power_law."""
     jobs, keys = [], defaultdict(list)
     for source in srcs:
         runs = source.runs().sort("run_id")
@@ -179,7 +181,9 @@ def build_examples(
                 continue
             rng = np.random.default_rng([seed, stable_hash(f"{source.name}/{task}")])
             chosen = [ids[i] for i in rng.permutation(len(ids))[:max_runs_per_task]]
-            jobs.append(_Job(source, task, part, tuple(chosen), seed, part != "train"))
+            jobs.append(
+                _Job(source, task, part, tuple(chosen), seed, power_law and part != "train")
+            )
     results = list(run_jobs(_task_examples, jobs, workers, progress, desc))
     by_part = {
         p: _combine([r for r in results if r["part"] == p])
@@ -292,6 +296,7 @@ def train_all(
             workers,
             progress,
             "synthetic",
+            power_law=False,
         )
     prior = _combine_all(syn)
     say(f"pre-training sequence on {len(prior)} synthetic examples")

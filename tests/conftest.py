@@ -75,3 +75,28 @@ def points(steps: range | list[int], values: list[float] | None = None) -> list[
     if values is None:
         values = [2.0 + 3.0 * (max(s, 1) / 10.0) ** -0.5 for s in steps]
     return [pb.Point(step=s, value=v) for s, v in zip(steps, values, strict=True)]
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic sources (the prior of corpus/synthetic.py) in the corpus schema."""
+    from forecaster.corpus.synthetic import write_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    write_corpus(root / "syn_a", n_tasks=8, runs_per_task=12, seed=11)
+    write_corpus(root / "syn_b", n_tasks=6, runs_per_task=12, seed=12)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_models(synthetic_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """gbm, sequence and ensemble trained by `forecaster train`'s code on the synthetic corpus,
+    small enough to take seconds."""
+    from forecaster.training import train_all
+
+    out = tmp_path_factory.mktemp("models")
+    train_all(
+        synthetic_corpus, out, max_runs_per_task=12, synthetic_tasks=12, pretrain_epochs=1,
+        finetune_epochs=2, gbm_rounds=25, workers=1, progress=False,
+    )  # fmt: skip
+    return out

@@ -200,9 +200,15 @@ def folder_from_setting(setting: str | None) -> Path | None:
 
 
 def install(setting: str | None) -> Bank:
-    """Loads the bank named by setting and makes it the process' bank."""
+    """Loads the bank named by setting and makes it the process' bank (the one in use when it
+    is the same folder, unchanged since it was loaded)."""
     global _active
-    bank = Bank(folder_from_setting(setting))
+    folder = folder_from_setting(setting)
+    with _active_lock:
+        current = _active
+    if current is not None and current.folder == folder and not current.changed():
+        return current
+    bank = Bank(folder)
     bank.reload()
     with _active_lock:
         _active = bank

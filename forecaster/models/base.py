@@ -79,15 +79,28 @@ for _family in _FAMILY_NAMES:
 
 
 def auto_choice(curve: Curve | None) -> str:
-    """What "auto" means for a curve: the annealing law when the learning rate is known into
-    the future (a planned schedule, or a logged lr the run will keep) and the metric is a loss;
-    the power-law ensemble otherwise."""
+    """What "auto" means for a curve, by what wins benchmarks/forecast_accuracy.py on tasks
+    no model trained on (docs/benchmarks.md):
+
+    - the annealing law when the metric is a loss and the learning rate is known into the
+      future (a planned schedule, or a logged lr the run will keep): on the LR-schedule
+      sources it beats the learned models, which have seen few such tasks;
+    - else the learned ensemble when it is loaded and the run has a budget (its medae is
+      0.44-0.81 of the best parametric model's on four of the five other sources, and even on
+      the fifth);
+    - else the power-law ensemble.
+    """
     if (
         curve is not None
         and curve.direction is Direction.MIN
         and (curve.schedule is not None or (curve.lr is not None and not np.isnan(curve.lr).all()))
     ):
         return "annealing_law"
+    if curve is not None and curve.max_step is not None and curve.max_step > curve.last_step:
+        from forecaster.models import artifacts
+
+        if artifacts.active().get("ensemble") is not None:
+            return "ensemble"
     return "power_law"
 
 

@@ -7,7 +7,7 @@ never cross; the path from now to the budget follows `features.path_weight`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -62,6 +62,18 @@ class GbmForecaster:
         return features.quantile_prediction(
             curve, f.frame, z, self.name, self.version, self.n_samples
         )
+
+    def fit_many(self, curves: Sequence[Curve]) -> list[Prediction]:
+        """fit() for many curves with one booster call per level: the batch path."""
+        out: list[Prediction | None] = [None] * len(curves)
+        ready = [(i, features.extract(c)) for i, c in enumerate(curves) if not features.usable(c)]
+        if ready:
+            z = self.predict_z(np.stack([f.features for _, f in ready]))
+            for (i, f), zi in zip(ready, z, strict=True):
+                out[i] = features.quantile_prediction(
+                    curves[i], f.frame, zi, self.name, self.version, self.n_samples
+                )
+        return [p if p is not None else self.fit(c) for p, c in zip(out, curves, strict=True)]
 
     def files(self) -> dict[str, bytes]:
         return {

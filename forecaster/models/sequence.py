@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -110,17 +110,33 @@ class SequenceForecaster:
         return np.asarray(out.numpy(), dtype=np.float64)
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
+        return self.fit_many([curve])[0]
+
+    def fit_many(self, curves: Sequence[Curve]) -> list[Prediction]:
+        """fit() for many curves with one encoder call: the batch path."""
         import torch
 
-        why = features.usable(curve)
-        if why is not None:
-            return fallback(curve, self.name, self.version, why)
-        f = features.extract(curve)
-        with torch.inference_mode():
-            code = self.net.encode(
-                torch.as_tensor(f.sequence[None], dtype=torch.float32),
-                torch.as_tensor(f.features[None], dtype=torch.float32),
-            )
+        out: list[Prediction] = []
+        ready = [(i, features.extract(c)) for i, c in enumerate(curves) if not features.usable(c)]
+        codes = {}
+        if ready:
+            with torch.inference_mode():
+                code = self.net.encode(
+                    torch.as_tensor(np.stack([f.sequence for _, f in ready]), dtype=torch.float32),
+                    torch.as_tensor(np.stack([f.features for _, f in ready]), dtype=torch.float32),
+                )
+            codes = {i: (code[j : j + 1], f) for j, (i, f) in enumerate(ready)}
+        for i, curve in enumerate(curves):
+            if i not in codes:
+                why = features.usable(curve) or "unusable"
+                out.append(fallback(curve, self.name, self.version, why))
+            else:
+                out.append(self._prediction(curve, *codes[i]))
+        return out
+
+    def _prediction(self, curve: Curve, code: Any, f: features.CurveFeatures) -> Prediction:
+        import torch
+
         net, frame = self.net, f.frame
 
         def z_at(steps: FloatArray) -> FloatArray:

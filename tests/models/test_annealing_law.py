@@ -104,5 +104,6 @@ def test_without_an_lr_it_is_the_power_law_ensemble_and_says_so():
     curve = Curve(np.arange(1, 60), 2 + np.arange(1, 60) ** -0.5, max_step=200)
     p = AnnealingLawForecaster().fit(curve)
     assert not p.converged and "no learning rate" in p.notes[0]
-    assert auto_choice(curve) == "power_law"
+    assert auto_choice(curve) == "ensemble"  # a budget and no lr: the shipped learned ensemble
+    assert auto_choice(Curve(curve.steps, curve.values)) == "power_law"  # no budget
     assert auto_choice(run("wsd", 1000)[0]) == "annealing_law"
