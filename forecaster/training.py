@@ -58,6 +58,7 @@ def _cutoffs(rng: np.random.Generator, part: str) -> list[float]:
 def _task_examples(job: _Job) -> dict[str, Any]:
     """Every example of one task (runs with a finite final value and a usable cut)."""
     from forecaster.models.ensemble import power_law_z
+    from forecaster.models.sequence import query_features
 
     rng = np.random.default_rng([job.seed, stable_hash(f"{job.source.name}/{job.task}")])
     rows: dict[str, list[Any]] = defaultdict(list)
@@ -81,8 +82,6 @@ def _task_examples(job: _Job) -> dict[str, Any]:
             q_z[0] = float(frame.scaled(final_loss))
             q_steps[1 : 1 + len(picks)] = run.steps[picks]
             q_z[1 : 1 + len(picks)] = frame.scaled(loss[picks])
-            from forecaster.models.sequence import query_features
-
             rows["x"].append(f.features)
             rows["seq"].append(f.sequence)
             rows["queries"].append(query_features(frame, q_steps))
@@ -193,10 +192,9 @@ def build_examples(
     return by_part, dict(keys)
 
 
-def _scores(zq: np.ndarray, ex: Examples) -> dict[str, float]:
+def _scores(zq: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     from forecaster.models.ensemble import pinball
 
-    truth = ex.z
     err = np.abs(zq[:, 2] - truth)
     return {
         "n": int(len(truth)),
@@ -212,26 +210,10 @@ def heldout_metrics(predictions: dict[str, np.ndarray], ex: Examples) -> dict[st
     """Per model, per source (and overall) scores in z units on the test examples."""
     out: dict[str, Any] = {}
     for model, zq in predictions.items():
-        per = {"all": _scores(zq, ex)}
+        per = {"all": _scores(zq, ex.z)}
         for source in sorted(set(ex.source)):
             mask = ex.source == source
-            sub = Examples(
-                *(
-                    getattr(ex, k)[mask]
-                    for k in (
-                        "x",
-                        "seq",
-                        "queries",
-                        "zq",
-                        "pl",
-                        "progress",
-                        "cutoff",
-                        "source",
-                        "weight",
-                    )
-                )
-            )
-            per[source] = _scores(zq[mask], sub)
+            per[source] = _scores(zq[mask], ex.z[mask])
         out[model] = per
     return out
 
@@ -312,9 +294,9 @@ def train_all(
     )
 
     def members(ex: Examples) -> np.ndarray:
-        z_gbm = gbm_model.predict_z(ex.x)
-        z_seq = seq_model.predict_z(ex.seq, ex.x, ex.queries[:, :1])[:, 0]
-        return np.stack([z_gbm, z_seq, np.sort(ex.pl, axis=1)], axis=1)
+        return ensemble.member_quantiles(
+            gbm_model, seq_model, ex.x, ex.seq, ex.queries[:, :1], ex.pl
+        )
 
     say("stacking and calibrating the ensemble")
     stacking = ensemble.fit_stack(members(calib), calib.z, calib.progress, calib.weight)

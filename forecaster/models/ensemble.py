@@ -141,6 +141,21 @@ def fit_stack(
     return EnsembleFit(weights, deltas)
 
 
+def member_quantiles(
+    gbm: Any,
+    sequence: Any,
+    x: FloatArray,
+    seq: FloatArray,
+    budget_query: FloatArray,
+    power_law: FloatArray,
+) -> FloatArray:
+    """(n, K, L) members' quantiles of z at the budget, batched: what training stacks and
+    what a forecast stacks. budget_query: (n, 1, 2) query features of the budget."""
+    z_gbm = gbm.predict_z(x)
+    z_seq = sequence.predict_z(seq, x, budget_query)[:, 0]
+    return np.stack([z_gbm, z_seq, np.sort(power_law, axis=1)], axis=1)
+
+
 @dataclass(frozen=True)
 class EnsembleForecaster:
     """gbm + sequence + power_law, stacked and conformally calibrated."""
@@ -158,13 +173,11 @@ class EnsembleForecaster:
         """(K, L) member quantiles of z at the budget (power_law's only when weighed)."""
         from forecaster.models.sequence import query_features
 
-        z_gbm = self.gbm.predict_z(f.features[None])[0]
         q = query_features(f.frame, np.array([float(f.frame.horizon)]))[None]
-        z_seq = self.sequence.predict_z(f.sequence[None], f.features[None], q)[0, 0]
-        z_pl = np.zeros_like(z_gbm)
-        if need_pl:
-            z_pl = power_law_z(curve, f.frame)
-        return np.stack([z_gbm, z_seq, z_pl])
+        z_pl = power_law_z(curve, f.frame) if need_pl else np.zeros(len(features.LEVELS))
+        return member_quantiles(
+            self.gbm, self.sequence, f.features[None], f.sequence[None], q, z_pl[None]
+        )[0]
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         why = features.usable(curve)

@@ -168,7 +168,7 @@ def extract(curve: Curve) -> CurveFeatures:
     return CurveFeatures(
         frame,
         np.asarray(feats, dtype=np.float64),
-        _sequence(x, u, curve, finite, profile),
+        _sequence(x, u, finite, profile),
         profile,
     )
 
@@ -221,9 +221,7 @@ def _lr_features(curve: Curve, t: int, horizon: int) -> tuple[list[float], LrPro
     return [1.0, now, end, mean_rest, share, now - end], profile
 
 
-def _sequence(
-    x: FloatArray, u: FloatArray, curve: Curve, finite: Curve, profile: LrProfile | None
-) -> FloatArray:
+def _sequence(x: FloatArray, u: FloatArray, finite: Curve, profile: LrProfile | None) -> FloatArray:
     """SEQ_LEN points evenly spaced in log-step from the first to the newest point."""
     grid = np.linspace(x[0], 0.0, SEQ_LEN) if x[0] < 0 else np.zeros(SEQ_LEN)
     values = np.interp(grid, x, np.clip(u, -Z_CLIP, Z_CLIP))
