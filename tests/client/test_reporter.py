@@ -128,6 +128,22 @@ def test_a_refused_schedule_costs_a_warning_not_the_points(service, caplog, stre
     assert len(refused) == 1 and "ends at step 10" in refused[0]
 
 
+def test_the_schedule_survives_a_first_batch_over_the_service_limit(service):
+    # The live service takes 100 points per batch: the first batch of 300 is refused as too
+    # large and halved; the plan that rode with it must go with the retry.
+    plan = {"kind": "cosine", "peak_lr": 0.1, "total_steps": 1000}
+    with Reporter(
+        service.address, "sweep", "big-first", max_step=1000, flush_interval_s=60, stream=False
+    ) as r:
+        r.set_lr_schedule(plan)
+        for step in range(1, 301):
+            r.report(step, curve(step), lr=0.1)
+        assert r.flush(10)
+    assert service.points("sweep", "big-first").steps.tolist() == list(range(1, 301))
+    schedule = service.run("sweep", "big-first").spec.lr_schedule
+    assert schedule.kind == pb.SCHEDULE_KIND_COSINE and schedule.total_steps == 1000
+
+
 def test_a_callable_schedule_is_read_on_the_background_thread(service):
     plan = {"kind": "linear", "peak_lr": 0.5, "warmup_steps": 10, "total_steps": 2000}
     with Reporter(

@@ -471,11 +471,13 @@ class _Sender:
                 )
                 self._report_once(points, None)
                 return
+            if schedule is not None and self.r._new_schedule is None:
+                # Not refused for itself (a batch over the service's limit is halved and
+                # sent again; a lost connection is retried): it goes with the next batch.
+                self.r._new_schedule = schedule
             if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
                 self._skip_batch(points, e)
                 return
-            if schedule is not None and self.r._new_schedule is None:
-                self.r._new_schedule = schedule  # it goes again with the retry
             self.unconfirmed += points
             raise
         self.r._decision = Decision.from_proto(response.decision)
