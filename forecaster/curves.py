@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -298,6 +298,8 @@ class Curve:
         lr: per-step learning rate (NaN where unknown), or None.
         target: the value the study aims for, when there is one.
         schedule: the planned learning-rate schedule, when known.
+        config: the run's hyper-parameters as given (JSON-like), when known; the learned
+            forecasters read the common ones (lr, batch size, size, ...) as features.
     """
 
     steps: IntArray
@@ -307,6 +309,7 @@ class Curve:
     lr: FloatArray | None = None
     target: float | None = None
     schedule: LrSchedule | None = field(default=None)
+    config: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         pts = Points(self.steps, self.values, self.lr, None)  # one validation for both types

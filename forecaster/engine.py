@@ -306,6 +306,7 @@ class Engine:
                 lr,
                 old.target,
                 old.schedule,
+                old.config,
             )
         elif (
             cached is not None

@@ -4,8 +4,9 @@
 2. Each sampled run is cut at several fractions of its final step; each cut is one example
    (features, normalised sequence, z at the final step and at a few later logged steps).
 3. gbm trains on the train tasks; sequence is pre-trained on synthetic curves
-   (corpus/synthetic.py) and fine-tuned on the train tasks; the ensemble stacks gbm, sequence
-   and power_law and calibrates its intervals on the calib tasks.
+   (corpus/synthetic.py) and fine-tuned on the train tasks; the ensemble stacks gbm, sequence,
+   power_law and the schedule laws (fitted with each run's study history: the task's runs of
+   the other fold) and calibrates its intervals on the calib tasks.
 4. Every model is scored on the test tasks; the figures go into each artifact's meta.json with
    the corpus fingerprint and the tasks it learned from.
 
@@ -22,7 +23,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +58,28 @@ def _cutoffs(rng: np.random.Generator, part: str) -> list[float]:
 
 def _task_examples(job: _Job) -> dict[str, Any]:
     """Every example of one task (runs with a finite final value and a usable cut)."""
-    from forecaster.models.ensemble import power_law_z
+    from forecaster.models import ensemble
+    from forecaster.models.annealing_law import schedule_known
+    from forecaster.models.base import StudyHistory
     from forecaster.models.sequence import query_features
 
     rng = np.random.default_rng([job.seed, stable_hash(f"{job.source.name}/{job.task}")])
     rows: dict[str, list[Any]] = defaultdict(list)
-    for run in job.source.load(list(job.run_ids)):
-        if not len(run.steps) or not math.isfinite(run.final_value):
-            continue
+    runs = [
+        r
+        for r in job.source.load(list(job.run_ids))
+        if len(r.steps) and math.isfinite(r.final_value)
+    ]
+    # A run's study history (what the schedule laws learn from): the task's completed runs of
+    # the other fold, as in evaluation/accuracy.py, so that no run sees itself.
+    histories = [
+        StudyHistory(
+            tuple(r.curve() for r in runs[1 - fold :: 2]) if job.with_power_law else (),
+            f"train/{job.seed}/{job.source.name}/{job.task}/fold{fold}",
+        )
+        for fold in (0, 1)
+    ]
+    for i, run in enumerate(runs):
         final_loss = run.final_value * run.direction.sign
         loss = run.values * run.direction.sign
         for cut in _cutoffs(rng, job.part):
@@ -89,14 +104,18 @@ def _task_examples(job: _Job) -> dict[str, Any]:
             rows["progress"].append(f.features[0])
             rows["cutoff"].append(cut)
             rows["run"].append(run.run_id)
-            pl = power_law_z(curve, frame) if job.with_power_law else np.full(5, np.nan)
-            rows["pl"].append(pl)
+            rows["par"].append(
+                ensemble.parametric_z(curve, frame, histories[i % 2])
+                if job.with_power_law
+                else np.full((len(ensemble.PARAMETRIC_MEMBERS), len(features.LEVELS)), np.nan)
+            )
+            rows["sched"].append(float(schedule_known(curve)))
     n = len(rows["x"])
     out: dict[str, Any] = {"source": job.source.name, "task": job.task, "part": job.part, "n": n}
     if n:
-        for key in ("x", "seq", "queries", "zq", "pl"):
+        for key in ("x", "seq", "queries", "zq", "par"):
             out[key] = np.stack(rows[key])
-        for key in ("progress", "cutoff"):
+        for key in ("progress", "cutoff", "sched"):
             out[key] = np.asarray(rows[key], dtype=np.float64)
         out["run"] = rows["run"]
     return out
@@ -110,10 +129,12 @@ class Examples:
     seq: np.ndarray
     queries: np.ndarray
     zq: np.ndarray
-    pl: np.ndarray
+    par: np.ndarray  # (n, P, L): ensemble.PARAMETRIC_MEMBERS' quantiles (calib and test)
     progress: np.ndarray
     cutoff: np.ndarray
+    sched: np.ndarray  # 1.0 where the schedule laws apply (a loss whose lr is known)
     source: np.ndarray
+    task: np.ndarray
     weight: np.ndarray
 
     @property
@@ -136,9 +157,10 @@ def _combine(parts: list[dict[str, Any]]) -> Examples:
     return Examples(
         *(
             np.concatenate([p[k] for p in parts])
-            for k in ("x", "seq", "queries", "zq", "pl", "progress", "cutoff")
+            for k in ("x", "seq", "queries", "zq", "par", "progress", "cutoff", "sched")
         ),
         np.concatenate([[p["source"]] * p["n"] for p in parts]),
+        np.concatenate([[f"{p['source']}/{p['task']}"] * p["n"] for p in parts]),
         w / w.mean(),
     )
 
@@ -282,7 +304,13 @@ def train_all(
         )
     prior = _combine_all(syn)
     say(f"pre-training sequence on {len(prior)} synthetic examples")
-    seq_model = sequence.train(_seq_data(prior), epochs=pretrain_epochs, seed=seed, progress=say)
+    seq_model = sequence.train(
+        _seq_data(prior),
+        epochs=pretrain_epochs,
+        seed=seed,
+        normalise_on=np.concatenate([prior.x, train.x]),
+        progress=say,
+    )
     say(f"fine-tuning sequence on {len(train)} corpus examples")
     seq_model = sequence.train(
         _seq_data(train),
@@ -295,26 +323,26 @@ def train_all(
 
     def members(ex: Examples) -> np.ndarray:
         return ensemble.member_quantiles(
-            gbm_model, seq_model, ex.x, ex.seq, ex.queries[:, :1], ex.pl
+            gbm_model, seq_model, ex.x, ex.seq, ex.queries[:, :1], ex.par
         )
 
     say("stacking and calibrating the ensemble")
-    stacking = ensemble.fit_stack(members(calib), calib.z, calib.progress, calib.weight)
+    stacking = ensemble.fit_stack(
+        members(calib), calib.z, calib.progress, calib.weight, calib.sched, calib.task
+    )
     ens = ensemble.EnsembleForecaster(gbm_model, seq_model, stacking)
 
     m_test = members(test)
-    b = ensemble.bucket_of(test.progress)
-    z_ens = ensemble.calibrate(ensemble.stack(m_test, stacking.weights[b]), stacking.deltas[b])
-    last = np.zeros_like(m_test[:, 0])
+    cell = (test.sched.astype(int), ensemble.bucket_of(test.progress))
+    z_ens = ensemble.calibrate(
+        ensemble.stack(m_test, stacking.weights[cell]), stacking.deltas[cell]
+    )
+    sched = test.sched[:, None] > 0
+    predictions = {name: m_test[:, i] for i, name in enumerate(ensemble.MEMBERS)}
+    for name in ensemble.SCHEDULE_MEMBERS:  # without a known lr they are the power law
+        predictions[name] = np.where(sched, predictions[name], predictions["power_law"])
     metrics = heldout_metrics(
-        {
-            "gbm": m_test[:, 0],
-            "sequence": m_test[:, 1],
-            "power_law": m_test[:, 2],
-            "ensemble": z_ens,
-            "last_value_level": last,
-        },
-        test,
+        {**predictions, "ensemble": z_ens, "last_value_level": np.zeros_like(z_ens)}, test
     )
     trained_on = sorted(keys.get("train", []) + keys.get("calib", []))
     common = {
@@ -367,10 +395,7 @@ def train_all(
 def _combine_all(parts: dict[str, Examples]) -> Examples:
     items = list(parts.values())
     return Examples(
-        *(
-            np.concatenate([getattr(e, k) for e in items])
-            for k in ("x", "seq", "queries", "zq", "pl", "progress", "cutoff", "source", "weight")
-        )
+        *(np.concatenate([getattr(e, f.name) for e in items]) for f in fields(Examples))
     )
 
 

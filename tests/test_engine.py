@@ -53,3 +53,17 @@ def test_completed_runs_of_a_study_inform_the_running_ones(tmp_path):
     assert summary.model == "annealing_law"
     assert "shared with 3 completed runs" in " ".join(summary.notes)
     assert abs(summary.quantiles[0, 2] - final) / final < 0.01
+
+
+def test_a_runs_config_travels_with_its_curve_to_the_forecasters(tmp_path):
+    from forecaster.store.base import curve_of
+
+    store = SqliteStore(tmp_path / "e.db")
+    engine = Engine(store)
+    engine.create_study(StudySpec("s", "loss", Direction.MIN, max_step=1000))
+    config = {"learning_rate": 3e-4, "batch_size": 64, "optimizer": "adamw"}
+    engine.start_run("s", RunSpec("r", config=config))
+    s = np.arange(1, 101)
+    engine.report("s", "r", Points.of(s, 2.0 + 3.0 * (s / 10.0) ** -0.5))
+    curve = curve_of(store.get_study("s"), store.get_run("s", "r"), store.get_points("s", "r"))
+    assert curve.config == config

@@ -6,8 +6,9 @@ the run and the column, so a user can fix their export.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ class LoggedRun:
     steps: np.ndarray
     values: np.ndarray
     lr: np.ndarray | None  # NaN where not logged; None when never logged
+    config: dict[str, Any] = field(default_factory=dict)  # the run's hyper-parameters
 
     def curve(self, until_step: int | None = None, horizon: int | None = None) -> Curve:
         """The run as it was at until_step (all of it by default). When the run logged its lr,
@@ -61,6 +63,7 @@ class LoggedRun:
             lr=None if self.lr is None else self.lr[:n],
             target=self.target,
             schedule=schedule,
+            config=self.config,
         )
 
 
@@ -147,7 +150,22 @@ class Source:
             steps=steps,
             values=values,
             lr=lr,
+            config=_config(self.runs_file, run_id, row.get("config")),
         )
+
+
+def _config(path: Path, run_id: str, text: str | None) -> dict[str, Any]:
+    """The run's config column: a JSON object, or {} when absent."""
+    if not text:
+        return {}
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise InvalidArgumentError(
+            f"{path}: run {run_id!r}, column 'config': not valid JSON ({e}); write a JSON "
+            "object of the run's hyper-parameters, or {}."
+        ) from None
+    return config if isinstance(config, dict) else {}
 
 
 def _require(path: Path, names: Sequence[str], required: Sequence[str]) -> None:

@@ -140,7 +140,13 @@ def generate(
                 values=values,
                 lr=None if lr is None else lr[idx],
                 max_step=total,
-                config={"family": family, "schedule": schedule_kind if lr is not None else ""},
+                config={
+                    "family": family,
+                    "schedule": schedule_kind if lr is not None else "",
+                    "learning_rate": float(10 ** rng.uniform(-4, -2)),  # says nothing
+                    # A hyper-parameter that moves where the run ends (its asymptote's jitter).
+                    "weight_decay": 1e-3 * (p["a"] / base["a"]) ** 4 if base["a"] else 1e-3,
+                },
             )
 
 

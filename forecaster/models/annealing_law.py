@@ -307,6 +307,12 @@ class FittedLaw:
         )
 
 
+def schedule_known(curve: Curve) -> bool:
+    """Whether the schedule laws apply: the metric is a loss and its lr is known to the budget
+    (otherwise they answer with the power-law ensemble)."""
+    return curve.direction.value == "min" and LrProfile.of(curve, curve.horizon) is not None
+
+
 @dataclass(frozen=True)
 class _ScheduleLawForecaster:
     name: ClassVar[str] = ""

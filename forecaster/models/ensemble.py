@@ -1,9 +1,15 @@
-"""The stacked ensemble: gbm, sequence and the power-law ensemble, combined per progress
-bucket, with split-conformal intervals.
+"""The stacked ensemble of every kind of forecaster: the learned ones (gbm, sequence), the
+power-law ensemble and pow3 alone, and the schedule-aware laws (annealing_law,
+multi_power_law) fitted with the study's completed runs; combined per progress bucket, with
+split-conformal intervals.
 
 Stacking: each member's quantiles of z (models/features.py) are averaged level by level
-(quantile averaging), with weights per progress bucket chosen on calibration tasks (tasks
-neither the members nor anything else trained on) to minimise the pinball loss.
+(quantile averaging), with weights chosen on calibration tasks (tasks neither the members nor
+anything else trained on) to minimise the pinball loss, each task's relative to its own
+scale (a smooth task counts as much as a noisy one). Weights and intervals are chosen per
+stratum and progress bucket: the strata are runs whose lr is known to the budget (a loss
+with a planned or logged schedule: the schedule laws apply) and all others (the schedule
+laws would only repeat the power law, so their weight is zero).
 
 Calibration: conformalised quantile regression (Romano, Patterson & Candes, NeurIPS 2019),
 normalised by the interval's width: on the calibration tasks, the score of an example is how
@@ -30,8 +36,11 @@ from forecaster.models.learned import from_bank as _from_bank
 from forecaster.models.prediction import Prediction
 
 NAME = "ensemble"
-VERSION = 1
-MEMBERS = ("gbm", "sequence", "power_law")
+VERSION = 2
+MEMBERS = ("gbm", "sequence", "power_law", "pow3", "annealing_law", "multi_power_law")
+PARAMETRIC_MEMBERS = MEMBERS[2:]  # fitted per forecast (parametric_z)
+SCHEDULE_MEMBERS = ("annealing_law", "multi_power_law")  # weight 0 unless the lr is known
+STRATA = ("no_schedule", "schedule")
 BUCKETS = (0.0, 0.15, 0.25, 0.4, 0.7, 1.01)  # progress (last step / budget) edges
 INTERVALS = ((1, 3, 0.5), (0, 4, 0.9))  # (lower index, upper index, nominal) in LEVELS
 _MIN_BUCKET = 40  # fewer calibration examples than this: the bucket uses the global figures
@@ -74,26 +83,44 @@ def _weighted_quantile(x: FloatArray, w: FloatArray, q: float) -> float:
 
 @dataclass(frozen=True)
 class EnsembleFit:
-    """What training chooses: member weights and conformal deltas per progress bucket."""
+    """What training chooses: member weights and conformal deltas per stratum and bucket."""
 
-    weights: FloatArray  # (n_buckets, K)
-    deltas: FloatArray  # (n_buckets, len(INTERVALS))
+    weights: FloatArray  # (len(STRATA), n_buckets, K)
+    deltas: FloatArray  # (len(STRATA), n_buckets, len(INTERVALS))
 
     def to_json(self) -> dict[str, Any]:
         return {
             "weights": self.weights.tolist(),
             "deltas": self.deltas.tolist(),
             "members": list(MEMBERS),
+            "strata": list(STRATA),
             "buckets": list(BUCKETS),
         }
 
 
 def fit_stack(
-    member_z: FloatArray, truth: FloatArray, progress: FloatArray, weight: FloatArray
+    member_z: FloatArray,
+    truth: FloatArray,
+    progress: FloatArray,
+    weight: FloatArray,
+    stratum: FloatArray,
+    group: FloatArray | None = None,
 ) -> EnsembleFit:
-    """Chooses weights (pinball loss) and then conformal deltas, per progress bucket, on
-    calibration examples: member_z (n, K, L), truth / progress / weight (n,)."""
+    """Chooses weights (pinball loss) and then conformal deltas, per stratum and progress
+    bucket, on calibration examples: member_z (n, K, L), truth / progress / weight /
+    stratum (n,). A cell with fewer than _MIN_BUCKET examples takes its stratum's figures,
+    and a stratum with too few takes the figures of all examples.
+
+    group (n,), e.g. the task: for choosing weights, each example's loss is divided by its
+    group's mean loss under equal member weights, so that a smooth task (small errors in z)
+    counts as much as a noisy one: the stack minimises relative, not absolute, error."""
     k = member_z.shape[1]
+    choose_w = np.asarray(weight, dtype=np.float64)
+    if group is not None:
+        equal = pinball(stack(member_z, np.full(k, 1.0 / k)), truth)
+        for g in np.unique(group):
+            in_g = group == g
+            choose_w = np.where(in_g, choose_w / max(float(equal[in_g].mean()), 1e-9), choose_w)
     grid = np.array(
         [
             c
@@ -101,27 +128,40 @@ def fit_stack(
             if abs(sum(c) - 1) < 1e-6
         ]
     )
+    schedule_cols = [MEMBERS.index(m) for m in SCHEDULE_MEMBERS]
+    plain_grid = grid[(grid[:, schedule_cols] == 0).all(axis=1)]
     buckets = bucket_of(progress)
     n_b = len(BUCKETS) - 1
+    stratum = np.asarray(stratum, dtype=int)
 
-    def best_weights(mask: FloatArray) -> FloatArray:
+    def best_weights(mask: FloatArray, s: int) -> FloatArray:
+        candidates = grid if s else plain_grid
         losses = [
-            np.average(pinball(stack(member_z[mask], g), truth[mask]), weights=weight[mask])
-            for g in grid
+            np.average(pinball(stack(member_z[mask], g), truth[mask]), weights=choose_w[mask])
+            for g in candidates
         ]
-        return np.asarray(grid[int(np.argmin(losses))])
+        return np.asarray(candidates[int(np.argmin(losses))])
 
-    everything = np.ones(len(truth), dtype=bool)
-    global_w = best_weights(everything)
-    weights = np.array(
-        [
-            best_weights(buckets == b) if (buckets == b).sum() >= _MIN_BUCKET else global_w
-            for b in range(n_b)
-        ]
-    )
-    stacked = stack(member_z, weights[buckets])
+    def per_cell(fit_one: Any, everything: Any) -> FloatArray:
+        out = []
+        for s in range(len(STRATA)):
+            in_s = stratum == s
+            whole = fit_one(in_s, s) if in_s.sum() >= _MIN_BUCKET else everything
+            out.append(
+                [
+                    fit_one(in_s & (buckets == b), s)
+                    if (in_s & (buckets == b)).sum() >= _MIN_BUCKET
+                    else whole
+                    for b in range(n_b)
+                ]
+            )
+        return np.asarray(out, dtype=np.float64)
 
-    def deltas_for(mask: FloatArray) -> list[float]:
+    all_examples = np.ones(len(truth), dtype=bool)
+    weights = per_cell(best_weights, best_weights(all_examples, 0))
+    stacked = stack(member_z, weights[stratum, buckets])
+
+    def deltas_for(mask: FloatArray, _: int = 0) -> list[float]:
         out = []
         n = int(mask.sum())
         for lo, hi, nominal in INTERVALS:
@@ -131,13 +171,7 @@ def fit_stack(
             out.append(max(_weighted_quantile(score / width, weight[mask], level), -0.45))
         return out
 
-    global_d = deltas_for(everything)
-    deltas = np.array(
-        [
-            deltas_for(buckets == b) if (buckets == b).sum() >= _MIN_BUCKET else global_d
-            for b in range(n_b)
-        ]
-    )
+    deltas = per_cell(deltas_for, deltas_for(all_examples))
     return EnsembleFit(weights, deltas)
 
 
@@ -147,18 +181,21 @@ def member_quantiles(
     x: FloatArray,
     seq: FloatArray,
     budget_query: FloatArray,
-    power_law: FloatArray,
+    parametric: FloatArray,
 ) -> FloatArray:
     """(n, K, L) members' quantiles of z at the budget, batched: what training stacks and
-    what a forecast stacks. budget_query: (n, 1, 2) query features of the budget."""
+    what a forecast stacks. budget_query: (n, 1, 2) query features of the budget;
+    parametric: (n, len(PARAMETRIC_MEMBERS), L) their quantiles (parametric_z), any value
+    where the member's weight is zero."""
     z_gbm = gbm.predict_z(x)
     z_seq = sequence.predict_z(seq, x, budget_query)[:, 0]
-    return np.stack([z_gbm, z_seq, np.sort(power_law, axis=1)], axis=1)
+    z_par = np.sort(np.nan_to_num(parametric), axis=2)
+    return np.concatenate([z_gbm[:, None], z_seq[:, None], z_par], axis=1)
 
 
 @dataclass(frozen=True)
 class EnsembleForecaster:
-    """gbm + sequence + power_law, stacked and conformally calibrated."""
+    """gbm, sequence and the parametric forecasters, stacked and conformally calibrated."""
 
     gbm: Any = field(repr=False)
     sequence: Any = field(repr=False)
@@ -167,27 +204,36 @@ class EnsembleForecaster:
     n_samples: int = 200
     name: ClassVar[str] = NAME
     version: ClassVar[int] = VERSION
-    uses_history: ClassVar[bool] = False
+    uses_history: ClassVar[bool] = True  # the schedule laws learn from the study's runs
 
-    def member_z(self, curve: Curve, f: features.CurveFeatures, need_pl: bool) -> FloatArray:
-        """(K, L) member quantiles of z at the budget (power_law's only when weighed)."""
+    def member_z(
+        self,
+        curve: Curve,
+        f: features.CurveFeatures,
+        weights: FloatArray,
+        history: StudyHistory | None = None,
+    ) -> FloatArray:
+        """(K, L) member quantiles of z at the budget (the parametric members' only where
+        they weigh)."""
         from forecaster.models.sequence import query_features
 
         q = query_features(f.frame, np.array([float(f.frame.horizon)]))[None]
-        z_pl = power_law_z(curve, f.frame) if need_pl else np.zeros(len(features.LEVELS))
+        parametric = parametric_z(curve, f.frame, history, weights[2:] > 0)
         return member_quantiles(
-            self.gbm, self.sequence, f.features[None], f.sequence[None], q, z_pl[None]
+            self.gbm, self.sequence, f.features[None], f.sequence[None], q, parametric[None]
         )[0]
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
+        from forecaster.models.annealing_law import schedule_known
+
         why = features.usable(curve)
         if why is not None:
             return fallback(curve, self.name, self.version, why)
         f = features.extract(curve)
-        b = int(bucket_of(f.features[0]))
-        w = self.stacking.weights[b]
-        zq = stack(self.member_z(curve, f, need_pl=w[2] > 0)[None], w)
-        z = calibrate(zq, self.stacking.deltas[b][None])[0]
+        s, b = int(schedule_known(curve)), int(bucket_of(f.features[0]))
+        w = self.stacking.weights[s, b]
+        zq = stack(self.member_z(curve, f, w, history)[None], w)
+        z = calibrate(zq, self.stacking.deltas[s, b][None])[0]
         mix = ", ".join(f"{m} {x:.0%}" for m, x in zip(MEMBERS, w, strict=True) if x > 0)
         return features.quantile_prediction(
             curve,
@@ -205,17 +251,34 @@ class EnsembleForecaster:
         return {"stacking.json": json.dumps(self.stacking.to_json()).encode()}
 
 
-def power_law_z(curve: Curve, frame: features.Frame) -> FloatArray:
-    """The power-law ensemble's quantiles of z at the budget."""
-    from forecaster.models.power_law import PowerLawForecaster
+def parametric_z(
+    curve: Curve,
+    frame: features.Frame,
+    history: StudyHistory | None = None,
+    wanted: Any = None,
+) -> FloatArray:
+    """(len(PARAMETRIC_MEMBERS), L) quantiles of z at the budget of each parametric member
+    (the schedule laws fitted with the study history); NaN for a member not wanted (a bool
+    per member, default all), and for the schedule laws when the lr is not known (they
+    would only repeat the power law)."""
+    from forecaster import models
+    from forecaster.models.annealing_law import schedule_known
 
-    samples = PowerLawForecaster().fit(curve).samples([frame.horizon])[:, 0]
-    samples = samples[np.isfinite(samples)]
-    if not len(samples):
-        return np.zeros(len(features.LEVELS))
-    loss = samples * curve.direction.sign
-    z = np.clip(frame.scaled(loss), -features.Z_CLIP, features.Z_CLIP)
-    return np.asarray(np.quantile(z, features.LEVELS))
+    out = np.full((len(PARAMETRIC_MEMBERS), len(features.LEVELS)), np.nan)
+    known = schedule_known(curve)
+    for i, name in enumerate(PARAMETRIC_MEMBERS):
+        schedule_law = name in SCHEDULE_MEMBERS
+        if (wanted is not None and not wanted[i]) or (schedule_law and not known):
+            continue
+        prediction = models.create(name).fit(curve, history if schedule_law else None)
+        samples = prediction.samples([frame.horizon])[:, 0]
+        samples = samples[np.isfinite(samples)]
+        if not len(samples):
+            out[i] = 0.0  # no finite forecast: the current level
+            continue
+        z = np.clip(frame.scaled(samples * curve.direction.sign), -features.Z_CLIP, features.Z_CLIP)
+        out[i] = np.quantile(z, features.LEVELS)
+    return out
 
 
 def load(folder: Path, bank: Any = None) -> EnsembleForecaster:
@@ -229,6 +292,7 @@ def load(folder: Path, bank: Any = None) -> EnsembleForecaster:
             np.asarray(spec["weights"], float), np.asarray(spec["deltas"], float)
         )
         if spec["members"] != list(MEMBERS) or stacking.weights.shape != (
+            len(STRATA),
             len(BUCKETS) - 1,
             len(MEMBERS),
         ):

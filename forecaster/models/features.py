@@ -6,16 +6,19 @@ predicts z = (final - level) / scale, so a cross-entropy of 4.0 and an accuracy 
 alike, and one model serves every source. `Frame.unscale` turns z back into the metric.
 
 The features (FEATURE_NAMES) are the progress, recent levels, slopes and curvature at several
-scales of log-step, the noise level, a pow3 fit's forecast, and the learning-rate schedule
-where known. `sequence_input` is the same curve resampled on a log-step grid for the torch
-model. Predicted quantiles become a Prediction in `quantile_prediction`: samples drawn from
-the piecewise-linear quantile function, on paths from the current level to the horizon.
+scales of log-step, the noise level, a pow3 fit's forecast, the learning-rate schedule
+where known, and the common hyper-parameters of the run's config where given.
+`sequence_input` is the same curve resampled on a log-step grid for the torch model.
+Predicted quantiles become a Prediction in `quantile_prediction`: samples drawn from the
+piecewise-linear quantile function, on paths from the current level to the horizon.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +58,37 @@ FEATURE_NAMES: tuple[str, ...] = (
     "lr_mean_rest",  # mean lr over (t, H] / peak lr
     "s1_rest",  # share of the forward area S1 still to come
     "lr_drop_rest",  # (lr at t - lr at H) / peak lr: the annealing still to come
+    # The run's config, where given: common hyper-parameters under their usual names
+    # (CONFIG_KEYS); NaN when absent, which LightGBM and the sequence model's mask handle.
+    "cfg_log_lr",
+    "cfg_log_batch",
+    "cfg_log_weight_decay",
+    "cfg_momentum",
+    "cfg_log_params",
+    "cfg_log_depth",
+    "cfg_log_width",
+    "cfg_dropout",
 )
+
+# feature -> (config keys it is read from, first found wins; whether it is log10-scaled).
+# Keys are matched case-insensitively, at the top level or one level down ({"hparams": {..}}).
+CONFIG_KEYS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "cfg_log_lr": (("learning_rate", "lr", "peak_lr", "max_lr", "base_lr"), True),
+    "cfg_log_batch": (
+        ("batch_size", "global_batch_size", "train_batch_size", "per_device_train_batch_size"),
+        True,
+    ),
+    "cfg_log_weight_decay": (("weight_decay", "wd", "l2"), True),
+    "cfg_momentum": (("momentum", "beta1", "adam_beta1"), False),
+    "cfg_log_params": (("num_params", "n_params", "parameters", "params", "size"), True),
+    "cfg_log_depth": (("num_layers", "n_layer", "n_layers", "layers", "depth"), True),
+    "cfg_log_width": (
+        ("max_units", "n_embd", "model_dim", "hidden_size", "d_model", "width", "units"),
+        True,
+    ),
+    "cfg_dropout": (("dropout", "max_dropout"), False),
+}
+_SIZE_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 
 
 @dataclass(frozen=True)
@@ -164,6 +197,7 @@ def extract(curve: Curve) -> CurveFeatures:
         math.log(max(noise, 1e-12) / max(abs(frame.level), 1e-12)),
         *pow3,
         *lr_feats,
+        *config_features(curve.config),
     ]
     return CurveFeatures(
         frame,
@@ -219,6 +253,43 @@ def _lr_features(curve: Curve, t: int, horizon: int) -> tuple[list[float], LrPro
     mean_rest = (s1_h - s1_t) / rest / peak
     share = (s1_h - s1_t) / s1_h if s1_h > 0 else math.nan
     return [1.0, now, end, mean_rest, share, now - end], profile
+
+
+def config_features(config: Mapping[str, Any] | None) -> list[float]:
+    """The CONFIG_KEYS features of a run's config (NaN for each one it does not give)."""
+    flat: dict[str, Any] = {}
+    for value in (config or {}).values():
+        if isinstance(value, Mapping):
+            for inner, v in value.items():
+                flat.setdefault(str(inner).lower(), v)
+    for key, value in (config or {}).items():  # the top level wins over a nested key
+        flat[str(key).lower()] = value
+    out = []
+    for keys, log in CONFIG_KEYS.values():
+        found = math.nan
+        for key in keys:
+            v = _number(flat.get(key))
+            if math.isfinite(v) and (not log or v > 0):
+                found = math.log10(v) if log else v
+                break
+        out.append(found)
+    return out
+
+
+def _number(value: Any) -> float:
+    """A config value as a number: 3e-4, "3e-4", "1.4b", "7B" (NaN when it is none)."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        scale = _SIZE_SUFFIX.get(text[-1:], 1.0) if text else 1.0
+        try:
+            return float(text[:-1] if scale != 1.0 else text) * scale
+        except ValueError:
+            return math.nan
+    return math.nan
 
 
 def _sequence(x: FloatArray, u: FloatArray, finite: Curve, profile: LrProfile | None) -> FloatArray:

@@ -22,7 +22,7 @@ from forecaster.models.learned import from_bank as _from_bank
 from forecaster.models.prediction import Prediction
 
 NAME = "gbm"
-VERSION = 1
+VERSION = 2
 PARAMS: dict[str, Any] = {
     "learning_rate": 0.05,
     "num_leaves": 31,

@@ -28,7 +28,7 @@ from forecaster.models.learned import from_bank as _from_bank
 from forecaster.models.prediction import Prediction
 
 NAME = "sequence"
-VERSION = 1
+VERSION = 2
 HIDDEN = 64
 N_FEATURES = len(features.FEATURE_NAMES)
 N_LEVELS = len(features.LEVELS)
@@ -179,16 +179,21 @@ def train(
     batch_size: int = 256,
     threads: int = 2,
     seed: int = 0,
+    normalise_on: FloatArray | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SequenceForecaster:
-    """Trains (or, given net, fine-tunes) on data with the pinball loss."""
+    """Trains (or, given net, fine-tunes) on data with the pinball loss.
+
+    normalise_on: the features the input scaling is fitted on, for a new net (default: data's);
+    pass the fine-tuning data's too, so features the pre-training never saw (the config) are
+    scaled like the others."""
     import torch
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     if net is None:
         net = build_net()
-        feats = data.feats
+        feats = data.feats if normalise_on is None else normalise_on
         with np.errstate(all="ignore"):
             mean = np.nanmean(np.where(np.isfinite(feats), feats, np.nan), axis=0)
             std = np.nanstd(np.where(np.isfinite(feats), feats, np.nan), axis=0)

@@ -236,6 +236,7 @@ def curve_of(study: Study, run: Run, points: Points) -> Curve:
         max_step=run.spec.max_step or study.spec.max_step,
         target=study.spec.target,
         schedule=run.spec.lr_schedule,
+        config=run.spec.config,
     )
 
 

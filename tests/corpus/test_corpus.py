@@ -67,6 +67,28 @@ def test_reader_names_file_run_and_column(tmp_path):
         sources(source)[0].load([first])
 
 
+def test_a_runs_config_reaches_its_curve_and_bad_json_is_named(tmp_path):
+    source = tmp_path / "src"
+    synthetic.write_corpus(source, n_tasks=1, runs_per_task=2, seed=0)
+    runs = pl.read_parquet(source / "runs.parquet")
+    first = runs["run_id"][0]
+    run = sources(source)[0].load([first])[0]
+    written = json.loads(runs["config"][0])
+    assert run.config == written and run.curve().config == written
+    assert run.config["learning_rate"] > 0
+    broken = runs.with_columns(
+        pl.when(pl.col("run_id") == first)
+        .then(pl.lit("{lr: 3e-4"))
+        .otherwise(pl.col("config"))
+        .alias("config")
+    )
+    broken.write_parquet(source / "runs.parquet")
+    with pytest.raises(
+        InvalidArgumentError, match=rf"runs.parquet: run '{first}', column 'config': not valid JSON"
+    ):
+        sources(source)[0].load([first])
+
+
 def _tensorboard_logs(root: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 

@@ -17,6 +17,7 @@ from forecaster.models import artifacts, ensemble, features, gbm, sequence
 from forecaster.models.artifacts import ArtifactError, Bank
 
 LEARNED = ("gbm", "sequence", "ensemble")
+VERSIONS = {m.NAME: m.VERSION for m in (gbm, sequence, ensemble)}
 
 
 def curve(n: int = 60, direction: Direction = Direction.MIN, budget: int = 600) -> Curve:
@@ -29,14 +30,14 @@ def curve(n: int = 60, direction: Direction = Direction.MIN, budget: int = 600) 
 def bank(trained_models: Path) -> Bank:
     b = Bank(trained_models)
     outcome = b.reload()
-    assert all(v == "loaded version 1" for v in outcome.values()), outcome
+    assert outcome == {n: f"loaded version {VERSIONS[n]}" for n in LEARNED}, outcome
     return b
 
 
 def test_artifacts_are_versioned_and_say_what_they_learned_from(trained_models, synthetic_corpus):
     for name in LEARNED:
         meta = json.loads((trained_models / name / "meta.json").read_text())
-        assert meta["name"] == name and meta["version"] == 1 and meta["format"] == 1
+        assert meta["name"] == name and meta["version"] == VERSIONS[name] and meta["format"] == 1
         assert len(meta["corpus_fingerprint"]) == 64
         assert set(meta["corpus_sources"]) == {"syn_a", "syn_b"}
         trained = set(meta["training_tasks"])
@@ -57,7 +58,7 @@ def test_learned_forecasts_are_distributions_in_the_curves_direction(bank, name,
     model = bank.get(name)
     c = curve(direction=direction)
     p = model.fit(c)
-    assert p.model == name and p.model_version == 1 and p.converged
+    assert p.model == name and p.model_version == VERSIONS[name] and p.converged
     q = p.quantiles([0.05, 0.25, 0.5, 0.75, 0.95], [60, 200, 600])
     assert np.isfinite(q).all() and (np.diff(q, axis=1) >= 0).all()
     # At the newest point the forecast is the current level; it spreads out towards the budget.
@@ -106,9 +107,9 @@ def test_a_different_version_is_refused_naming_both_and_the_loaded_model_stays(
     meta_file.write_text(json.dumps(meta))
     assert live.changed()
     outcome = live.reload()
-    assert "version 7" in outcome["gbm"] and "version 1" in outcome["gbm"]
+    assert "version 7" in outcome["gbm"] and f"version {gbm.VERSION}" in outcome["gbm"]
     assert live.get("gbm") is before  # still serving the one it had
-    with pytest.raises(ArtifactError, match="version 7.*version 1"):
+    with pytest.raises(ArtifactError, match=f"version 7.*version {gbm.VERSION}"):
         gbm.load(copy)
 
 
@@ -126,7 +127,9 @@ def test_a_corrupt_artifact_is_refused(trained_models, tmp_path):
     outcome = fresh.reload()
     assert fresh.get("gbm") is None and fresh.get("sequence") is None
     # The ensemble needs both members at the versions it stacked.
-    assert fresh.get("ensemble") is None and "stacks gbm version 1" in outcome["ensemble"]
+    assert (
+        fresh.get("ensemble") is None and f"stacks gbm version {gbm.VERSION}" in outcome["ensemble"]
+    )
 
 
 def test_the_registry_serves_the_active_bank_and_says_when_a_model_is_missing(
@@ -134,7 +137,7 @@ def test_the_registry_serves_the_active_bank_and_says_when_a_model_is_missing(
 ):
     try:
         artifacts.install(str(trained_models))
-        assert models.create("ensemble").version == 1
+        assert models.create("ensemble").version == ensemble.VERSION
         assert isinstance(models.create("gbm"), gbm.GbmForecaster)
         artifacts.install(str(tmp_path / "empty"))
         p = models.create("gbm").fit(curve())
@@ -143,17 +146,54 @@ def test_the_registry_serves_the_active_bank_and_says_when_a_model_is_missing(
         artifacts.install(None)
 
 
-def test_ensemble_calibration_widens_intervals_that_miss():
+def test_the_run_config_becomes_features_under_its_usual_names():
+    c = curve()
+    config = {"lr": 3e-4, "hparams": {"batch_size": 256, "lr": 1.0}, "size": "1.4b", "opt": "adam"}
+    with_config = Curve(c.steps, c.values, max_step=600, config=config)
+    names = list(features.FEATURE_NAMES)
+    f = features.extract(with_config).features
+    assert f[names.index("cfg_log_lr")] == pytest.approx(np.log10(3e-4))  # top level wins
+    assert f[names.index("cfg_log_batch")] == pytest.approx(np.log10(256))  # one level down
+    assert f[names.index("cfg_log_params")] == pytest.approx(np.log10(1.4e9))  # "1.4b"
+    assert np.isnan(f[names.index("cfg_dropout")])  # not given
+    without = features.extract(c).features
+    assert np.isnan(without[[n.startswith("cfg_") for n in names]]).all()
+    # Everything else is the curve's alone.
+    curve_part = [not n.startswith("cfg_") for n in names]
+    assert np.array_equal(f[curve_part], without[curve_part], equal_nan=True)
+
+
+def test_the_schedule_laws_are_members_only_where_the_lr_is_known():
+    c = curve()
+    frame = features.extract(c).frame
+    z = ensemble.parametric_z(c, frame)
+    laws = [ensemble.PARAMETRIC_MEMBERS.index(m) for m in ensemble.SCHEDULE_MEMBERS]
+    assert np.isnan(z[laws]).all()
+    assert np.isfinite(np.delete(z, laws, axis=0)).all()
+    plan = LrSchedule(ScheduleKind.COSINE, peak_lr=0.1, total_steps=600)
+    with_plan = Curve(c.steps, c.values, max_step=600, schedule=plan)
+    z = ensemble.parametric_z(with_plan, features.extract(with_plan).frame)
+    assert np.isfinite(z).all() and (np.diff(z, axis=1) >= 0).all()
+
+
+def test_ensemble_calibration_widens_intervals_that_miss_and_schedule_laws_weigh_only_with_lr():
     rng = np.random.default_rng(0)
     n = 4000
     truth = rng.normal(0, 1, n)
-    # Two members, both overconfident (their 90% interval is the true 50% one).
+    with_lr = rng.random(n) < 0.5
+    # Members overconfident (their 90% interval is the true 50% one) ...
     member = np.tile(np.array([-0.67, -0.3, 0.0, 0.3, 0.67]), (n, 1))
-    member_z = np.stack([member, member + 0.05, member - 0.05], axis=1)
-    fit = ensemble.fit_stack(member_z, truth, rng.uniform(0.05, 0.6, n), np.ones(n))
-    assert np.allclose(fit.weights.sum(axis=1), 1.0)
-    b = ensemble.bucket_of(np.full(n, 0.2))
-    zq = ensemble.calibrate(ensemble.stack(member_z, fit.weights[b]), fit.deltas[b])
+    # ... but for the annealing law, which knows the truth when the lr is known.
+    knows = truth[:, None] + 0.01 * np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    member_z = np.stack([member, member + 0.05, member - 0.05, member, knows, member], axis=1)
+    assert member_z.shape[1] == len(ensemble.MEMBERS)
+    progress = rng.uniform(0.05, 0.6, n)
+    fit = ensemble.fit_stack(member_z, truth, progress, np.ones(n), with_lr)
+    assert np.allclose(fit.weights.sum(axis=2), 1.0)
+    assert (fit.weights[0][:, 4:] == 0).all()  # no lr: the schedule laws never weigh
+    assert (fit.weights[1][:, 4] >= 0.8).all()  # with one, the law that knows wins
+    cell = (np.zeros(n, dtype=int), ensemble.bucket_of(np.full(n, 0.2)))
+    zq = ensemble.calibrate(ensemble.stack(member_z, fit.weights[cell]), fit.deltas[cell])
     fresh = rng.normal(0, 1, n)
     cover90 = np.mean((zq[:, 0] <= fresh) & (fresh <= zq[:, 4]))
     cover50 = np.mean((zq[:, 1] <= fresh) & (fresh <= zq[:, 3]))

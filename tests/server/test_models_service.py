@@ -9,10 +9,12 @@ import time
 
 import grpc
 
-from forecaster.models import artifacts
+from forecaster.models import artifacts, ensemble, gbm, sequence
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
 from tests.conftest import points, start_live_server
+
+VERSIONS = {m.NAME: m.VERSION for m in (gbm, sequence, ensemble)}
 
 
 def forecast(stub, model: str) -> pb.Forecast:
@@ -41,7 +43,7 @@ def test_learned_models_are_served_and_reloaded_without_a_restart(trained_models
             stub = pb_grpc.CurveServiceStub(channel)
             for name in ("gbm", "sequence", "ensemble"):
                 fc = forecast(stub, name)
-                assert fc.model == name and fc.model_version == 1 and fc.converged
+                assert fc.model == name and fc.model_version == VERSIONS[name] and fc.converged
                 q = list(fc.quantiles[0].values) if fc.quantiles else []
                 assert q == sorted(q)
             bank = server.running.models
@@ -53,17 +55,18 @@ def test_learned_models_are_served_and_reloaded_without_a_restart(trained_models
             artifacts.save(models_dir, "gbm", 1, first.files(), {**meta, "retrained": True})
             assert wait_for(lambda: bank.get("gbm") is not first)
             assert bank.get("gbm").meta.get("retrained") is True
-            assert forecast(stub, "gbm").model_version == 1
+            assert forecast(stub, "gbm").model_version == gbm.VERSION
 
             # An artifact from another version: refused, naming both; the old one serves on.
             serving = bank.get("gbm")
-            meta["version"] = 2
+            meta["version"] = gbm.VERSION + 1
             meta_file.write_text(json.dumps(meta))
             assert wait_for(lambda: "gbm" in bank.refused)
-            assert "version 2" in bank.refused["gbm"] and "version 1" in bank.refused["gbm"]
+            refusal = bank.refused["gbm"]
+            assert f"version {gbm.VERSION + 1}" in refusal and f"version {gbm.VERSION}" in refusal
             assert bank.get("gbm") is serving
             fc = forecast(stub, "gbm")
-            assert fc.model == "gbm" and fc.model_version == 1 and fc.converged
+            assert fc.model == "gbm" and fc.model_version == gbm.VERSION and fc.converged
     finally:
         server.stop()
         artifacts.install(None)
@@ -77,12 +80,12 @@ def test_a_service_started_on_a_corrupt_artifact_serves_and_says_why(trained_mod
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.CurveServiceStub(channel)
-            assert forecast(stub, "gbm").model_version == 1  # what loaded, serves
+            assert forecast(stub, "gbm").model_version == gbm.VERSION  # what loaded, serves
             fc = forecast(stub, "sequence")
             assert not fc.converged and "corrupt" in fc.notes[0] and "net.pt" in fc.notes[0]
             # The ensemble needs the sequence model: refused too, and forecasts still come.
             fc = forecast(stub, "ensemble")
-            assert not fc.converged and "stacks sequence version 1" in fc.notes[0]
+            assert not fc.converged and f"stacks sequence version {sequence.VERSION}" in fc.notes[0]
             assert forecast(stub, "power_law").converged
     finally:
         server.stop()
