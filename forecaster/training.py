@@ -5,7 +5,7 @@
    (features, normalised sequence, z at the final step and at a few later logged steps).
 3. gbm trains on the train tasks; sequence is pre-trained on synthetic curves
    (corpus/synthetic.py) and fine-tuned on the train tasks; the ensemble stacks gbm, sequence,
-   power_law and the schedule laws (fitted with each run's study history: the task's runs of
+   power_law, pow3 and the schedule laws (fitted with each run's study history: the task's runs of
    the other fold) and calibrates its intervals on the calib tasks.
 4. Every model is scored on the test tasks; the figures go into each artifact's meta.json with
    the corpus fingerprint and the tasks it learned from.
