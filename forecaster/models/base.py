@@ -86,8 +86,8 @@ def auto_choice(curve: Curve | None) -> str:
       future (a planned schedule, or a logged lr the run will keep): on the LR-schedule
       sources it beats the learned models, which have seen few such tasks;
     - else the learned ensemble when it is loaded and the run has a budget (its medae is
-      0.44-0.81 of the best parametric model's on four of the five other sources, and even on
-      the fifth);
+      0.52-0.69 of the best parametric model's on four of the five other sources, and even on
+      the fifth, taskset: 1.01);
     - else the power-law ensemble.
     """
     if (
