@@ -114,7 +114,7 @@ def fit_forecast(
     None, logged, when the forecaster fails: a forecaster bug must not take the service down."""
     model = models.create(forecaster, head)
     try:
-        return model.fit(head, history() if model.uses_history else None)
+        return model.fit(head, history() if model.needs_history(head) else None)
     except Exception:
         log.exception("forecaster %s failed on run %s", model.name, where)
         return None

@@ -212,7 +212,7 @@ def _replay(
 
     def fit(run: _Run) -> Callable[[Curve], Prediction | None]:
         def fit_head(head: Curve) -> Prediction | None:
-            hist = history() if models.create(job.forecaster, head).uses_history else None
+            hist = history() if models.create(job.forecaster, head).needs_history(head) else None
             key = (run.logged.run_id, len(head), hist.key if hist else "")
             if key not in memo:
                 memo[key] = fit_forecast(job.forecaster, head, lambda: hist, study)

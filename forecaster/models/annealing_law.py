@@ -317,9 +317,11 @@ def schedule_known(curve: Curve) -> bool:
 class _ScheduleLawForecaster:
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
-    uses_history: ClassVar[bool] = True
     n_samples: int = 400
     seed: int = 0
+
+    def needs_history(self, curve: Curve) -> bool:
+        return schedule_known(curve)  # without a known lr this is the power law, alone
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         fitted = self.fit_law(curve, history)

@@ -35,7 +35,11 @@ class Forecaster(Protocol):
 
     name: str  # registry key; the same string on the wire, in the CLI, in the store
     version: ClassVar[int]  # bumped when outputs change; stored with every forecast
-    uses_history: ClassVar[bool]  # whether fit() learns from the study's completed runs
+
+    def needs_history(self, curve: Curve) -> bool:
+        """Whether fit(curve) reads the study's completed runs: callers build the history
+        (and key their caches on it) only then."""
+        ...
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         """Forecasts the curve's metric. Never raises on ugly data: falls back and says so.

@@ -110,9 +110,11 @@ class LastValueForecaster:
 
     name: ClassVar[str] = "last_value"
     version: ClassVar[int] = 1
-    uses_history: ClassVar[bool] = False
     n_samples: int = 200
     seed: int = 0
+
+    def needs_history(self, curve: Curve) -> bool:
+        return False
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         return constant_prediction(curve, self.name, self.version, self.n_samples, self.seed, None)
@@ -126,10 +128,12 @@ class DampedTrendForecaster:
 
     name: ClassVar[str] = "damped_trend"
     version: ClassVar[int] = 1
-    uses_history: ClassVar[bool] = False
     n_samples: int = 200
     max_fit_points: int = 100
     seed: int = 0
+
+    def needs_history(self, curve: Curve) -> bool:
+        return False
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         finite = curve.loss_view().finite()

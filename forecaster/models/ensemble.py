@@ -204,7 +204,11 @@ class EnsembleForecaster:
     n_samples: int = 200
     name: ClassVar[str] = NAME
     version: ClassVar[int] = VERSION
-    uses_history: ClassVar[bool] = True  # the schedule laws learn from the study's runs
+
+    def needs_history(self, curve: Curve) -> bool:
+        from forecaster.models.annealing_law import schedule_known
+
+        return schedule_known(curve)  # only the schedule laws read it
 
     def member_z(
         self,

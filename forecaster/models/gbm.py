@@ -45,7 +45,9 @@ class GbmForecaster:
     n_samples: int = 200
     name: ClassVar[str] = NAME
     version: ClassVar[int] = VERSION
-    uses_history: ClassVar[bool] = False
+
+    def needs_history(self, curve: Curve) -> bool:
+        return False
 
     def predict_z(self, x: FloatArray) -> FloatArray:
         """(n, len(LEVELS)) sorted quantiles of z for a (n, n_features) feature matrix."""

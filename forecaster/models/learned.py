@@ -33,7 +33,9 @@ class Unavailable:
     name: str
     reason: str
     version: ClassVar[int] = 0
-    uses_history: ClassVar[bool] = False
+
+    def needs_history(self, curve: Curve) -> bool:
+        return False
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         return fallback(curve, self.name, self.version, f"no model loaded: {self.reason}")

@@ -184,13 +184,15 @@ class PowerLawForecaster:
 
     name: str = "power_law"
     version: ClassVar[int] = 2
-    uses_history: ClassVar[bool] = False
     families: tuple[str, ...] = tuple(FAMILIES)
     n_samples: int = 400
     max_fit_points: int = 100
     top_k: int = 4
     seed: int = 0
     include_last_value: bool = True
+
+    def needs_history(self, curve: Curve) -> bool:
+        return False
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.families if f not in FAMILIES]

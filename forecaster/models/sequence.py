@@ -95,7 +95,9 @@ class SequenceForecaster:
     n_samples: int = 200
     name: ClassVar[str] = NAME
     version: ClassVar[int] = VERSION
-    uses_history: ClassVar[bool] = False
+
+    def needs_history(self, curve: Curve) -> bool:
+        return False
 
     def predict_z(self, seq: FloatArray, feats: FloatArray, queries: FloatArray) -> FloatArray:
         """(n, n_queries, len(LEVELS)) quantiles of z, batched."""
