@@ -35,6 +35,9 @@ from _report import corpus_found, corpus_parser, markdown_table, write_section  
 from forecaster.curves import Curve  # noqa: E402
 from forecaster.evaluation.accuracy import aggregate, format_table, score_corpus  # noqa: E402
 from forecaster.models import create  # noqa: E402
+from forecaster.models.artifacts import ModelBank  # noqa: E402
+
+MODELS_DIR = os.environ.get("FORECASTER_MODELS_DIR", "")  # "": the shipped models
 
 MODELS = ["last_value", "damped_trend", "pow3", "power_law", "annealing_law", "multi_power_law"]
 PARAMETRIC = ["pow3", "power_law", "annealing_law", "multi_power_law"]
@@ -78,8 +81,9 @@ def time_learned(n_curves: int = 1000) -> list[list[str]]:
         v = 1 + 2 * s ** -rng.uniform(0.2, 0.8) + rng.normal(0, 0.01, n)
         curves.append(Curve(s, v, max_step=5 * n))
     rows = []
+    bank = ModelBank.load(MODELS_DIR)
     for name in LEARNED:
-        model = create(name)
+        model = create(name, bank=bank)
         model.fit(curves[0])
         times = []
         for c in curves[:200]:
@@ -106,6 +110,7 @@ def learned_section(args) -> str:
         max_runs_per_task=args.max_runs_per_task,
         workers=args.workers,
         heldout=True,
+        models_dir=MODELS_DIR,
     )
     elapsed = time.time() - t0
     by: dict[tuple[str, str], list] = defaultdict(list)

@@ -32,10 +32,12 @@ from forecaster.curves import Direction, Points  # noqa: E402
 from forecaster.engine import Engine  # noqa: E402
 from forecaster.evaluation import replay  # noqa: E402
 from forecaster.models import create  # noqa: E402
+from forecaster.models.artifacts import ModelBank  # noqa: E402
 from forecaster.store import RunSpec, RunState, StudySpec  # noqa: E402
 from forecaster.store.sqlite import SqliteStore  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+MODELS_DIR = os.environ.get("FORECASTER_MODELS_DIR", "")  # "": the shipped models
 
 
 def time_decisions(repeats: int = 200) -> dict[str, float]:
@@ -43,7 +45,7 @@ def time_decisions(repeats: int = 200) -> dict[str, float]:
     forecaster's fit alone on the same curve."""
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(SqliteStore(Path(tmp) / "bench.db"))
+        engine = Engine(SqliteStore(Path(tmp) / "bench.db"), models=ModelBank.load(MODELS_DIR))
         engine.create_study(StudySpec("s", "loss", Direction.MIN, 10_000, None, "forecast", {}))
         steps = np.arange(10, 10_001, 10)
         for i in range(20):  # finished runs: the incumbent and the peers
@@ -131,6 +133,7 @@ def main() -> int:
         max_runs_per_task=args.max_runs_per_task,
         parallel=args.parallel,
         workers=args.workers,
+        models_dir=MODELS_DIR,
     )
     elapsed = time.time() - t0
     rows = replay.summarize(results)

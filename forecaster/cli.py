@@ -53,6 +53,13 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _models_dir(flag: str | None) -> str:
+    """--models-dir, else FORECASTER_MODELS_DIR, else "" (the shipped models), as `serve`."""
+    import os
+
+    return flag if flag is not None else os.environ.get("FORECASTER_MODELS_DIR", "")
+
+
 def _eval(args: argparse.Namespace) -> int:
     import json
 
@@ -67,7 +74,7 @@ def _eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         progress=not args.no_progress,
-        models_dir=args.models_dir,
+        models_dir=_models_dir(args.models_dir),
         heldout={"auto": None, "heldout": True, "all": False}[args.tasks],
     )
     if args.json:
@@ -94,6 +101,7 @@ def _replay(args: argparse.Namespace) -> int:
         use_targets=args.use_targets,
         workers=args.workers,
         progress=not args.no_progress,
+        models_dir=_models_dir(None),
     )
     rows = replay.summarize(results)
     if args.plot:

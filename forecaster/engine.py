@@ -24,6 +24,7 @@ from forecaster import models, policies
 from forecaster.curves import Curve, Direction, LrSchedule, Points
 from forecaster.errors import InvalidArgumentError
 from forecaster.models import Prediction, StudyHistory
+from forecaster.models.artifacts import ModelBank
 from forecaster.models.prediction import ForecastSummary, summarize
 from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
 from forecaster.policies.base import Peers, best_final
@@ -108,11 +109,16 @@ def history_key(study: str, done: Iterable[tuple[str, int]]) -> str:
 
 
 def fit_forecast(
-    forecaster: str, head: Curve, history: Callable[[], StudyHistory], where: str
+    forecaster: str,
+    head: Curve,
+    history: Callable[[], StudyHistory],
+    where: str,
+    bank: ModelBank | None,
 ) -> Prediction | None:
-    """The study's forecaster fitted on head (with the study history when it uses one);
-    None, logged, when the forecaster fails: a forecaster bug must not take the service down."""
-    model = models.create(forecaster, head)
+    """The study's forecaster (learned ones from bank) fitted on head, with the study history
+    when it uses one; None, logged, when the forecaster fails: a forecaster bug must not take
+    the service down."""
+    model = models.create(forecaster, head, bank=bank)
     try:
         return model.fit(head, history() if model.needs_history(head) else None)
     except Exception:
@@ -203,14 +209,22 @@ class Engine:
 
     Args:
         store: where studies, runs and points live.
+        models: the learned models "auto" and the learned forecaster names are served from
+            (None: none; the service passes the bank it loaded and reloads).
         cache_size: runs whose curve and forecast are kept in memory.
         clock: injected for tests; seconds since the epoch.
     """
 
     def __init__(
-        self, store: Store, *, cache_size: int = 10_000, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        *,
+        models: ModelBank | None = None,
+        cache_size: int = 10_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.models = models
         self.clock = clock
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -368,7 +382,7 @@ class Engine:
         """Stateless: forecasts an inline curve; nothing is stored."""
         if not len(curve):
             raise InvalidArgumentError("ForecastCurve: the curve has no points.")
-        prediction = models.create(forecaster, curve).fit(curve)
+        prediction = models.create(forecaster, curve, bank=self.models).fit(curve)
         steps = self._check_steps(curve, list(at_steps) or self._default_steps(curve, "the curve"))
         return summarize(prediction, steps, quantile_levels, curve.target)
 
@@ -443,7 +457,7 @@ class Engine:
 
     def _fit(self, entry: _StudyEntry, run: Run, head: Curve) -> Prediction | None:
         name, where = entry.study.spec.forecaster, f"{run.study}/{run.name}"
-        return fit_forecast(name, head, lambda: self._history(run.study), where)
+        return fit_forecast(name, head, lambda: self._history(run.study), where, self.models)
 
     def _evaluate(self, entry: _StudyEntry, run: Run, curve: Curve | None) -> _RunEntry:
         """Forecast (when the policy needs it) and decide on the run's curve."""

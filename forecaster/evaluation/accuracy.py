@@ -12,7 +12,6 @@ largest CRPS. Every model is compared with the last value on the same runs.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -25,7 +24,8 @@ from forecaster.corpus.reader import LoggedRun, Source
 from forecaster.corpus.splits import task_key
 from forecaster.errors import FailedPreconditionError, InvalidArgumentError
 from forecaster.evaluation.pool import run_jobs, sample_tasks
-from forecaster.models import StudyHistory, artifacts
+from forecaster.models import StudyHistory
+from forecaster.models.artifacts import ModelBank
 
 DEFAULT_CUTOFFS = (0.1, 0.2, 0.3, 0.5)
 DEFAULT_MODELS = ("last_value", "damped_trend", "pow3", "power_law", "annealing_law")
@@ -59,6 +59,7 @@ class _Job:
     history_ids: tuple[str, ...]
     models: tuple[str, ...]
     cutoffs: tuple[float, ...]
+    bank: ModelBank | None  # the learned models, when one is scored (a worker loads its own)
 
 
 def crps_samples(samples: np.ndarray, truth: float) -> float:
@@ -104,7 +105,9 @@ def _score_task(job: _Job) -> list[Score]:
         tuple(r.curve() for r in history_runs if len(r.steps)),
         f"{job.source.name}/{job.task}/fold{job.fold}",
     )
-    forecasters = {name: models.create(name) for name in job.models if name != "auto"}
+    forecasters = {
+        name: models.create(name, bank=job.bank) for name in job.models if name != models.AUTO
+    }
     out: list[Score] = []
     for run in targets:
         if not np.isfinite(run.final_value) or not len(run.steps):
@@ -116,7 +119,7 @@ def _score_task(job: _Job) -> list[Score]:
             if not len(curve):
                 continue
             for name in job.models:
-                forecaster = forecasters.get(name) or models.create(name, curve)
+                forecaster = forecasters.get(name) or models.create(name, curve, bank=job.bank)
                 t0 = time.perf_counter()
                 prediction = forecaster.fit(curve, history)
                 samples = prediction.samples([run.final_step])[:, 0]
@@ -152,7 +155,8 @@ def _jobs(
     cutoffs: tuple[float, ...],
     max_runs_per_task: int,
     seed: int,
-    skip_tasks: frozenset[str] = frozenset(),
+    skip_tasks: frozenset[str],
+    bank: ModelBank | None,
 ) -> Iterator[_Job]:
     for source, task, order, chosen in sample_tasks(corpus, source_names, max_runs_per_task, seed):
         if task_key(source.name, task) in skip_tasks:
@@ -162,7 +166,7 @@ def _jobs(
             # History: completed runs of the same task outside this fold (not scored).
             others = [r for r in order if r not in set(mine)][:24]
             if mine:
-                yield _Job(source, task, fold, mine, tuple(others), model_names, cutoffs)
+                yield _Job(source, task, fold, mine, tuple(others), model_names, cutoffs, bank)
 
 
 def evaluate(
@@ -185,16 +189,16 @@ def score_corpus(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
-    models_dir: str | None = None,
+    models_dir: str = "",
     heldout: bool | None = None,
 ) -> tuple[list[Score], list[str]]:
     """Every forecast of every model on every sampled run and cutoff, scored; and the model
     names in report order (the last-value baseline first).
 
-    models_dir: the learned models' artifacts (default: FORECASTER_MODELS_DIR, else the
-    shipped ones). heldout: score only tasks no loaded learned model trained on (default:
-    when a learned model is among the models), so every model is compared on the same,
-    unseen tasks.
+    models_dir: the learned models' artifacts, as the service's setting ("": the shipped
+    ones; "none": none), loaded only when a learned model or "auto" is scored.
+    heldout: score only tasks no loaded learned model trained on (default: when a learned
+    model is among the models), so every model is compared on the same, unseen tasks.
     """
     names = tuple(dict.fromkeys([BASELINE, *[models.check_name(m) for m in model_names]]))
     cuts = tuple(float(c) for c in cutoffs)
@@ -202,11 +206,8 @@ def score_corpus(
         raise InvalidArgumentError(f"cutoffs must be fractions in (0, 1); got {list(cutoffs)}.")
     learned = [n for n in names if models.is_learned(n)]
     skip: frozenset[str] = frozenset()
-    if models_dir is not None:
-        os.environ[artifacts.ENV_DIR] = models_dir  # the worker processes read it
-        artifacts.install(models_dir)
-    if learned:
-        bank = artifacts.active()
+    bank = ModelBank.load(models_dir) if learned or models.AUTO in names else None
+    if bank is not None and learned:
         missing = [n for n in learned if bank.get(n) is None]
         if missing:
             why = "; ".join(bank.refused.get(n, f"no artifact in {bank.folder}") for n in missing)
@@ -216,7 +217,7 @@ def score_corpus(
             )
         if heldout is None or heldout:
             skip = frozenset().union(*(bank.get(n).meta.get("training_tasks", ()) for n in learned))
-    jobs = list(_jobs(corpus, source_names, names, cuts, max_runs_per_task, seed, skip))
+    jobs = list(_jobs(corpus, source_names, names, cuts, max_runs_per_task, seed, skip, bank))
     if not jobs:
         raise InvalidArgumentError(
             "no task left to score: every task of the corpus was used to train the learned "

@@ -34,6 +34,7 @@ from forecaster.engine import Standing, fit_forecast, history_key, incumbent_of,
 from forecaster.errors import InvalidArgumentError
 from forecaster.evaluation.pool import run_jobs, sample_tasks
 from forecaster.models import Prediction, StudyHistory
+from forecaster.models.artifacts import ModelBank
 from forecaster.policies import Reason, RunView, StudyContext
 from forecaster.policies.base import Peers
 from forecaster.store import StoredDecision
@@ -163,7 +164,8 @@ class _Job:
     parallel: int
     max_reports: int
     forecaster: str
-    use_targets: bool = False
+    use_targets: bool
+    bank: ModelBank | None  # the learned models (a worker process loads its own)
 
 
 def _batches(n: int, max_reports: int) -> list[int]:
@@ -205,17 +207,23 @@ def _replay(
         policy = policies.create(setting.family, dict(setting.params))
     study = f"{job.source.name}/{job.task}"
 
+    histories: dict[str, StudyHistory] = {}
+
     def history() -> StudyHistory:
+        # One history object per set of completed runs: it keeps the study fits made from it.
         done = [r for r in runs if r.done]
         key = history_key(study, ((r.logged.run_id, r.seen.last_step) for r in done))
-        return StudyHistory(tuple(r.seen for r in done), key)
+        if key not in histories:
+            histories[key] = StudyHistory(tuple(r.seen for r in done), key)
+        return histories[key]
 
     def fit(run: _Run) -> Callable[[Curve], Prediction | None]:
         def fit_head(head: Curve) -> Prediction | None:
-            hist = history() if models.create(job.forecaster, head).needs_history(head) else None
+            model = models.create(job.forecaster, head, bank=job.bank)
+            hist = history() if model.needs_history(head) else None
             key = (run.logged.run_id, len(head), hist.key if hist else "")
             if key not in memo:
-                memo[key] = fit_forecast(job.forecaster, head, lambda: hist, study)
+                memo[key] = fit_forecast(job.forecaster, head, lambda: hist, study, job.bank)
             return memo[key]
 
         return fit_head
@@ -385,6 +393,7 @@ def _jobs(
     max_reports: int,
     forecaster: str,
     use_targets: bool,
+    bank: ModelBank | None,
 ) -> Iterator[_Job]:
     for source, task, _, chosen in sample_tasks(corpus, source_names, max_runs_per_task, seed):
         if chosen:
@@ -397,6 +406,7 @@ def _jobs(
                 max_reports,
                 forecaster,
                 use_targets,
+                bank,
             )
 
 
@@ -413,8 +423,12 @@ def replay_corpus(
     use_targets: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    models_dir: str = "",
 ) -> list[TaskResult]:
     """Every policy setting on every task of the corpus; one TaskResult per (task, setting).
+
+    models_dir: the learned models, as the service's setting ("": the shipped ones, "none":
+    none); loaded only when the forecaster is "auto" or a learned one.
 
     The studies get the corpus targets only with use_targets: the figures measure how well a
     policy keeps the best run, which a study that wants a target (and stops every run that
@@ -424,6 +438,8 @@ def replay_corpus(
     if max_reports < 1:
         raise InvalidArgumentError(f"max_reports must be >= 1; got {max_reports}.")
     settings = parse_settings(policy_specs)
+    name = models.check_name(forecaster)
+    bank = ModelBank.load(models_dir) if name == models.AUTO or models.is_learned(name) else None
     jobs = list(
         _jobs(
             corpus,
@@ -435,6 +451,7 @@ def replay_corpus(
             max_reports,
             forecaster,
             use_targets,
+            bank,
         )
     )
     out: list[TaskResult] = []

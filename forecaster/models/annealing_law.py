@@ -24,8 +24,6 @@ one study rarely share a peak lr and a budget.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
@@ -240,32 +238,6 @@ def _spread(values: FloatArray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
-class _StudyCache:
-    """Study fits by (law, history key): a study is refitted only when a run completes."""
-
-    def __init__(self, size: int = 256) -> None:
-        self._fits: OrderedDict[tuple[str, str], StudyFit | None] = OrderedDict()
-        self._lock = threading.Lock()
-        self._size = size
-
-    def get(self, law: str, history: StudyHistory) -> StudyFit | None:
-        key = (law, history.key)
-        with self._lock:
-            if history.key and key in self._fits:
-                self._fits.move_to_end(key)
-                return self._fits[key]
-        fit = fit_study(law, history.curves)
-        if history.key:
-            with self._lock:
-                self._fits[key] = fit
-                while len(self._fits) > self._size:
-                    self._fits.popitem(last=False)
-        return fit
-
-
-_STUDY_FITS = _StudyCache()
-
-
 @dataclass(frozen=True)
 class FittedLaw:
     """A run's law with sampled coefficients: evaluate it under any schedule."""
@@ -365,7 +337,11 @@ class _ScheduleLawForecaster:
             note = f"{reason}: the {self.name} needs one; this is the power-law ensemble."
             return replace(fallback, notes=(note, *fallback.notes), converged=False)
         law = LAWS[self.name]
-        study = _STUDY_FITS.get(self.name, history) if history and history.curves else None
+        study = (
+            history.fits.get(self.name, lambda: fit_study(self.name, history.curves))
+            if history and history.curves
+            else None
+        )
         steps, y = _fit_points(curve)
         notes: list[str] = []
         if study is None and len(y) < _MIN_POINTS_ALONE:

@@ -7,9 +7,10 @@ held-out metrics. A folder whose version is not the one this code reads, or whos
 match their checksums, is refused with a message naming both versions; the bank keeps the
 models it already has, so a bad upload never takes forecasts down.
 
-The bank in use is process-wide (`active()`): `forecaster serve` loads it at start and
-reloads it on SIGHUP or when a meta.json changes; other processes load it on first use from
-FORECASTER_MODELS_DIR, or the defaults shipped in the package.
+A `ModelBank` is a value passed to whoever forecasts (the engine, `auto`, the evaluation,
+training), never found in a module global: `forecaster serve` loads one at start and reloads
+it on SIGHUP or when a meta.json changes; an evaluation's worker processes get its folder and
+load their own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -133,8 +133,12 @@ def stamp(folder: str | Path) -> tuple[tuple[str, float], ...]:
     )
 
 
-class Bank:
-    """The learned models in use, by name. Thread-safe; replaced wholesale per model."""
+class ModelBank:
+    """The learned models in use, by name. Thread-safe; replaced wholesale per model.
+
+    `ModelBank.load("")` loads the shipped defaults, `ModelBank.load("none")` (or
+    `ModelBank(None)`) is a bank with no models: the learned names fall back to power_law.
+    """
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
@@ -142,6 +146,17 @@ class Bank:
         self._lock = threading.Lock()
         self.refused: dict[str, str] = {}
         self._stamp: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def load(cls, setting: str | None) -> ModelBank:
+        """The bank of the folder a setting names (see `folder_from_setting`), loaded."""
+        bank = cls(folder_from_setting(setting))
+        bank.reload()
+        return bank
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # A bank travels to a worker process as its folder, and the worker loads its own.
+        return ModelBank.load, (NO_MODELS if self.folder is None else str(self.folder),)
 
     def get(self, name: str) -> Any | None:
         with self._lock:
@@ -186,10 +201,6 @@ class Bank:
         return self.folder is not None and stamp(self.folder) != self._stamp
 
 
-_active: Bank | None = None
-_active_lock = threading.Lock()
-
-
 def folder_from_setting(setting: str | None) -> Path | None:
     """The artifact folder a setting names: "" -> the packaged defaults, "none" -> none."""
     if setting is None or setting == "":
@@ -197,28 +208,3 @@ def folder_from_setting(setting: str | None) -> Path | None:
     if setting.lower() == NO_MODELS:
         return None
     return Path(setting)
-
-
-def install(setting: str | None) -> Bank:
-    """Loads the bank named by setting and makes it the process' bank (the one in use when it
-    is the same folder, unchanged since it was loaded)."""
-    global _active
-    folder = folder_from_setting(setting)
-    with _active_lock:
-        current = _active
-    if current is not None and current.folder == folder and not current.changed():
-        return current
-    bank = Bank(folder)
-    bank.reload()
-    with _active_lock:
-        _active = bank
-    return bank
-
-
-def active() -> Bank:
-    """The process' bank; on first use, the one FORECASTER_MODELS_DIR (or the default) names."""
-    global _active
-    with _active_lock:
-        if _active is not None:
-            return _active
-    return install(os.environ.get(ENV_DIR))

@@ -8,10 +8,11 @@ imports a heavy dependency it does not use.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -19,14 +20,41 @@ from forecaster.curves import Curve, Direction
 from forecaster.errors import InvalidArgumentError
 from forecaster.models.prediction import Prediction
 
+if TYPE_CHECKING:
+    from forecaster.models.artifacts import ModelBank
+
+
+class _StudyFits:
+    """Study-level fits made from one history, by law name: a law shared across a study is
+    fitted once per history, however many runs are forecast with it. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._fits: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, fit: Callable[[], Any]) -> Any:
+        """The fit called name, made by fit() on first use (fit may run twice under a race;
+        fits are deterministic, so either answer is the same)."""
+        with self._lock:
+            if name in self._fits:
+                return self._fits[name]
+        value = fit()
+        with self._lock:
+            return self._fits.setdefault(name, value)
+
 
 @dataclass(frozen=True)
 class StudyHistory:
-    """The completed runs of a study, as curves, with a key that changes when they do (so a
-    study-level fit is cached per key)."""
+    """The completed runs of a study, as curves, with a key that changes when they do.
+
+    The history owns the study-level fits made from it (`fits`): whoever keeps a history while
+    its key is unchanged (the engine, the replay) keeps those fits, and a new history (a run
+    completed) starts afresh. Nothing is cached across histories in a module.
+    """
 
     curves: tuple[Curve, ...] = ()
     key: str = ""
+    fits: _StudyFits = field(default_factory=_StudyFits, init=False, repr=False, compare=False)
 
 
 @runtime_checkable
@@ -65,15 +93,13 @@ _FAMILY_NAMES = (
     "pow3", "pow4", "log_power", "exp3", "exp4", "mmf", "janoschek", "weibull", "ilog2",
     "vapour_pressure", "hill",
 )  # fmt: skip
-# Learned forecasters: served from the artifact bank (models/artifacts.py); name -> the
-# module whose `load(folder, bank)` reads its artifact.
+# Learned forecasters: served from the ModelBank the caller passes (models/artifacts.py);
+# name -> the module whose `load(folder, bank)` reads its artifact.
 _LEARNED: dict[str, str] = {
     "gbm": "forecaster.models.gbm",
     "sequence": "forecaster.models.sequence",
     "ensemble": "forecaster.models.ensemble",  # after the models it stacks
 }
-for _name, _module in _LEARNED.items():
-    _REGISTRY[_name] = (_module, "from_bank", {})
 for _family in _FAMILY_NAMES:
     _REGISTRY[_family] = (
         "forecaster.models.power_law",
@@ -82,7 +108,7 @@ for _family in _FAMILY_NAMES:
     )
 
 
-def auto_choice(curve: Curve | None) -> str:
+def auto_choice(curve: Curve | None, bank: ModelBank | None) -> str:
     """What "auto" means for a curve, by what wins benchmarks/forecast_accuracy.py on tasks
     no model trained on (docs/benchmarks.md):
 
@@ -93,6 +119,8 @@ def auto_choice(curve: Curve | None) -> str:
       0.52-0.69 of the best parametric model's on four of the five other sources, and even on
       the fifth, taskset: 1.01);
     - else the power-law ensemble.
+
+    bank: the learned models in use (None: none).
     """
     if (
         curve is not None
@@ -100,11 +128,11 @@ def auto_choice(curve: Curve | None) -> str:
         and (curve.schedule is not None or (curve.lr is not None and not np.isnan(curve.lr).all()))
     ):
         return "annealing_law"
-    if curve is not None and curve.max_step is not None and curve.max_step > curve.last_step:
-        from forecaster.models import artifacts
-
-        if artifacts.active().get("ensemble") is not None:
-            return "ensemble"
+    has_budget = (
+        curve is not None and curve.max_step is not None and curve.max_step > curve.last_step
+    )
+    if has_budget and bank is not None and bank.get("ensemble") is not None:
+        return "ensemble"
     return "power_law"
 
 
@@ -119,25 +147,30 @@ def is_learned(name: str) -> bool:
 
 def available() -> list[str]:
     """The registered forecaster names, plus "auto"."""
-    return [AUTO, *sorted(_REGISTRY)]
+    return [AUTO, *sorted([*_REGISTRY, *_LEARNED])]
 
 
 def check_name(name: str) -> str:
     """Returns the canonical name ("" -> "auto"); InvalidArgumentError for unknown names."""
     name = name or AUTO
-    if name != AUTO and name not in _REGISTRY:
+    if name != AUTO and name not in _REGISTRY and name not in _LEARNED:
         raise InvalidArgumentError(
             f"unknown forecaster {name!r}; choose one of {', '.join(available())}."
         )
     return name
 
 
-def create(name: str, curve: Curve | None = None) -> Forecaster:
+def create(name: str, curve: Curve | None = None, *, bank: ModelBank | None = None) -> Forecaster:
     """Builds the forecaster registered under name, with its default settings; "auto" picks
-    by `auto_choice(curve)`."""
+    by `auto_choice(curve, bank)`. A learned name is served from bank (None: no learned
+    models, so a stand-in that falls back to power_law and says why)."""
     name = check_name(name)
     if name == AUTO:
-        name = auto_choice(curve)
+        name = auto_choice(curve, bank)
+    if name in _LEARNED:
+        from forecaster.models.learned import from_bank
+
+        return from_bank(name, bank)
     module, factory, kwargs = _REGISTRY[name]
     forecaster: Forecaster = getattr(importlib.import_module(module), factory)(**kwargs)
     return forecaster

@@ -16,9 +16,8 @@ import numpy as np
 
 from forecaster.curves import Curve, FloatArray
 from forecaster.models import artifacts, features
-from forecaster.models.base import Forecaster, StudyHistory
+from forecaster.models.base import StudyHistory
 from forecaster.models.learned import fallback
-from forecaster.models.learned import from_bank as _from_bank
 from forecaster.models.prediction import Prediction
 
 NAME = "gbm"
@@ -136,7 +135,3 @@ def load(folder: Path, bank: Any = None) -> GbmForecaster:
             f"makes {len(features.FEATURE_NAMES)} (version {VERSION}). Rebuild it."
         )
     return GbmForecaster(tuple(boosters), dict(art.meta))
-
-
-def from_bank() -> Forecaster:
-    return _from_bank(NAME)

@@ -4,11 +4,14 @@ the power-law ensemble (saying so) where a curve is outside what they can read."
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from forecaster.curves import Curve
 from forecaster.models.base import Forecaster, StudyHistory
 from forecaster.models.prediction import Prediction
+
+if TYPE_CHECKING:
+    from forecaster.models.artifacts import ModelBank
 
 
 def fallback(curve: Curve, model: str, version: int, why: str) -> Prediction:
@@ -41,11 +44,10 @@ class Unavailable:
         return fallback(curve, self.name, self.version, f"no model loaded: {self.reason}")
 
 
-def from_bank(name: str) -> Forecaster:
-    """The loaded model called name, or a stand-in that says why there is none."""
-    from forecaster.models import artifacts
-
-    bank = artifacts.active()
+def from_bank(name: str, bank: ModelBank | None) -> Forecaster:
+    """The model called name in bank, or a stand-in that says why there is none."""
+    if bank is None:
+        return Unavailable(name, "no model bank was given (learned models are off)")
     model = bank.get(name)
     if model is not None:
         return model  # type: ignore[no-any-return]

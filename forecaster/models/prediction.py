@@ -9,6 +9,7 @@ a probability and never branch on direction.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -62,20 +63,30 @@ class Prediction:
     converged: bool = True
     notes: tuple[str, ...] = ()
     # Samples at a few steps, kept: a policy asks several questions of the same step (the
-    # budget), and a decision on a cached forecast should not draw them again.
+    # budget), and a decision on a cached forecast should not draw them again. Not init
+    # fields, so `replace()` starts a copy with its own memo; the engine's worker threads
+    # share a cached Prediction, hence the lock.
     _memo: dict[tuple[float, ...], FloatArray] = field(
-        default_factory=dict, repr=False, compare=False
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _memo_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
     )
 
     def _draw(self, steps: FloatArray) -> FloatArray:
         if len(steps) > 4:
             return self.sampler(steps)
         key = tuple(float(s) for s in steps)
-        if key not in self._memo:
+        with self._memo_lock:
+            kept = self._memo.get(key)
+        if kept is not None:
+            return kept
+        drawn = self.sampler(steps)  # outside the lock: deterministic, a race draws twice
+        drawn.setflags(write=False)
+        with self._memo_lock:
             if len(self._memo) > 16:
                 self._memo.clear()
-            self._memo[key] = self.sampler(steps)
-        return self._memo[key]
+            return self._memo.setdefault(key, drawn)
 
     def samples(self, at_steps: npt.ArrayLike) -> FloatArray:
         """Samples in the study's direction: (n_samples, n_steps)."""

@@ -22,9 +22,8 @@ import numpy as np
 
 from forecaster.curves import Curve, FloatArray
 from forecaster.models import artifacts, features
-from forecaster.models.base import Forecaster, StudyHistory
+from forecaster.models.base import StudyHistory
 from forecaster.models.learned import fallback
-from forecaster.models.learned import from_bank as _from_bank
 from forecaster.models.prediction import Prediction
 
 NAME = "sequence"
@@ -252,7 +251,3 @@ def load(folder: Path, bank: Any = None) -> SequenceForecaster:
         ) from None
     net.eval()
     return SequenceForecaster(net, dict(art.meta))
-
-
-def from_bank() -> Forecaster:
-    return _from_bank(NAME)

@@ -15,8 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from forecaster.config import Settings
 from forecaster.engine import Engine
-from forecaster.models import artifacts
-from forecaster.models.artifacts import Bank
+from forecaster.models.artifacts import ModelBank
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
 from forecaster.server.interceptors import RequestIdInterceptor, TokenAuthInterceptor
@@ -37,7 +36,7 @@ class RunningServer:
     health: health_aio.HealthServicer
     engine: Engine
     executor: ThreadPoolExecutor
-    models: Bank
+    models: ModelBank
     watcher: asyncio.Task[None] | None = None
 
     @property
@@ -102,9 +101,7 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
         ),
         server,
     )
-    bank = await asyncio.get_running_loop().run_in_executor(
-        executor, artifacts.install, settings.models_dir
-    )
+    bank = engine.models if engine.models is not None else ModelBank(None)
     log.info(
         "models",
         extra={
@@ -125,7 +122,12 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
 
 
 def build_engine(settings: Settings) -> Engine:
-    return Engine(open_store(settings.db_url), cache_size=settings.forecast_cache_size)
+    """The engine the settings describe: its store opened, its learned models loaded."""
+    return Engine(
+        open_store(settings.db_url),
+        models=ModelBank.load(settings.models_dir),
+        cache_size=settings.forecast_cache_size,
+    )
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:

@@ -9,16 +9,6 @@ import pytest
 from forecaster.cli import main
 from forecaster.errors import FailedPreconditionError
 from forecaster.evaluation.accuracy import aggregate, score_corpus
-from forecaster.models import artifacts
-
-
-@pytest.fixture(autouse=True)
-def restore_bank():
-    yield
-    artifacts.install(None)
-    import os
-
-    os.environ.pop(artifacts.ENV_DIR, None)
 
 
 def test_learned_models_are_scored_on_held_out_tasks_beside_the_parametric(

@@ -13,6 +13,7 @@ from forecaster.corpus.reader import sources
 from forecaster.curves import Direction, Points
 from forecaster.engine import Engine
 from forecaster.evaluation import replay
+from forecaster.models.artifacts import ModelBank
 from forecaster.policies import Action
 from forecaster.store import RunSpec, RunState, StudySpec
 from forecaster.store.sqlite import SqliteStore
@@ -66,10 +67,11 @@ def test_the_replay_decides_as_the_service(tmp_path):
     ids = tuple(f"toy/a{i}" for i in range(6))
     params = {"epsilon": 0.05, "hysteresis": 2}
     setting = replay.Setting("forecast", tuple(params.items()))
-    job = replay._Job(source, "a", ids, (setting,), 1, 100, "")
+    bank = ModelBank.load("")  # the shipped models, for both
+    job = replay._Job(source, "a", ids, (setting,), 1, 100, "", False, bank)
     (result,) = replay.replay_task(job)
 
-    engine = Engine(SqliteStore(tmp_path / "service.db"))
+    engine = Engine(SqliteStore(tmp_path / "service.db"), models=bank)
     engine.create_study(StudySpec("a", "m", Direction.MIN, 60, None, "forecast", params))
     service = []
     for run in source.load(list(ids)):

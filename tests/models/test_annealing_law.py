@@ -8,6 +8,7 @@ import pytest
 from forecaster.curves import Curve, LrProfile, LrSchedule, ScheduleKind
 from forecaster.models import StudyHistory, auto_choice, create
 from forecaster.models.annealing_law import AnnealingLawForecaster, fit_study
+from forecaster.models.artifacts import ModelBank
 
 L0, A, ALPHA, C, TAU = 2.0, 0.6, 0.5, 1.5, 0.02
 
@@ -104,6 +105,7 @@ def test_without_an_lr_it_is_the_power_law_ensemble_and_says_so():
     curve = Curve(np.arange(1, 60), 2 + np.arange(1, 60) ** -0.5, max_step=200)
     p = AnnealingLawForecaster().fit(curve)
     assert not p.converged and "no learning rate" in p.notes[0]
-    assert auto_choice(curve) == "ensemble"  # a budget and no lr: the shipped learned ensemble
-    assert auto_choice(Curve(curve.steps, curve.values)) == "power_law"  # no budget
-    assert auto_choice(run("wsd", 1000)[0]) == "annealing_law"
+    shipped = ModelBank.load("")
+    assert auto_choice(curve, shipped) == "ensemble"  # a budget and no lr: the shipped ensemble
+    assert auto_choice(Curve(curve.steps, curve.values), shipped) == "power_law"  # no budget
+    assert auto_choice(run("wsd", 1000)[0], shipped) == "annealing_law"

@@ -13,8 +13,8 @@ import pytest
 from forecaster import models
 from forecaster.corpus.reader import sources
 from forecaster.curves import Curve, Direction, LrSchedule, ScheduleKind
-from forecaster.models import artifacts, ensemble, features, gbm, sequence
-from forecaster.models.artifacts import ArtifactError, Bank
+from forecaster.models import ensemble, features, gbm, sequence
+from forecaster.models.artifacts import ArtifactError, ModelBank
 
 LEARNED = ("gbm", "sequence", "ensemble")
 VERSIONS = {m.NAME: m.VERSION for m in (gbm, sequence, ensemble)}
@@ -27,8 +27,8 @@ def curve(n: int = 60, direction: Direction = Direction.MIN, budget: int = 600) 
 
 
 @pytest.fixture
-def bank(trained_models: Path) -> Bank:
-    b = Bank(trained_models)
+def bank(trained_models: Path) -> ModelBank:
+    b = ModelBank(trained_models)
     outcome = b.reload()
     assert outcome == {n: f"loaded version {VERSIONS[n]}" for n in LEARNED}, outcome
     return b
@@ -98,7 +98,7 @@ def test_a_different_version_is_refused_naming_both_and_the_loaded_model_stays(
 ):
     copy = tmp_path / "models"
     shutil.copytree(trained_models, copy)
-    live = Bank(copy)
+    live = ModelBank(copy)
     live.reload()
     before = live.get("gbm")
     meta_file = copy / "gbm" / "meta.json"
@@ -123,7 +123,7 @@ def test_a_corrupt_artifact_is_refused(trained_models, tmp_path):
     (copy / "sequence" / "meta.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="corrupt"):
         sequence.load(copy)
-    fresh = Bank(copy)
+    fresh = ModelBank(copy)
     outcome = fresh.reload()
     assert fresh.get("gbm") is None and fresh.get("sequence") is None
     # The ensemble needs both members at the versions it stacked.
@@ -132,18 +132,15 @@ def test_a_corrupt_artifact_is_refused(trained_models, tmp_path):
     )
 
 
-def test_the_registry_serves_the_active_bank_and_says_when_a_model_is_missing(
+def test_the_registry_serves_the_given_bank_and_says_when_a_model_is_missing(
     trained_models, tmp_path
 ):
-    try:
-        artifacts.install(str(trained_models))
-        assert models.create("ensemble").version == ensemble.VERSION
-        assert isinstance(models.create("gbm"), gbm.GbmForecaster)
-        artifacts.install(str(tmp_path / "empty"))
-        p = models.create("gbm").fit(curve())
-        assert p.model == "gbm" and not p.converged and "no model loaded" in p.notes[0]
-    finally:
-        artifacts.install(None)
+    bank = ModelBank.load(str(trained_models))
+    assert models.create("ensemble", bank=bank).version == ensemble.VERSION
+    assert isinstance(models.create("gbm", bank=bank), gbm.GbmForecaster)
+    empty = ModelBank.load(str(tmp_path / "empty"))
+    p = models.create("gbm", bank=empty).fit(curve())
+    assert p.model == "gbm" and not p.converged and "no model loaded" in p.notes[0]
 
 
 def test_the_run_config_becomes_features_under_its_usual_names():

@@ -69,7 +69,6 @@ def test_learned_models_are_served_and_reloaded_without_a_restart(trained_models
             assert fc.model == "gbm" and fc.model_version == gbm.VERSION and fc.converged
     finally:
         server.stop()
-        artifacts.install(None)
 
 
 def test_a_service_started_on_a_corrupt_artifact_serves_and_says_why(trained_models, tmp_path):
@@ -89,4 +88,3 @@ def test_a_service_started_on_a_corrupt_artifact_serves_and_says_why(trained_mod
             assert forecast(stub, "power_law").converged
     finally:
         server.stop()
-        artifacts.install(None)
