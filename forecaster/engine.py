@@ -10,7 +10,6 @@ each run's latest decision. `judge` is the one path from a curve to a decision; 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ import numpy as np
 from forecaster import models, policies
 from forecaster.curves import Curve, Direction, LrSchedule, Points
 from forecaster.errors import InvalidArgumentError
+from forecaster.hashing import digest
 from forecaster.models import Prediction, StudyHistory
 from forecaster.models.artifacts import ModelBank
 from forecaster.models.prediction import ForecastSummary, summarize
@@ -105,7 +105,7 @@ def history_key(study: str, done: Iterable[tuple[str, int]]) -> str:
     """Names a study's set of completed runs (name, last step): a cached history is reused
     while the key is the same."""
     text = ";".join(f"{name}@{last}" for name, last in sorted(done))
-    return f"{study}:{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+    return f"{study}:{digest(text)[:16]}"
 
 
 def fit_forecast(

@@ -32,7 +32,8 @@ import numpy as np
 from forecaster.corpus import splits
 from forecaster.corpus.reader import Source, sources
 from forecaster.errors import InvalidArgumentError
-from forecaster.evaluation.pool import run_jobs, stable_hash
+from forecaster.evaluation.pool import run_jobs
+from forecaster.hashing import seed_of
 from forecaster.models import artifacts, features
 
 N_QUERIES = 4  # the final step and up to three logged steps between the cut and it
@@ -63,7 +64,7 @@ def _task_examples(job: _Job) -> dict[str, Any]:
     from forecaster.models.base import StudyHistory
     from forecaster.models.sequence import query_features
 
-    rng = np.random.default_rng([job.seed, stable_hash(f"{job.source.name}/{job.task}")])
+    rng = np.random.default_rng([job.seed, seed_of(f"{job.source.name}/{job.task}")])
     rows: dict[str, list[Any]] = defaultdict(list)
     runs = [
         r
@@ -200,7 +201,7 @@ def build_examples(
             keys[part].append(splits.task_key(source.name, task))
             if part not in parts:
                 continue
-            rng = np.random.default_rng([seed, stable_hash(f"{source.name}/{task}")])
+            rng = np.random.default_rng([seed, seed_of(f"{source.name}/{task}")])
             chosen = [ids[i] for i in rng.permutation(len(ids))[:max_runs_per_task]]
             jobs.append(
                 _Job(source, task, part, tuple(chosen), seed, power_law and part != "train")

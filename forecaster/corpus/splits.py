@@ -9,17 +9,18 @@ machine, in every process, and for every model.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable
 from typing import Literal
+
+from forecaster.hashing import digest
 
 Part = Literal["train", "calib", "test"]
 PARTS: tuple[Part, ...] = ("train", "calib", "test")
 
 
 def _key(seed: int, source: str, task: str) -> str:
-    return hashlib.sha256(f"{seed}/{source}/{task}".encode()).hexdigest()
+    return digest(f"{seed}/{source}/{task}")
 
 
 def split_tasks(

@@ -13,6 +13,7 @@ from typing import TypeVar
 import numpy as np
 
 from forecaster.corpus.reader import Source, sources
+from forecaster.hashing import seed_of
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -48,11 +49,6 @@ def _one_thread() -> None:
         os.environ[var] = "1"
 
 
-def stable_hash(text: str) -> int:
-    """A hash of text that is the same in every process (str hashes are salted)."""
-    return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little") ^ len(text)
-
-
 def sample_tasks(
     corpus: str | Path, source_names: Sequence[str] | None, max_runs_per_task: int, seed: int
 ) -> Iterator[tuple[Source, str, list[str], list[str]]]:
@@ -63,7 +59,7 @@ def sample_tasks(
         runs = source.runs().sort("run_id")
         for (task,), frame in runs.group_by("task", maintain_order=True):
             ids = frame["run_id"].to_list()
-            rng = np.random.default_rng([seed, stable_hash(f"{source.name}/{task}")])
+            rng = np.random.default_rng([seed, seed_of(f"{source.name}/{task}")])
             order = [ids[i] for i in rng.permutation(len(ids))]
             chosen = order[:max_runs_per_task] if max_runs_per_task > 0 else order
             yield source, str(task), order, chosen
