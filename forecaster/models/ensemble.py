@@ -31,7 +31,7 @@ import numpy as np
 from forecaster.curves import Curve, FloatArray
 from forecaster.models import artifacts, features
 from forecaster.models.base import StudyHistory
-from forecaster.models.learned import fallback
+from forecaster.models.learned import fallback, quantile_prediction
 from forecaster.models.prediction import Prediction
 
 NAME = "ensemble"
@@ -238,7 +238,7 @@ class EnsembleForecaster:
         zq = stack(self.member_z(curve, f, w, history)[None], w)
         z = calibrate(zq, self.stacking.deltas[s, b][None])[0]
         mix = ", ".join(f"{m} {x:.0%}" for m, x in zip(MEMBERS, w, strict=True) if x > 0)
-        return features.quantile_prediction(
+        return quantile_prediction(
             curve,
             f.frame,
             z,

@@ -9,8 +9,8 @@ The features (FEATURE_NAMES) are the progress, recent levels, slopes and curvatu
 scales of log-step, the noise level, a pow3 fit's forecast, the learning-rate schedule
 where known, and the common hyper-parameters of the run's config where given.
 `sequence_input` is the same curve resampled on a log-step grid for the torch model.
-Predicted quantiles become a Prediction in `quantile_prediction`: samples drawn from the
-piecewise-linear quantile function, on paths from the current level to the horizon.
+Predicted quantiles become a Prediction in `learned.quantile_prediction`, on paths that
+`path_weight` draws from the current level to the horizon.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from forecaster.curves import Curve, FloatArray, LrProfile, thin_indices
-from forecaster.models.prediction import Prediction
 
 LEVELS: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)  # the quantiles the models predict
 Z_CLIP = 20.0  # |z| beyond this is a divergence, not a forecast; training clips to it
@@ -310,59 +309,3 @@ def path_weight(frame: Frame, steps: FloatArray) -> FloatArray:
     h = max(float(frame.horizon), t + 1.0)
     s = np.clip(np.asarray(steps, dtype=np.float64), t, h)
     return np.asarray(np.log(s / t) / math.log(h / t))
-
-
-def quantile_function(q: FloatArray, levels: FloatArray, u: FloatArray) -> FloatArray:
-    """Piecewise-linear quantile function through (levels, q), with tails extended at the
-    outer slopes; q is (..., len(levels)), sorted along the last axis."""
-    q = np.sort(q, axis=-1)
-    lo_slope = (q[..., 1] - q[..., 0]) / (levels[1] - levels[0])
-    hi_slope = (q[..., -1] - q[..., -2]) / (levels[-1] - levels[-2])
-    flat = q.reshape(-1, len(levels))
-    res = np.stack([np.interp(u, levels, row) for row in flat]).reshape(*q.shape[:-1], len(u))
-    below, above = u < levels[0], u > levels[-1]
-    res[..., below] = q[..., :1] - lo_slope[..., None] * (levels[0] - u[below])
-    res[..., above] = q[..., -1:] + hi_slope[..., None] * (u[above] - levels[-1])
-    return np.asarray(res)
-
-
-def quantile_prediction(
-    curve: Curve,
-    frame: Frame,
-    z_quantiles: FloatArray,
-    model: str,
-    version: int,
-    n_samples: int,
-    notes: tuple[str, ...] = (),
-    z_at: object = None,
-) -> Prediction:
-    """A Prediction from quantiles of z at the horizon (levels LEVELS).
-
-    Samples use stratified uniforms, the same for every step, so each sample is a path from
-    the current level towards its own final value. z_at(steps) -> (n_steps, len(LEVELS)),
-    when given, supplies quantiles at other steps (the sequence model); otherwise the path
-    follows `path_weight`.
-    """
-    levels = np.asarray(LEVELS)
-    u = (np.arange(n_samples) + 0.5) / n_samples
-    final = quantile_function(np.asarray(z_quantiles)[None, :], levels, u)[0]  # (n,)
-
-    def sampler(steps: FloatArray) -> FloatArray:
-        steps = np.asarray(steps, dtype=np.float64)
-        if z_at is not None:
-            zq = z_at(steps)  # type: ignore[operator]
-            z = quantile_function(zq, levels, u).T  # (n, n_steps)
-        else:
-            z = final[:, None] * path_weight(frame, steps)[None, :]
-        return np.asarray(frame.unscale(np.clip(z, -Z_CLIP, Z_CLIP)))
-
-    return Prediction(
-        model,
-        version,
-        curve.direction,
-        sampler,
-        curve.last_step,
-        frame.best_loss,
-        converged=True,
-        notes=notes,
-    )

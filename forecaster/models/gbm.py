@@ -17,7 +17,7 @@ import numpy as np
 from forecaster.curves import Curve, FloatArray
 from forecaster.models import artifacts, features
 from forecaster.models.base import StudyHistory
-from forecaster.models.learned import fallback
+from forecaster.models.learned import fallback, quantile_prediction
 from forecaster.models.prediction import Prediction
 
 NAME = "gbm"
@@ -60,9 +60,7 @@ class GbmForecaster:
             return fallback(curve, self.name, self.version, why)
         f = features.extract(curve)
         z = self.predict_z(f.features[None, :])[0]
-        return features.quantile_prediction(
-            curve, f.frame, z, self.name, self.version, self.n_samples
-        )
+        return quantile_prediction(curve, f.frame, z, self.name, self.version, self.n_samples)
 
     def fit_many(self, curves: Sequence[Curve]) -> list[Prediction]:
         """fit() for many curves with one booster call per level: the batch path."""
@@ -71,7 +69,7 @@ class GbmForecaster:
         if ready:
             z = self.predict_z(np.stack([f.features for _, f in ready]))
             for (i, f), zi in zip(ready, z, strict=True):
-                out[i] = features.quantile_prediction(
+                out[i] = quantile_prediction(
                     curves[i], f.frame, zi, self.name, self.version, self.n_samples
                 )
         return [p if p is not None else self.fit(c) for p, c in zip(out, curves, strict=True)]

@@ -23,7 +23,7 @@ import numpy as np
 from forecaster.curves import Curve, FloatArray
 from forecaster.models import artifacts, features
 from forecaster.models.base import StudyHistory
-from forecaster.models.learned import fallback
+from forecaster.models.learned import fallback, quantile_prediction
 from forecaster.models.prediction import Prediction
 
 NAME = "sequence"
@@ -148,7 +148,7 @@ class SequenceForecaster:
             return np.asarray(zq)
 
         final = z_at(np.array([float(frame.horizon)]))[0]
-        return features.quantile_prediction(
+        return quantile_prediction(
             curve, frame, final, self.name, self.version, self.n_samples, z_at=z_at
         )
 
