@@ -123,15 +123,6 @@ class Points:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def same_as(self, other: Points) -> bool:
-        """Exact equality, NaN equal to NaN: how a retried batch is recognised."""
-        return (
-            np.array_equal(self.steps, other.steps)
-            and np.array_equal(self.values, other.values, equal_nan=True)
-            and np.array_equal(self.lr, other.lr, equal_nan=True)
-            and np.array_equal(self.wall_time_s, other.wall_time_s, equal_nan=True)
-        )
-
     def take(self, mask: npt.NDArray[np.bool_]) -> Points:
         return Points(self.steps[mask], self.values[mask], self.lr[mask], self.wall_time_s[mask])
 
@@ -396,13 +387,10 @@ class LrProfile:
     Args:
         knots: increasing steps, knots[0] == 0.
         values: lr from each knot on (>= 0).
-        planned_from: the first step whose lr comes from the plan (None: no plan; the last
-            reported lr is held to the end).
     """
 
     knots: FloatArray
     values: FloatArray
-    planned_from: float | None = None
 
     def __post_init__(self) -> None:
         knots = np.asarray(self.knots, dtype=np.float64)
@@ -422,7 +410,7 @@ class LrProfile:
             v = np.asarray(schedule.values, dtype=np.float64)
             if k[0] > 0:
                 k, v = np.concatenate([[0.0], k]), np.concatenate([[v[0]], v])
-            return cls(k, v, 0.0)
+            return cls(k, v)
         end = float(max(schedule.end_step or 0, horizon, 1))
         grid = np.linspace(0.0, end, _PLAN_KNOTS + 1)
         if schedule.kind is ScheduleKind.STEP:  # exact jump points
@@ -433,7 +421,7 @@ class LrProfile:
         if schedule.warmup_steps:
             grid = np.union1d(grid, [float(schedule.warmup_steps)])
         mids = np.append((grid[:-1] + grid[1:]) / 2, grid[-1])  # midpoint rule per segment
-        return cls(grid, schedule.lr_at(mids), 0.0)
+        return cls(grid, schedule.lr_at(mids))
 
     @classmethod
     def of(cls, curve: Curve, horizon: int | None = None) -> LrProfile | None:
@@ -450,7 +438,7 @@ class LrProfile:
         if plan is None:
             if k[0] > 0:
                 k, v = np.concatenate([[0.0], k]), np.concatenate([[v[0]], v])
-            return cls(k, v, None)
+            return cls(k, v)
         last = k[-1]
         before = plan.knots < k[0]
         after = plan.knots > last
@@ -458,7 +446,7 @@ class LrProfile:
         values = np.concatenate([plan.values[before], v, plan.values[after]])
         if knots[0] > 0:
             knots, values = np.concatenate([[0.0], knots]), np.concatenate([[values[0]], values])
-        return cls(knots, values, float(last) + 1)
+        return cls(knots, values)
 
     def with_plan_after(self, schedule: LrSchedule, from_step: int, horizon: int) -> LrProfile:
         """This profile up to from_step, then another plan: "what if I decay now?"."""
@@ -470,7 +458,7 @@ class LrProfile:
             [self.values[keep], schedule.lr_at([from_step + 1.0]), plan.values[later]]
         )
         knots, first = np.unique(knots, return_index=True)
-        return LrProfile(knots, values[first], float(from_step) + 1)
+        return LrProfile(knots, values[first])
 
     @property
     def peak(self) -> float:

@@ -27,10 +27,6 @@ class FailedPreconditionError(ForecasterError):
     """The state forbids it (e.g. the run is finished). Retrying does not help."""
 
 
-class NotTrainedError(FailedPreconditionError):
-    """A learned forecaster was used before train() or load()."""
-
-
 class ResourceExhaustedError(ForecasterError):
     """A limit was exceeded (batch size, message size). Send less per request."""
 

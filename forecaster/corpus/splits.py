@@ -16,7 +16,6 @@ from typing import Literal
 from forecaster.hashing import digest
 
 Part = Literal["train", "calib", "test"]
-PARTS: tuple[Part, ...] = ("train", "calib", "test")
 
 
 def _key(seed: int, source: str, task: str) -> str:

@@ -30,7 +30,6 @@ log = logging.getLogger("forecaster.models")
 
 FORMAT = 1  # the layout of meta.json and its files; bumped when that changes
 DEFAULT_DIR = Path(__file__).parent / "default_artifacts"
-ENV_DIR = "FORECASTER_MODELS_DIR"
 NO_MODELS = "none"  # FORECASTER_MODELS_DIR=none: serve the parametric models only
 
 
@@ -51,10 +50,6 @@ class Artifact:
     @property
     def fingerprint(self) -> str:
         return str(self.meta.get("corpus_fingerprint", ""))
-
-    @property
-    def training_tasks(self) -> frozenset[str]:
-        return frozenset(self.meta.get("training_tasks", ()))
 
 
 def save(

@@ -334,12 +334,3 @@ class PowerLawForecaster:
                 "curve may be flat, noisy or rising; the forecast stays near the last value."
             )
         return tuple(notes)
-
-
-def single_family(name: str) -> Callable[[], PowerLawForecaster]:
-    """A factory for one family fitted alone (registered as its own forecaster)."""
-
-    def make() -> PowerLawForecaster:
-        return PowerLawForecaster(name=name, families=(name,), include_last_value=False)
-
-    return make

@@ -32,7 +32,7 @@ def _inverse(table: dict[Any, int]) -> dict[int, Any]:
 
 
 _DIRECTIONS_IN, _STATES_IN = _inverse(_DIRECTIONS), _inverse(_STATES)
-_ACTIONS_IN, _REASONS_IN, _KINDS_IN = _inverse(_ACTIONS), _inverse(_REASONS), _inverse(_KINDS)
+_KINDS_IN = _inverse(_KINDS)
 
 
 def direction_from_proto(value: int, where: str) -> Direction:
@@ -207,18 +207,6 @@ def decision_to_proto(d: Decision) -> pb.Decision:
         expected_saved_steps=d.expected_saved_steps,
         at_step=d.at_step,
         policy=d.policy,
-    )
-
-
-def decision_from_proto(m: pb.Decision) -> Decision:
-    return Decision(
-        _ACTIONS_IN[m.action],
-        _REASONS_IN[m.reason],
-        m.explanation,
-        dict(m.probabilities),
-        m.expected_saved_steps,
-        m.at_step,
-        m.policy,
     )
 
 

@@ -6,7 +6,7 @@ import grpc
 
 from forecaster import errors
 
-# Most specific first: NotTrainedError is a FailedPreconditionError.
+# Most specific first: a subclass before the class it refines.
 _CODES: list[tuple[type[errors.ForecasterError], grpc.StatusCode]] = [
     (errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
