@@ -71,7 +71,7 @@ class Settings:
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is None or raw == "":
                 continue
-            kind = type(f.default)
+            kind: type[Any] = type(f.default)
             try:
                 values[f.name] = kind(raw)
             except ValueError:

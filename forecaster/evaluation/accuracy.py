@@ -216,7 +216,7 @@ def score_corpus(
                 "`forecaster train --corpus DIR --out MODEL_DIR` and pass --models-dir."
             )
         if heldout is None or heldout:
-            skip = frozenset().union(*(bank.get(n).meta.get("training_tasks", ()) for n in learned))
+            skip = frozenset().union(*(bank.meta_of(n).get("training_tasks", ()) for n in learned))
     jobs = list(_jobs(corpus, source_names, names, cuts, max_runs_per_task, seed, skip, bank))
     if not jobs:
         raise InvalidArgumentError(

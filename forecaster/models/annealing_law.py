@@ -94,7 +94,9 @@ class _Law:
         return np.asarray(np.matmul(columns, coef[:, :, None])[:, :, 0])
 
 
-def _tissue_anneal(profile: LrProfile, steps: FloatArray, theta: FloatArray, units: Units):
+def _tissue_anneal(
+    profile: LrProfile, steps: FloatArray, theta: FloatArray, units: Units
+) -> FloatArray:
     out = np.empty((len(theta), len(steps)))
     for tau in np.unique(theta[:, 1]):
         rows = theta[:, 1] == tau
@@ -102,7 +104,9 @@ def _tissue_anneal(profile: LrProfile, steps: FloatArray, theta: FloatArray, uni
     return out
 
 
-def _multi_power_anneal(profile: LrProfile, steps: FloatArray, theta: FloatArray, units: Units):
+def _multi_power_anneal(
+    profile: LrProfile, steps: FloatArray, theta: FloatArray, units: Units
+) -> FloatArray:
     out = np.empty((len(theta), len(steps)))
     keys = theta[:, 1:]
     for key in np.unique(keys, axis=0):

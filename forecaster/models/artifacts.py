@@ -157,6 +157,11 @@ class ModelBank:
         with self._lock:
             return self._models.get(name)
 
+    def meta_of(self, name: str) -> Mapping[str, Any]:
+        """The meta.json of the loaded model called name ({} when none is loaded)."""
+        model = self.get(name)
+        return {} if model is None else dict(model.meta)
+
     def names(self) -> list[str]:
         with self._lock:
             return sorted(self._models)

@@ -237,7 +237,7 @@ def _pow3(steps: FloatArray, loss: FloatArray, horizon: int, frame: Frame) -> li
             )[0, 0]
         )
     asym = float(fit.coef[best][0])
-    vals = [frame.scaled(at_h), frame.scaled(asym), float(fit.theta[best][0])]
+    vals = [float(frame.scaled(at_h)), float(frame.scaled(asym)), float(fit.theta[best][0])]
     return [float(np.clip(v, -Z_CLIP, Z_CLIP)) if math.isfinite(v) else math.nan for v in vals]
 
 

@@ -201,7 +201,7 @@ def train(
         net.feat_mean.copy_(torch.as_tensor(np.nan_to_num(mean), dtype=torch.float32))
         net.feat_std.copy_(torch.as_tensor(np.where(std > 1e-6, std, 1.0), dtype=torch.float32))
     seq = torch.as_tensor(data.seq, dtype=torch.float32)
-    feats = torch.as_tensor(data.feats, dtype=torch.float32)
+    feats_t = torch.as_tensor(data.feats, dtype=torch.float32)
     queries = torch.as_tensor(data.queries, dtype=torch.float32)
     z = torch.as_tensor(np.clip(data.z, -features.Z_CLIP, features.Z_CLIP), dtype=torch.float32)
     weight = torch.as_tensor(data.weight / data.weight.mean(), dtype=torch.float32)
@@ -217,7 +217,7 @@ def train(
         total = 0.0
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
-            pred = net(seq[idx], feats[idx], queries[idx])  # (b, q, L)
+            pred = net(seq[idx], feats_t[idx], queries[idx])  # (b, q, L)
             target = z[idx]
             known = torch.isfinite(target)
             diff = torch.where(known, target, 0.0)[..., None] - pred

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -27,8 +27,8 @@ _REASONS = {r: pb.Reason.Value(f"REASON_{r.name}") for r in Reason}
 _KINDS = {k: pb.ScheduleKind.Value(f"SCHEDULE_KIND_{k.name}") for k in ScheduleKind}
 
 
-def _inverse(table: dict[Any, int]) -> dict[int, Any]:
-    return {v: k for k, v in table.items()}
+def _inverse(table: Mapping[Any, int]) -> dict[int, Any]:
+    return {int(v): k for k, v in table.items()}
 
 
 _DIRECTIONS_IN, _STATES_IN = _inverse(_DIRECTIONS), _inverse(_STATES)
@@ -41,7 +41,8 @@ def direction_from_proto(value: int, where: str) -> Direction:
             f"{where}: direction is required: DIRECTION_MINIMIZE (lower is better) or "
             "DIRECTION_MAXIMIZE (higher is better)."
         )
-    return _DIRECTIONS_IN[value]  # type: ignore[no-any-return]
+    direction: Direction = _DIRECTIONS_IN[value]
+    return direction
 
 
 def state_from_proto(value: int) -> RunState | None:
@@ -50,7 +51,8 @@ def state_from_proto(value: int) -> RunState | None:
         return None
     if value not in _STATES_IN:
         raise InvalidArgumentError(f"unknown run state {value}.")
-    return _STATES_IN[value]  # type: ignore[no-any-return]
+    state: RunState = _STATES_IN[value]
+    return state
 
 
 def struct_to_dict(s: struct_pb2.Struct) -> dict[str, Any]:
@@ -65,7 +67,8 @@ def struct_to_dict(s: struct_pb2.Struct) -> dict[str, Any]:
             return [fix(x) for x in v]
         return v
 
-    return fix(json_format.MessageToDict(s))  # type: ignore[no-any-return]
+    out: dict[str, Any] = fix(json_format.MessageToDict(s))
+    return out
 
 
 def dict_to_struct(d: dict[str, Any]) -> struct_pb2.Struct:
