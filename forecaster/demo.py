@@ -12,6 +12,7 @@ import asyncio
 import math
 import sys
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TextIO
 
 import grpc
@@ -44,17 +45,17 @@ class SimulatedRun:
         return values
 
 
-RUNS = [
+RUNS = (
     SimulatedRun("lr=3e-4 (winner)", 1.55, 4.0, 0.50),
     SimulatedRun("lr=1e-4", 2.20, 4.0, 0.45),
     SimulatedRun("lr=3e-5", 2.50, 4.0, 0.35),
     SimulatedRun("lr=1e-3", 1.95, 4.0, 0.40),
     SimulatedRun("lr=1e-2 (diverges)", 1.50, 4.0, 0.5, diverge_at=600),
     SimulatedRun("lr=3e-2 (explodes)", 1.50, 4.0, 0.5, diverge_at=400, diverge_to=40.0),
-]
+)
 GRACE_STEPS = 200  # no verdict on the target before this step: the table shows WARMUP first
 
-_REASONS = {v: k.removeprefix("REASON_").lower() for k, v in pb.Reason.items()}
+_REASONS = MappingProxyType({v: k.removeprefix("REASON_").lower() for k, v in pb.Reason.items()})
 
 
 def _row(name: str, step: int, value: float, fc: pb.Forecast | None, d: pb.Decision) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -71,23 +72,25 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 # feature -> (config keys it is read from, first found wins; whether it is log10-scaled).
 # Keys are matched case-insensitively, at the top level or one level down ({"hparams": {..}}).
-CONFIG_KEYS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "cfg_log_lr": (("learning_rate", "lr", "peak_lr", "max_lr", "base_lr"), True),
-    "cfg_log_batch": (
-        ("batch_size", "global_batch_size", "train_batch_size", "per_device_train_batch_size"),
-        True,
-    ),
-    "cfg_log_weight_decay": (("weight_decay", "wd", "l2"), True),
-    "cfg_momentum": (("momentum", "beta1", "adam_beta1"), False),
-    "cfg_log_params": (("num_params", "n_params", "parameters", "params", "size"), True),
-    "cfg_log_depth": (("num_layers", "n_layer", "n_layers", "layers", "depth"), True),
-    "cfg_log_width": (
-        ("max_units", "n_embd", "model_dim", "hidden_size", "d_model", "width", "units"),
-        True,
-    ),
-    "cfg_dropout": (("dropout", "max_dropout"), False),
-}
-_SIZE_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+CONFIG_KEYS: Mapping[str, tuple[tuple[str, ...], bool]] = MappingProxyType(
+    {
+        "cfg_log_lr": (("learning_rate", "lr", "peak_lr", "max_lr", "base_lr"), True),
+        "cfg_log_batch": (
+            ("batch_size", "global_batch_size", "train_batch_size", "per_device_train_batch_size"),
+            True,
+        ),
+        "cfg_log_weight_decay": (("weight_decay", "wd", "l2"), True),
+        "cfg_momentum": (("momentum", "beta1", "adam_beta1"), False),
+        "cfg_log_params": (("num_params", "n_params", "parameters", "params", "size"), True),
+        "cfg_log_depth": (("num_layers", "n_layer", "n_layers", "layers", "depth"), True),
+        "cfg_log_width": (
+            ("max_units", "n_embd", "model_dim", "hidden_size", "d_model", "width", "units"),
+            True,
+        ),
+        "cfg_dropout": (("dropout", "max_dropout"), False),
+    }
+)
+_SIZE_SUFFIX = MappingProxyType({"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12})
 
 
 @dataclass(frozen=True)

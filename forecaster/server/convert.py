@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -15,20 +16,26 @@ from forecaster.policies import Action, Decision, Reason
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.store import Run, RunSpec, RunState, Study, StudySpec
 
-_DIRECTIONS = {Direction.MIN: pb.DIRECTION_MINIMIZE, Direction.MAX: pb.DIRECTION_MAXIMIZE}
-_STATES = {
-    RunState.RUNNING: pb.RUN_STATE_RUNNING,
-    RunState.FINISHED: pb.RUN_STATE_FINISHED,
-    RunState.STOPPED: pb.RUN_STATE_STOPPED,
-    RunState.FAILED: pb.RUN_STATE_FAILED,
-}
-_ACTIONS = {Action.CONTINUE: pb.ACTION_CONTINUE, Action.STOP: pb.ACTION_STOP}
-_REASONS = {r: pb.Reason.Value(f"REASON_{r.name}") for r in Reason}
-_KINDS = {k: pb.ScheduleKind.Value(f"SCHEDULE_KIND_{k.name}") for k in ScheduleKind}
+_DIRECTIONS = MappingProxyType(
+    {Direction.MIN: pb.DIRECTION_MINIMIZE, Direction.MAX: pb.DIRECTION_MAXIMIZE}
+)
+_STATES = MappingProxyType(
+    {
+        RunState.RUNNING: pb.RUN_STATE_RUNNING,
+        RunState.FINISHED: pb.RUN_STATE_FINISHED,
+        RunState.STOPPED: pb.RUN_STATE_STOPPED,
+        RunState.FAILED: pb.RUN_STATE_FAILED,
+    }
+)
+_ACTIONS = MappingProxyType({Action.CONTINUE: pb.ACTION_CONTINUE, Action.STOP: pb.ACTION_STOP})
+_REASONS = MappingProxyType({r: pb.Reason.Value(f"REASON_{r.name}") for r in Reason})
+_KINDS = MappingProxyType(
+    {k: pb.ScheduleKind.Value(f"SCHEDULE_KIND_{k.name}") for k in ScheduleKind}
+)
 
 
-def _inverse(table: Mapping[Any, int]) -> dict[int, Any]:
-    return {int(v): k for k, v in table.items()}
+def _inverse(table: Mapping[Any, int]) -> Mapping[int, Any]:
+    return MappingProxyType({int(v): k for k, v in table.items()})
 
 
 _DIRECTIONS_IN, _STATES_IN = _inverse(_DIRECTIONS), _inverse(_STATES)

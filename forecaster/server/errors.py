@@ -7,14 +7,14 @@ import grpc
 from forecaster import errors
 
 # Most specific first: a subclass before the class it refines.
-_CODES: list[tuple[type[errors.ForecasterError], grpc.StatusCode]] = [
+_CODES: tuple[tuple[type[errors.ForecasterError], grpc.StatusCode], ...] = (
     (errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
-]
+)
 
 
 def status_code(error: errors.ForecasterError) -> grpc.StatusCode:
