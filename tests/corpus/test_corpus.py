@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,18 @@ def test_import_tensorboard(tmp_path, capsys):
     assert main(["eval", "--corpus", str(tmp_path / "mine"), "--models", "pow3",
                  "--workers", "1", "--no-progress", "--cutoffs", "0.5"]) == 0  # fmt: skip
     assert "pow3" in capsys.readouterr().out
+
+
+def test_import_tensorboard_without_the_extra_names_it(tmp_path, monkeypatch, capsys):
+    _tensorboard_logs(tmp_path / "tb")
+    # As if tensorboard were not installed: importing it raises ModuleNotFoundError.
+    for name in ("tensorboard", "tensorboard.backend.event_processing"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["import", "tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "needs the tensorboard package" in err and 'pip install "forecaster[tensorboard]"' in err
+    assert not os.path.exists(tmp_path / "x" / "runs.parquet")
 
 
 def test_import_mlflow_wandb_and_long(tmp_path, capsys):

@@ -12,6 +12,9 @@ The long format: one row per point with columns `run_id`, `step`, `value`, and o
 one metric per run (`metric`, or the first name with "loss" in it, preferring validation
 ones) and the learning rate from a metric named like "lr" or "learning_rate".
 
+`tensorboard` reads event files with the tensorboard package: `pip install
+"forecaster[tensorboard]"`.
+
 Each importer checks that PATH is its kind and says which kind it expected (and, where it can
 tell, which kind PATH looks like) when it is not.
 """

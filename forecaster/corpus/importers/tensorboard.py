@@ -1,13 +1,12 @@
 """TensorBoard event files: a file, or a folder searched for `*tfevents*`; a run is the folder
-holding event files."""
+holding event files. The files are read with the tensorboard package (the `tensorboard` extra)."""
 
 from __future__ import annotations
 
-import struct
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 
@@ -21,112 +20,61 @@ from forecaster.corpus.importers._common import (
     wrong_kind,
 )
 from forecaster.corpus.writer import RunRecord
+from forecaster.errors import FailedPreconditionError
+
+_NOT_EVENTS = "an event file (records starting with brain.Event)"
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    out = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        out |= (b & 0x7F) << shift
-        if b < 0x80:
-            return out, i
-        shift += 7
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, value) of a protobuf message; bytes for length-delimited."""
-    i, n = 0, len(buf)
-    while i < n:
-        key, i = _varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 1:
-            value, i = buf[i : i + 8], i + 8
-        elif wire == 2:
-            size, i = _varint(buf, i)
-            value, i = buf[i : i + size], i + size
-        elif wire == 5:
-            value, i = buf[i : i + 4], i + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        yield field, wire, value
-
-
-def _tensor_scalar(buf: bytes) -> float | None:
-    dtype = 0
-    for field, wire, value in _fields(buf):
-        if field == 1:
-            dtype = value
-        elif field == 5:  # float_val
-            return (
-                float(struct.unpack("<f", value[:4])[0])
-                if wire == 2
-                else float(struct.unpack("<f", value)[0])
-            )
-        elif field == 6:  # double_val
-            return float(struct.unpack("<d", value[:8])[0])
-        elif field == 4 and value:  # tensor_content
-            if dtype == 1 and len(value) == 4:
-                return float(struct.unpack("<f", value)[0])
-            if dtype == 2 and len(value) == 8:
-                return float(struct.unpack("<d", value)[0])
-    return None
+def _tensorboard() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """tensorboard's event-file loader, tensor_util and types_pb2, or the error naming the
+    extra that installs them."""
+    try:
+        from tensorboard.backend.event_processing import event_file_loader
+        from tensorboard.compat.proto import types_pb2
+        from tensorboard.util import tensor_util
+    except ImportError as e:
+        raise FailedPreconditionError(
+            f"reading TensorBoard event files needs the tensorboard package ({e}); install it "
+            'with `pip install "forecaster[tensorboard]"`.'
+        ) from e
+    return event_file_loader, tensor_util, types_pb2
 
 
 def read_event_file(file: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """tag -> [(step, value, wall_time)] of the scalars in one TensorBoard event file."""
-    data = file.read_bytes()
+    """tag -> [(step, value, wall_time)] of the scalars in one TensorBoard event file: scalar
+    summaries (`simple_value`, as torch's SummaryWriter writes) and one-element float tensor
+    summaries (as TF2's `tf.summary.scalar` writes)."""
+    from google.protobuf.message import DecodeError
+
+    event_file_loader, tensor_util, types_pb2 = _tensorboard()
+    # EventFileLoader turns old-style `simple_value`s into tensors, so one path reads both.
+    events = event_file_loader.EventFileLoader(str(file)).Load()
     out: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
-    i, first = 0, True
-    while i + 12 <= len(data):
-        (size,) = struct.unpack("<Q", data[i : i + 8])
-        record = data[i + 12 : i + 12 + size]
-        i += 12 + size + 4
-        try:
-            event = list(_fields(record))
-        except (ValueError, IndexError):
-            event = []
-        if first:
-            version = [v for f, _, v in event if f == 3]
-            if not version or not bytes(version[0]).startswith(b"brain.Event"):
-                raise wrong_kind(
-                    file, "tensorboard", "an event file (records starting with brain.Event)"
-                )
-            first = False
-            continue
-        wall, step, summary = 0.0, 0, None
-        for f, _, v in event:
-            if f == 1:
-                wall = struct.unpack("<d", v)[0]
-            elif f == 2:
-                step = v
-            elif f == 5:
-                summary = v
-        if summary is None:
-            continue
-        for f, _, value in _fields(summary):
-            if f != 1:
-                continue
-            tag, scalar = None, None
-            for vf, vw, vv in _fields(value):
-                if vf == 1:
-                    tag = bytes(vv).decode()
-                elif vf == 2 and vw == 5:
-                    scalar = float(struct.unpack("<f", vv)[0])
-                elif vf == 8:
-                    scalar = _tensor_scalar(vv)
-            if tag is not None and scalar is not None:
-                out[tag].append((int(step), scalar, float(wall)))
-    if first:
-        raise wrong_kind(file, "tensorboard", "an event file (records starting with brain.Event)")
+    try:
+        first = next(events, None)
+        if first is None or not first.file_version.startswith("brain.Event"):
+            raise wrong_kind(file, "tensorboard", _NOT_EVENTS)
+        for event in events:
+            for value in event.summary.value:
+                tensor = value.tensor
+                if (
+                    not value.tag
+                    or not value.HasField("tensor")
+                    or tensor.dtype not in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE)
+                ):
+                    continue
+                array = tensor_util.make_ndarray(tensor)
+                if array.size == 1:
+                    out[value.tag].append((event.step, float(array.item()), event.wall_time))
+    except DecodeError:  # records that are not Event protos
+        raise wrong_kind(file, "tensorboard", _NOT_EVENTS) from None
     return out
 
 
 def import_tensorboard(
     path: Path, options: ImportOptions, progress: Progress
 ) -> Iterator[RunRecord]:
+    _tensorboard()  # fails first when the extra is missing, whatever PATH is
     files = [path] if path.is_file() else sorted(path.rglob("*tfevents*"))
     if not files:
         raise wrong_kind(path, "tensorboard", "files named *tfevents* under the folder")
