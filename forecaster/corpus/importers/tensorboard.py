@@ -85,8 +85,8 @@ def import_tensorboard(
     for run_dir, run_files in progress(sorted(by_run.items())):
         scalars: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
         for f in sorted(run_files):
-            for tag, rows in read_event_file(f).items():
-                scalars[tag].extend(rows)
+            for tag, points in read_event_file(f).items():
+                scalars[tag].extend(points)
         if not scalars:
             continue
         rel = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
