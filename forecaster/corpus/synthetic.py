@@ -78,7 +78,7 @@ def generate(
     for t in range(n_tasks):
         family = str(rng.choice(FAMILIES, p=[0.25, 0.15, 0.15, 0.15, 0.3]))
         total = int(rng.choice([50, 100, 200, 500, 1000, 3000]))
-        n_log = int(min(total, rng.integers(20, 200)))
+        n_log = min(total, int(rng.integers(20, 200)))
         log_spaced = rng.random() < 0.3
         is_max = rng.random() < 0.2
         base = {
