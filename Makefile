@@ -1,4 +1,4 @@
-.PHONY: install dev test lint proto serve demo bench
+.PHONY: install dev test test-fast typecheck lint proto serve demo bench
 
 install:            ## the service and its runtime dependencies
 	pip install -e .
@@ -6,8 +6,14 @@ install:            ## the service and its runtime dependencies
 dev:                ## plus tests, linters, code generation and the trainer plugins
 	pip install -e ".[dev]" -e "./trainer_plugins[all]"
 
-test:               ## the README's test command
-	python -m pytest
+test:               ## the README's test command (after `make dev`): type-check, then every test
+	mypy && python -m pytest
+
+test-fast:          ## the tests not marked slow: under a minute, for the edit-test loop
+	python -m pytest -m "not slow" -q
+
+typecheck:          ## mypy over both distributions (settings: [tool.mypy] in pyproject.toml)
+	mypy
 
 lint:
 	ruff check . && ruff format --check .
