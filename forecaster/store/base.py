@@ -171,7 +171,11 @@ class AppendResult:
 
 
 class Store(Protocol):
-    """Studies, runs and points. Writes are durable when the method returns."""
+    """Studies, runs and points. Writes are durable when the method returns.
+
+    tests/store/test_contract.py checks every backend against this contract; a new backend
+    adds itself to its BACKENDS.
+    """
 
     def create_study(self, spec: StudySpec) -> tuple[Study, bool]:
         """Creates or returns the identical study (created flag); else AlreadyExistsError."""
@@ -181,7 +185,9 @@ class Store(Protocol):
         """Loads a study. If nonexistent, raises NotFoundError."""
         ...
 
-    def list_studies(self) -> list[Study]: ...
+    def list_studies(self) -> list[Study]:
+        """Every study, in creation order."""
+        ...
 
     def start_run(self, study: str, spec: RunSpec) -> tuple[Run, bool]:
         """Creates or returns the identical run; AlreadyExistsError, NotFoundError."""
@@ -191,7 +197,9 @@ class Store(Protocol):
         """Loads a run. If nonexistent, raises NotFoundError."""
         ...
 
-    def list_runs(self, study: str, *, state: RunState | None = None) -> list[Run]: ...
+    def list_runs(self, study: str, *, state: RunState | None = None) -> list[Run]:
+        """The study's runs in start order, only those in state when given; NotFoundError."""
+        ...
 
     def append_points(
         self, study: str, run: str, points: Points, lr_schedule: LrSchedule | None = None

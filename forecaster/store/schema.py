@@ -7,8 +7,18 @@ To change the schema, append a migration; never edit one that has been released.
 
 from __future__ import annotations
 
-# Values of the metric are stored with a kind, because SQLite reads a NaN REAL back as NULL.
-VALUE_FINITE, VALUE_NAN, VALUE_POS_INF, VALUE_NEG_INF = 0, 1, 2, 3
+import enum
+
+
+class ValueKind(enum.IntEnum):
+    """How a metric value is stored (points.value_kind, runs.last_kind): SQLite reads a NaN
+    REAL back as NULL, so NaN and +/-inf are kept by kind, with a NULL REAL."""
+
+    FINITE = 0
+    NAN = 1
+    POS_INF = 2
+    NEG_INF = 3
+
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (

@@ -40,27 +40,35 @@ from forecaster.store.base import (
     StudySpec,
     canonical_json,
 )
+from forecaster.store.schema import ValueKind
 
 
-def encode_value(v: float) -> tuple[float | None, int]:
+def encode_value(v: float) -> tuple[float | None, ValueKind]:
     """(stored REAL, kind): NaN and +/-inf are kept by kind, the REAL is NULL for them."""
     if math.isnan(v):
-        return None, schema.VALUE_NAN
+        return None, ValueKind.NAN
     if math.isinf(v):
-        return None, schema.VALUE_POS_INF if v > 0 else schema.VALUE_NEG_INF
-    return v, schema.VALUE_FINITE
+        return None, ValueKind.POS_INF if v > 0 else ValueKind.NEG_INF
+    return v, ValueKind.FINITE
 
 
 def decode_value(v: float | None, kind: int | None) -> float:
-    if kind == schema.VALUE_FINITE and v is not None:
-        return float(v)
-    return {schema.VALUE_POS_INF: math.inf, schema.VALUE_NEG_INF: -math.inf}.get(
-        kind if kind is not None else -1, math.nan
-    )
+    """The value a (REAL, kind) pair stores; NaN for kind NAN and for a run without points."""
+    if kind == ValueKind.FINITE:
+        return math.nan if v is None else float(v)
+    if kind == ValueKind.POS_INF:
+        return math.inf
+    if kind == ValueKind.NEG_INF:
+        return -math.inf
+    return math.nan
 
 
 def _none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
+
+
+def _nan_if_none(x: float | None) -> float:
+    return math.nan if x is None else float(x)
 
 
 class SqliteStore:
@@ -81,6 +89,8 @@ class SqliteStore:
             self._conn: sqlite3.Connection | None = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
+            # Rows are read by column name (row["last_step"]), never by position.
+            self._conn.row_factory = sqlite3.Row
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
@@ -126,7 +136,9 @@ class SqliteStore:
     def _migrate(self) -> None:
         with self._tx() as cur:
             cur.execute(schema.CREATE_VERSION_TABLE)
-            current = cur.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+            current = (
+                cur.execute("SELECT MAX(version) AS v FROM schema_migrations").fetchone()["v"] or 0
+            )
             if current > schema.LATEST_VERSION:
                 raise StoreUnavailableError(
                     f"the database {self.path} has schema version {current}, newer than this "
@@ -144,7 +156,9 @@ class SqliteStore:
 
     def schema_version(self) -> int:
         with self._tx(write=False) as cur:
-            return int(cur.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0])
+            return int(
+                cur.execute("SELECT MAX(version) AS v FROM schema_migrations").fetchone()["v"]
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -156,27 +170,28 @@ class SqliteStore:
     # -- studies ----------------------------------------------------------------------------
 
     _STUDY_COLS = (
-        "s.name, s.metric, s.direction, s.max_step, s.target, s.policy, s.policy_params, "
-        "s.forecaster, s.created_at, (SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id)"
+        "s.id AS study_id, s.name, s.metric, s.direction, s.max_step, s.target, s.policy, "
+        "s.policy_params, s.forecaster, s.created_at, "
+        "(SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id) AS n_runs"
     )
 
     @staticmethod
-    def _study(row: tuple[Any, ...]) -> Study:
+    def _study(row: sqlite3.Row) -> Study:
         spec = StudySpec(
-            name=row[0],
-            metric=row[1],
-            direction=Direction(row[2]),
-            max_step=row[3],
-            target=row[4],
-            policy=row[5],
-            policy_params=json.loads(row[6]),
-            forecaster=row[7],
+            name=row["name"],
+            metric=row["metric"],
+            direction=Direction(row["direction"]),
+            max_step=row["max_step"],
+            target=row["target"],
+            policy=row["policy"],
+            policy_params=json.loads(row["policy_params"]),
+            forecaster=row["forecaster"],
         )
-        return Study(spec, row[8], row[9])
+        return Study(spec, created_at_s=row["created_at"], n_runs=row["n_runs"])
 
-    def _study_row(self, cur: sqlite3.Cursor, name: str) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = cur.execute(
-            f"SELECT {self._STUDY_COLS}, s.id FROM studies s WHERE s.name = ?", (name,)
+    def _study_row(self, cur: sqlite3.Cursor, name: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = cur.execute(
+            f"SELECT {self._STUDY_COLS} FROM studies s WHERE s.name = ?", (name,)
         ).fetchone()
         return row
 
@@ -226,29 +241,38 @@ class SqliteStore:
     # -- runs -------------------------------------------------------------------------------
 
     _RUN_COLS = (
-        "s.name, r.name, r.config, r.max_step, r.lr_schedule, r.state, r.created_at, "
-        "r.finished_at, r.n_points, r.last_step, r.last_value, r.last_kind, r.best_value, "
-        "r.id, s.direction"
+        "s.name AS study_name, s.direction, r.id AS run_id, r.name AS run_name, r.config, "
+        "r.max_step, r.lr_schedule, r.state, r.created_at, r.finished_at, r.n_points, "
+        "r.last_step, r.last_value, r.last_kind, r.best_value"
     )
 
     @staticmethod
-    def _run(row: tuple[Any, ...]) -> Run:
-        schedule = None if row[4] is None else LrSchedule.from_dict(json.loads(row[4]))
-        spec = RunSpec(row[1], json.loads(row[2]), row[3], schedule)
+    def _run(row: sqlite3.Row) -> Run:
+        stored_schedule = row["lr_schedule"]
+        spec = RunSpec(
+            name=row["run_name"],
+            config=json.loads(row["config"]),
+            max_step=row["max_step"],
+            lr_schedule=(
+                None
+                if stored_schedule is None
+                else LrSchedule.from_dict(json.loads(stored_schedule))
+            ),
+        )
         return Run(
-            study=row[0],
+            study=row["study_name"],
             spec=spec,
-            state=RunState(row[5]),
-            created_at_s=row[6],
-            finished_at_s=row[7],
-            n_points=row[8],
-            last_step=row[9],
-            last_value=decode_value(row[10], row[11]),
-            best_value=math.nan if row[12] is None else float(row[12]),
+            state=RunState(row["state"]),
+            created_at_s=row["created_at"],
+            finished_at_s=row["finished_at"],
+            n_points=row["n_points"],
+            last_step=row["last_step"],
+            last_value=decode_value(row["last_value"], row["last_kind"]),
+            best_value=_nan_if_none(row["best_value"]),
         )
 
-    def _run_row(self, cur: sqlite3.Cursor, study: str, run: str) -> tuple[Any, ...]:
-        row: tuple[Any, ...] | None = cur.execute(
+    def _run_row(self, cur: sqlite3.Cursor, study: str, run: str) -> sqlite3.Row:
+        row: sqlite3.Row | None = cur.execute(
             f"SELECT {self._RUN_COLS} FROM runs r JOIN studies s ON r.study_id = s.id "
             "WHERE s.name = ? AND r.name = ?",
             (study, run),
@@ -283,14 +307,16 @@ class SqliteStore:
                     )
                 if spec.lr_schedule is not None and spec.lr_schedule != existing.spec.lr_schedule:
                     # The planned schedule is not identity: a re-attached job may re-plan it.
-                    cur.execute("UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, row[13]))
+                    cur.execute(
+                        "UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, row["run_id"])
+                    )
                     return self._run(self._run_row(cur, study, spec.name)), False
                 return existing, False
             cur.execute(
                 "INSERT INTO runs (study_id, name, config, max_step, lr_schedule, state, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    srow[-1],
+                    srow["study_id"],
                     spec.name,
                     canonical_json(spec.config),
                     spec.max_step,
@@ -325,7 +351,7 @@ class SqliteStore:
             raise InvalidArgumentError("FinishRun: state must be FINISHED, STOPPED or FAILED.")
         with self._tx() as cur:
             row = self._run_row(cur, study, run)
-            current = RunState(row[5])
+            current = RunState(row["state"])
             if current is state:
                 return self._run(row)
             if current is not RunState.RUNNING:
@@ -335,7 +361,7 @@ class SqliteStore:
                 )
             cur.execute(
                 "UPDATE runs SET state = ?, finished_at = ? WHERE id = ?",
-                (state.value, self._clock(), row[13]),
+                (state.value, self._clock(), row["run_id"]),
             )
             return self._run(self._run_row(cur, study, run))
 
@@ -347,17 +373,29 @@ class SqliteStore:
     )
 
     @staticmethod
-    def _decision(row: tuple[Any, ...]) -> StoredDecision:
+    def _decision(row: sqlite3.Row) -> StoredDecision:
         return StoredDecision(
-            *row[:7], json.loads(row[7]), row[8], row[9], None if row[10] is None else row[10]
+            at_step=row["at_step"],
+            fitted_points=row["fitted_points"],
+            votes_before=row["votes_before"],
+            votes=row["votes"],
+            action=row["action"],
+            reason=row["reason"],
+            explanation=row["explanation"],
+            probabilities=json.loads(row["probabilities"]),
+            expected_saved_steps=row["expected_saved_steps"],
+            policy=row["policy"],
+            forecast_final=row["forecast_final"],
         )
 
     def save_decision(self, study: str, run: str, decision: StoredDecision) -> None:
         final = decision.forecast_final
         with self._tx() as cur:
-            run_id = self._run_row(cur, study, run)[13]
+            run_id = self._run_row(cur, study, run)["run_id"]
             cur.execute(
-                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO decisions (run_id, at_step, fitted_points, votes_before, "
+                "votes, action, reason, explanation, probabilities, expected_saved_steps, policy, "
+                "forecast_final, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     decision.at_step,
@@ -377,7 +415,7 @@ class SqliteStore:
 
     def get_decision(self, study: str, run: str) -> StoredDecision | None:
         with self._tx(write=False) as cur:
-            run_id = self._run_row(cur, study, run)[13]
+            run_id = self._run_row(cur, study, run)["run_id"]
             row = cur.execute(
                 f"SELECT {self._DECISION_COLS} FROM decisions d WHERE d.run_id = ?", (run_id,)
             ).fetchone()
@@ -388,12 +426,12 @@ class SqliteStore:
             if self._study_row(cur, study) is None:
                 raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
             rows = cur.execute(
-                f"SELECT r.name, {self._DECISION_COLS} FROM decisions d "
+                f"SELECT r.name AS run_name, {self._DECISION_COLS} FROM decisions d "
                 "JOIN runs r ON d.run_id = r.id JOIN studies s ON r.study_id = s.id "
                 "WHERE s.name = ?",
                 (study,),
             ).fetchall()
-        return {row[0]: self._decision(row[1:]) for row in rows}
+        return {row["run_name"]: self._decision(row) for row in rows}
 
     # -- points -----------------------------------------------------------------------------
 
@@ -404,7 +442,7 @@ class SqliteStore:
             raise InvalidArgumentError(f"ReportMetrics: the batch for run {run!r} is empty.")
         with self._tx() as cur:
             row = self._run_row(cur, study, run)
-            run_id, last_step, state = row[13], int(row[9]), RunState(row[5])
+            run_id, last_step, state = row["run_id"], int(row["last_step"]), RunState(row["state"])
             if state is not RunState.RUNNING:
                 raise FailedPreconditionError(
                     f"run {run!r} of study {study!r} is {state.value}: it accepts no more points. "
@@ -426,8 +464,8 @@ class SqliteStore:
                         )
                     ],
                 )
-                direction = Direction(row[14])
-                best = math.nan if row[12] is None else float(row[12])
+                direction = Direction(row["direction"])
+                best = _nan_if_none(row["best_value"])
                 finite = new.values[np.isfinite(new.values)]
                 if len(finite):
                     batch_best = float(finite.min() if direction is Direction.MIN else finite.max())
@@ -468,14 +506,14 @@ class SqliteStore:
     @staticmethod
     def _check_retry(cur: sqlite3.Cursor, run_id: int, study: str, run: str, old: Points) -> None:
         """Points at or below the last stored step must be an exact retry of stored ones."""
-        stored = dict(
-            (step, decode_value(v, k))
-            for step, v, k in cur.execute(
+        stored = {
+            row["step"]: decode_value(row["value"], row["value_kind"])
+            for row in cur.execute(
                 "SELECT step, value, value_kind FROM points WHERE run_id = ? "
                 "AND step BETWEEN ? AND ?",
                 (run_id, int(old.steps[0]), int(old.steps[-1])),
             )
-        )
+        }
         for step, value in zip(old.steps.tolist(), old.values.tolist(), strict=True):
             if step not in stored:
                 raise InvalidArgumentError(
@@ -491,18 +529,15 @@ class SqliteStore:
 
     def get_points(self, study: str, run: str) -> Points:
         with self._tx(write=False) as cur:
-            run_id = self._run_row(cur, study, run)[13]
+            run_id = self._run_row(cur, study, run)["run_id"]
             rows = cur.execute(
                 "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = ? "
                 "ORDER BY step",
                 (run_id,),
             ).fetchall()
-        if not rows:
-            return Points.of([], [])
-        steps, values, kinds, lr, wall = zip(*rows, strict=True)
         return Points.of(
-            steps,
-            [decode_value(v, k) for v, k in zip(values, kinds, strict=True)],
-            lr,
-            wall,
+            [row["step"] for row in rows],
+            [decode_value(row["value"], row["value_kind"]) for row in rows],
+            [row["lr"] for row in rows],
+            [row["wall_time_s"] for row in rows],
         )

@@ -1,0 +1,517 @@
+"""The Store contract: every backend in BACKENDS passes every check here.
+
+A new backend (PostgreSQL) runs the whole suite by adding one entry to BACKENDS: a function
+that gives, for a test's temporary folder, the URL `open_store` opens it by (a fresh database
+or schema per test). The backend's own checks (migrations, pragmas, file permissions) live in
+its own file, as tests/store/test_sqlite.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from forecaster.curves import Direction, LrSchedule, Points, ScheduleKind
+from forecaster.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    StoreUnavailableError,
+)
+from forecaster.store import RunSpec, RunState, Store, StoredDecision, StudySpec, open_store
+
+# backend name -> (tmp_path -> the URL of a fresh, empty store that survives close/reopen).
+BACKENDS: dict[str, Callable[[Path], str]] = {
+    "sqlite": lambda tmp_path: f"sqlite:///{tmp_path}/contract.db",  # a real file
+}
+
+FINAL_STATES = [s for s in RunState if s is not RunState.RUNNING]
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens the test's store; each call opens it again (the same data), for reopen checks."""
+    url = BACKENDS[request.param](tmp_path)
+    opened: list[Store] = []
+
+    def open_() -> Store:
+        opened.append(open_store(url))
+        return opened[-1]
+
+    yield open_
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(backend: Callable[[], Store]) -> Store:
+    """A store with study "s" (minimize, max_step=100) and its running run "r"."""
+    s = backend()
+    s.create_study(StudySpec("s", "loss", Direction.MIN, max_step=100))
+    s.start_run("s", RunSpec("r"))
+    return s
+
+
+def decision(at_step: int = 10, **kw: object) -> StoredDecision:
+    fields: dict[str, object] = dict(
+        at_step=at_step, fitted_points=at_step, votes_before=0, votes=1, action="continue",
+        reason="promising", explanation="P(beat 0.4 by 100) = 0.3", probabilities={"p": 0.3},
+        expected_saved_steps=0, policy="default", forecast_final=1.5,
+    )  # fmt: skip
+    fields.update(kw)
+    return StoredDecision(**fields)  # type: ignore[arg-type]
+
+
+# -- studies ----------------------------------------------------------------------------------
+
+
+def test_create_study_returns_what_it_stored_and_get_study_reads_it(backend):
+    store = backend()
+    spec = StudySpec(
+        "sweep", "acc", Direction.MAX, max_step=500, target=0.9, policy="unpromising",
+        policy_params={"p": 0.05, "nested": {"k": [1, 2]}}, forecaster="power_law",
+    )  # fmt: skip
+    study, created = store.create_study(spec)
+    assert created and study.spec == spec and study.n_runs == 0
+    got = store.get_study("sweep")
+    assert got.spec == spec and got.spec.policy_params == spec.policy_params
+    assert got.created_at_s == study.created_at_s and got.n_runs == 0
+
+
+def test_create_study_is_idempotent(backend):
+    store = backend()
+    spec = StudySpec("s", "loss", Direction.MIN, policy_params={"a": 1, "b": 2})
+    first, created = store.create_study(spec)
+    same_params = StudySpec("s", "loss", Direction.MIN, policy_params={"b": 2, "a": 1})
+    again, created_again = store.create_study(same_params)
+    assert created and not created_again
+    assert again.spec == first.spec and again.created_at_s == first.created_at_s
+    assert [s.name for s in store.list_studies()] == ["s"]
+
+
+@pytest.mark.parametrize(
+    "field, other",
+    [
+        ("metric", {"metric": "acc"}),
+        ("direction", {"direction": Direction.MAX}),
+        ("max_step", {"max_step": 200}),
+        ("target", {"target": 0.5}),
+        ("policy", {"policy": "median"}),
+        ("policy_params", {"policy_params": {"p": 0.1}}),
+        ("forecaster", {"forecaster": "gbm"}),
+    ],
+)
+def test_create_study_with_another_definition_is_refused_naming_the_field(backend, field, other):
+    store = backend()
+    base: dict[str, object] = dict(name="s", metric="loss", direction=Direction.MIN)
+    store.create_study(StudySpec(**base))  # type: ignore[arg-type]
+    with pytest.raises(AlreadyExistsError, match=field):
+        store.create_study(StudySpec(**{**base, **other}))  # type: ignore[arg-type]
+    assert store.get_study("s").spec == StudySpec(**base)  # type: ignore[arg-type]
+
+
+def test_list_studies_in_creation_order_with_their_run_counts(backend):
+    store = backend()
+    assert store.list_studies() == []
+    for name in ("b", "a", "c"):
+        store.create_study(StudySpec(name, "loss", Direction.MIN))
+    for run in ("r1", "r2"):
+        store.start_run("a", RunSpec(run))
+    studies = store.list_studies()
+    assert [s.name for s in studies] == ["b", "a", "c"]
+    assert [s.n_runs for s in studies] == [0, 2, 0]
+    assert store.get_study("a").n_runs == 2
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+def test_start_run_returns_a_running_run_without_points(store):
+    schedule = LrSchedule(ScheduleKind.COSINE, peak_lr=1e-3, total_steps=100)
+    spec = RunSpec("new", {"lr": 1e-3, "layers": [2, 4]}, max_step=50, lr_schedule=schedule)
+    run, created = store.start_run("s", spec)
+    assert created and run.study == "s" and run.spec == spec and run.spec.config == spec.config
+    assert run.state is RunState.RUNNING and run.finished_at_s is None
+    assert (run.n_points, run.last_step) == (0, -1)
+    assert math.isnan(run.last_value) and math.isnan(run.best_value)
+    assert store.get_run("s", "new") == run
+    assert len(store.get_points("s", "new")) == 0
+
+
+def test_studies_and_runs_idempotent_by_name(store):
+    study, created = store.create_study(StudySpec("s", "loss", Direction.MIN, max_step=100))
+    assert not created and study.n_runs == 1
+    with pytest.raises(AlreadyExistsError, match="max_step"):
+        store.create_study(StudySpec("s", "loss", Direction.MIN, max_step=200))
+    run, created = store.start_run("s", RunSpec("r"))
+    assert not created
+    with pytest.raises(AlreadyExistsError, match="config"):
+        store.start_run("s", RunSpec("r", {"lr": 1}))
+    schedule = LrSchedule(ScheduleKind.COSINE, peak_lr=1e-3, total_steps=100)
+    replanned, created = store.start_run("s", RunSpec("r", lr_schedule=schedule))
+    assert not created and replanned.spec.lr_schedule == schedule
+    with pytest.raises(NotFoundError, match="CreateStudy"):
+        store.start_run("nope", RunSpec("r"))
+
+
+def test_start_run_again_keeps_the_points_and_refuses_another_budget(store):
+    store.append_points("s", "r", Points.of([1, 2], [2.0, 1.0]))
+    again, created = store.start_run("s", RunSpec("r"))
+    assert not created and again.n_points == 2 and again.last_step == 2
+    with pytest.raises(AlreadyExistsError, match="max_step"):
+        store.start_run("s", RunSpec("r", max_step=10))
+    assert store.get_run("s", "r").spec.max_step is None
+
+
+def test_runs_of_the_same_name_in_two_studies_are_two_runs(store):
+    store.create_study(StudySpec("t", "loss", Direction.MIN))
+    store.start_run("t", RunSpec("r", {"other": True}))
+    store.append_points("s", "r", Points.of([1], [1.0]))
+    assert store.get_run("t", "r").n_points == 0 and store.get_run("t", "r").spec.config
+    assert store.get_run("s", "r").n_points == 1 and not store.get_run("s", "r").spec.config
+
+
+# -- not found --------------------------------------------------------------------------------
+
+NOT_FOUND: dict[str, Callable[[Store, str, str], object]] = {
+    "get_study": lambda s, study, run: s.get_study(study),
+    "start_run": lambda s, study, run: s.start_run(study, RunSpec(run)),
+    "get_run": lambda s, study, run: s.get_run(study, run),
+    "list_runs": lambda s, study, run: s.list_runs(study),
+    "append_points": lambda s, study, run: s.append_points(study, run, Points.of([1], [1.0])),
+    "get_points": lambda s, study, run: s.get_points(study, run),
+    "finish_run": lambda s, study, run: s.finish_run(study, run, RunState.FINISHED),
+    "save_decision": lambda s, study, run: s.save_decision(study, run, decision()),
+    "get_decision": lambda s, study, run: s.get_decision(study, run),
+    "list_decisions": lambda s, study, run: s.list_decisions(study),
+}
+NEEDS_RUN = {"get_run", "append_points", "get_points", "finish_run", "save_decision",
+             "get_decision"}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(NOT_FOUND))
+def test_unknown_study_or_run_is_not_found_and_named(store, method):
+    with pytest.raises(NotFoundError, match="'nope'"):
+        NOT_FOUND[method](store, "nope", "r")
+    if method in NEEDS_RUN:
+        with pytest.raises(NotFoundError, match="'ghost'"):
+            NOT_FOUND[method](store, "s", "ghost")
+    assert [s.name for s in store.list_studies()] == ["s"]  # nothing created on the way
+    assert [r.name for r in store.list_runs("s")] == ["r"]
+
+
+# -- points -----------------------------------------------------------------------------------
+
+
+def test_non_finite_values_round_trip_exactly(backend):
+    s = backend()
+    s.create_study(StudySpec("s", "loss", Direction.MIN))
+    s.start_run("s", RunSpec("r"))
+    values = [1.5, math.nan, math.inf, -math.inf, 0.0, -2.5e-300]
+    s.append_points("s", "r", Points.of(range(6), values, lr=[0.1, None, 0.2, None, 0, 1e-5]))
+    s.close()
+    reopened = backend()
+    got = reopened.get_points("s", "r")
+    np.testing.assert_array_equal(got.values, np.array(values))  # NaN equals NaN here
+    np.testing.assert_array_equal(got.lr, np.array([0.1, np.nan, 0.2, np.nan, 0, 1e-5]))
+    run = reopened.get_run("s", "r")
+    assert run.last_value == -2.5e-300 and run.best_value == -2.5e-300  # best of the finite
+    reopened.close()
+
+
+_names = itertools.count()
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_float_round_trips(store, values):
+    # Every example runs on the test's one store (hypothesis keeps function-scoped fixtures),
+    # so each gets a study of its own.
+    name = f"h{next(_names)}"
+    store.create_study(StudySpec(name, "loss", Direction.MAX))
+    store.start_run(name, RunSpec("r"))
+    store.append_points(name, "r", Points.of(range(len(values)), values))
+    got = store.get_points(name, "r").values
+    assert np.array_equal(got, np.array(values), equal_nan=True)
+    finite = [v for v in values if math.isfinite(v)]
+    best = store.get_run(name, "r").best_value
+    assert (math.isnan(best) and not finite) or best == max(finite)
+
+
+@pytest.mark.parametrize("last", [math.nan, math.inf, -math.inf, 0.25])
+def test_the_last_value_keeps_its_kind(store, last):
+    store.append_points("s", "r", Points.of([1, 2], [0.5, last]))
+    run = store.get_run("s", "r")
+    assert np.array_equal([run.last_value], [last], equal_nan=True)
+    assert run.best_value == (0.25 if last == 0.25 else 0.5)
+
+
+def test_lr_and_wall_time_round_trip_with_unknowns(store):
+    batch = Points.of([0, 5, 9], [3.0, 2.0, 1.0], lr=[1e-3, None, 0.0], wall_time_s=[None, 2.5, 7])
+    store.append_points("s", "r", batch)
+    got = store.get_points("s", "r")
+    assert got.steps.tolist() == [0, 5, 9] and got.values.tolist() == [3.0, 2.0, 1.0]
+    np.testing.assert_array_equal(got.lr, [1e-3, np.nan, 0.0])
+    np.testing.assert_array_equal(got.wall_time_s, [np.nan, 2.5, 7.0])
+
+
+def test_best_value_follows_direction(backend):
+    s = backend()
+    for name, direction in (("min", Direction.MIN), ("max", Direction.MAX)):
+        s.create_study(StudySpec(name, "m", direction))
+        s.start_run(name, RunSpec("r"))
+        s.append_points(name, "r", Points.of([1, 2, 3], [0.5, 0.2, 0.7]))
+    assert s.get_run("min", "r").best_value == 0.2
+    assert s.get_run("max", "r").best_value == 0.7
+
+
+def test_best_value_carries_across_batches(store):
+    store.append_points("s", "r", Points.of([1, 2], [0.5, 0.2]))
+    store.append_points("s", "r", Points.of([3, 4], [0.7, math.nan]))
+    run = store.get_run("s", "r")
+    assert run.best_value == 0.2 and math.isnan(run.last_value) and run.n_points == 4
+
+
+def test_batch_is_atomic(store):
+    store.append_points("s", "r", Points.of([1, 2, 3], [3.0, 2.0, 1.0]))
+    with pytest.raises(InvalidArgumentError, match="already stored"):
+        store.append_points("s", "r", Points.of([3, 4], [1.5, 0.5]))
+    with pytest.raises(InvalidArgumentError, match="never stored"):
+        store.append_points("s", "r", Points.of([0, 4], [1.5, 0.5]))
+    run = store.get_run("s", "r")
+    assert run.n_points == 3 and run.last_step == 3
+    assert store.get_points("s", "r").steps.tolist() == [1, 2, 3]
+
+
+def test_a_refused_batch_changes_nothing_not_even_the_schedule(store):
+    store.append_points("s", "r", Points.of([1, 2], [2.0, 1.0]))
+    before = store.get_run("s", "r")
+    schedule = LrSchedule(ScheduleKind.CONSTANT, peak_lr=0.1)
+    with pytest.raises(InvalidArgumentError, match="already stored"):
+        store.append_points("s", "r", Points.of([2, 3], [9.0, 0.5]), schedule)
+    assert store.get_run("s", "r") == before and before.spec.lr_schedule is None
+    with pytest.raises(InvalidArgumentError, match="empty"):
+        store.append_points("s", "r", Points.of([], []))
+    assert store.get_run("s", "r") == before
+
+
+def test_retry_and_partial_overlap(store):
+    first = store.append_points("s", "r", Points.of([1, 2, 3], [3.0, math.nan, 1.0]))
+    again = store.append_points("s", "r", Points.of([1, 2, 3], [3.0, math.nan, 1.0]))
+    more = store.append_points("s", "r", Points.of([3, 4], [1.0, 0.9]))
+    assert (first.n_stored, again.n_stored, more.n_stored) == (3, 0, 1)
+    assert more.previous_last_step == 3 and more.new_points.steps.tolist() == [4]
+    assert store.get_run("s", "r").n_points == 4
+
+
+def test_duplicates_are_stored_once(store):
+    batch = Points.of([1, 2, 3], [3.0, math.inf, -math.inf])
+    results = [store.append_points("s", "r", batch) for _ in range(3)]
+    assert [r.n_stored for r in results] == [3, 0, 0]
+    assert [r.previous_last_step for r in results] == [-1, 3, 3]
+    assert len(results[1].new_points) == 0
+    got = store.get_points("s", "r")
+    assert got.steps.tolist() == [1, 2, 3] and store.get_run("s", "r").n_points == 3
+
+
+def test_concurrent_identical_batches_are_stored_once(store):
+    batch = Points.of(range(1, 51), np.linspace(3.0, 1.0, 50))
+    stored: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def send() -> None:
+        barrier.wait()
+        stored.append(store.append_points("s", "r", batch).n_stored)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(stored) == [0, 0, 0, 50]
+    assert store.get_run("s", "r").n_points == 50 and len(store.get_points("s", "r")) == 50
+
+
+def test_append_returns_the_run_as_stored(store):
+    schedule = LrSchedule(ScheduleKind.CONSTANT, peak_lr=0.1)
+    for batch, sched in (
+        (Points.of([1, 2], [2.0, 1.0]), None),
+        (Points.of([3], [math.nan]), schedule),
+        (Points.of([3], [math.nan]), None),
+    ):
+        result = store.append_points("s", "r", batch, sched)
+        stored = store.get_run("s", "r")
+        assert result.run.spec == stored.spec and result.run.n_points == stored.n_points
+        assert (result.run.last_step, result.run.best_value) == (
+            stored.last_step,
+            stored.best_value,
+        )
+        assert np.array_equal([result.run.last_value], [stored.last_value], equal_nan=True)
+
+
+# -- finishing --------------------------------------------------------------------------------
+
+
+def test_finish_run_states(store):
+    with pytest.raises(InvalidArgumentError):
+        store.finish_run("s", "r", RunState.RUNNING)
+    run = store.finish_run("s", "r", RunState.STOPPED)
+    assert run.state is RunState.STOPPED and run.finished_at_s is not None
+    assert store.finish_run("s", "r", RunState.STOPPED).state is RunState.STOPPED
+    with pytest.raises(FailedPreconditionError):
+        store.finish_run("s", "r", RunState.FINISHED)
+    with pytest.raises(FailedPreconditionError, match="stopped"):
+        store.append_points("s", "r", Points.of([1], [1.0]))
+    assert [r.name for r in store.list_runs("s", state=RunState.STOPPED)] == ["r"]
+
+
+@pytest.mark.parametrize("state", FINAL_STATES, ids=lambda s: s.value)
+def test_every_final_state_is_final(store, state):
+    store.append_points("s", "r", Points.of([1, 2], [2.0, 1.0]))
+    done = store.finish_run("s", "r", state)
+    assert done.state is state and done.finished_at_s is not None
+    assert (done.n_points, done.last_step, done.best_value) == (2, 2, 1.0)
+    assert store.finish_run("s", "r", state) == done  # the same state again: a no-op
+    assert store.get_run("s", "r") == done
+    for other in FINAL_STATES:
+        if other is not state:
+            with pytest.raises(FailedPreconditionError, match=state.value):
+                store.finish_run("s", "r", other)
+    with pytest.raises(FailedPreconditionError, match=state.value):
+        store.append_points("s", "r", Points.of([3], [0.5]))
+    with pytest.raises(FailedPreconditionError, match=state.value):
+        store.append_points("s", "r", Points.of([1, 2], [2.0, 1.0]))  # even a retry
+    again, created = store.start_run("s", RunSpec("r"))
+    assert not created and again.state is state  # starting it again does not revive it
+    assert store.get_points("s", "r").steps.tolist() == [1, 2]
+
+
+def test_list_runs_by_state_in_start_order(store):
+    for name in ("b", "a", "c", "d"):
+        store.start_run("s", RunSpec(name))
+    store.finish_run("s", "a", RunState.FINISHED)
+    store.finish_run("s", "c", RunState.STOPPED)
+    store.finish_run("s", "d", RunState.FINISHED)
+    assert [r.name for r in store.list_runs("s")] == ["r", "b", "a", "c", "d"]
+    by_state = {state: [r.name for r in store.list_runs("s", state=state)] for state in RunState}
+    assert by_state == {
+        RunState.RUNNING: ["r", "b"],
+        RunState.FINISHED: ["a", "d"],
+        RunState.STOPPED: ["c"],
+        RunState.FAILED: [],
+    }
+    assert all(r.state is RunState.FINISHED for r in store.list_runs("s", state=RunState.FINISHED))
+
+
+# -- decisions --------------------------------------------------------------------------------
+
+
+def test_latest_decision_per_run_survives_reopening(backend):
+    store = backend()
+    store.create_study(StudySpec("s", "loss", Direction.MIN))
+    for run in ("a", "b"):
+        store.start_run("s", RunSpec(run))
+    assert store.get_decision("s", "a") is None and store.list_decisions("s") == {}
+    first = StoredDecision(10, 10, 0, 1, "continue", "promising", "vote 1", {"p": 0.1}, 0, "f", 1.5)
+    store.save_decision("s", "a", first)
+    later = StoredDecision(20, 11, 1, 2, "stop", "unpromising", "stop", {"p": 0.01}, 80, "f")
+    store.save_decision("s", "a", later)  # replaces: only the latest is kept
+    store.close()
+    store = backend()
+    assert store.get_decision("s", "a") == later
+    assert store.list_decisions("s") == {"a": later}
+    with pytest.raises(NotFoundError):
+        store.save_decision("s", "nobody", first)
+    store.close()
+
+
+def test_decisions_round_trip_field_by_field(store):
+    store.start_run("s", RunSpec("q"))
+    saved = {
+        "r": decision(7, probabilities={"p_reach_target": 0.01, "p_beat": 1}, forecast_final=-3.5),
+        "q": decision(9, action="stop", reason="diverged", votes_before=2, votes=3,
+                      expected_saved_steps=91, forecast_final=None, probabilities={}),
+    }  # fmt: skip
+    for run, d in saved.items():
+        store.save_decision("s", run, d)
+    assert {run: store.get_decision("s", run) for run in saved} == saved
+    assert store.list_decisions("s") == saved
+    for run, d in saved.items():
+        got = store.get_decision("s", run)
+        assert got is not None and got.probabilities == d.probabilities
+    got = store.get_decision("s", "r")
+    assert got is not None and got.explanation == "P(beat 0.4 by 100) = 0.3"
+
+
+@pytest.mark.parametrize("final", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_forecast_final_reads_back_as_none(store, final):
+    store.save_decision("s", "r", decision(forecast_final=final))
+    got = store.get_decision("s", "r")
+    assert got is not None and got.forecast_final is None
+
+
+def test_decisions_of_a_study_only(store):
+    store.create_study(StudySpec("t", "loss", Direction.MIN))
+    store.start_run("t", RunSpec("r"))
+    store.save_decision("t", "r", decision(3))
+    assert store.list_decisions("s") == {} and store.get_decision("s", "r") is None
+    assert store.list_decisions("t") == {"r": decision(3)}
+
+
+# -- durability and closing -------------------------------------------------------------------
+
+
+def test_everything_acknowledged_survives_reopening(backend):
+    first = backend()
+    first.create_study(StudySpec("s", "acc", Direction.MAX, max_step=9, policy_params={"p": 1}))
+    schedule = LrSchedule(ScheduleKind.LINEAR, peak_lr=0.5, total_steps=9)
+    first.start_run("s", RunSpec("a", {"lr": 0.5}, max_step=9, lr_schedule=schedule))
+    first.start_run("s", RunSpec("b"))
+    first.append_points("s", "a", Points.of([1, 2], [0.1, math.nan], lr=[0.5, None]))
+    first.append_points("s", "b", Points.of([4], [0.3], wall_time_s=[12.5]))
+    first.finish_run("s", "b", RunState.FAILED)
+    first.save_decision("s", "a", decision(2))
+    before = (first.list_studies(), first.list_runs("s"), first.list_decisions("s"))
+    points_before = {run: first.get_points("s", run) for run in ("a", "b")}
+    first.close()
+    second = backend()
+    assert (second.list_studies(), second.list_runs("s"), second.list_decisions("s")) == before
+    for run, pts in points_before.items():
+        got = second.get_points("s", run)
+        for name in ("steps", "values", "lr", "wall_time_s"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(pts, name))
+    second.append_points("s", "a", Points.of([1, 2, 3], [0.1, math.nan, 0.4]))  # goes on
+    assert second.get_run("s", "a").n_points == 3 and second.get_run("s", "a").best_value == 0.4
+
+
+def test_two_stores_on_the_same_place_see_each_others_writes(backend):
+    one, two = backend(), backend()
+    one.create_study(StudySpec("s", "loss", Direction.MIN))
+    two.start_run("s", RunSpec("r"))
+    one.append_points("s", "r", Points.of([1], [1.0]))
+    assert two.get_run("s", "r").n_points == 1
+    with pytest.raises(InvalidArgumentError, match="already stored"):
+        two.append_points("s", "r", Points.of([1], [2.0]))
+
+
+def test_a_closed_store_refuses_every_call(store):
+    store.close()
+    store.close()  # closing twice is fine
+    for call in NOT_FOUND.values():
+        with pytest.raises(StoreUnavailableError, match="closed"):
+            call(store, "s", "r")
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        store.create_study(StudySpec("t", "loss", Direction.MIN))
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        store.list_studies()
