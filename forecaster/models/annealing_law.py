@@ -339,7 +339,12 @@ class _ScheduleLawForecaster:
             )
             fallback = PowerLawForecaster(name=self.name).fit(curve)
             note = f"{reason}: the {self.name} needs one; this is the power-law ensemble."
-            return replace(fallback, notes=(note, *fallback.notes), converged=False)
+            return replace(
+                fallback,
+                model_version=self.version,  # the name is ours, so is the version
+                notes=(note, *fallback.notes),
+                converged=False,
+            )
         law = LAWS[self.name]
         study = (
             history.fits.get(self.name, lambda: fit_study(self.name, history.curves))
