@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from forecaster.curves import Direction, Points
-from forecaster.engine import Engine, fit_length
+from forecaster.engine import Engine
+from forecaster.judging import fit_length
 from forecaster.store import RunSpec, StudySpec
 from forecaster.store.sqlite import SqliteStore
 
