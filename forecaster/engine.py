@@ -22,7 +22,7 @@ import numpy as np
 
 from forecaster import models, policies
 from forecaster.curves import Curve, LrSchedule, Points
-from forecaster.errors import InvalidArgumentError
+from forecaster.errors import AlreadyExistsError, InvalidArgumentError
 from forecaster.judging import (
     HistoryHolder,
     fit_forecast,
@@ -108,17 +108,27 @@ class Engine:
     # -- studies and runs -------------------------------------------------------------------
 
     def create_study(self, spec: StudySpec) -> tuple[Study, bool]:
-        """Validates forecaster and policy settings, then creates (idempotently)."""
+        """Validates forecaster and policy settings, then creates (idempotently); the spec is
+        stored with the policy's canonical name ("" and "default" are "forecast")."""
         models.check_name(spec.forecaster)
-        policy = policies.create(spec.policy, spec.policy_params)
-        for setting in ("grace_steps", "min_steps"):
-            grace = spec.policy_params.get(setting)
-            if spec.max_step and isinstance(grace, int | float) and grace > spec.max_step:
+        name = policies.check_name(spec.policy)
+        policy = policies.create(spec.policy, spec.policy_params)  # errors name it as sent
+        for setting, grace in policy.grace_settings().items():
+            if spec.max_step and grace > spec.max_step:
                 raise InvalidArgumentError(
                     f"policy setting {setting}={grace} is beyond the study budget "
                     f"max_step={spec.max_step}; no run could ever be judged."
                 )
-        study, created = self.store.create_study(spec)
+        spec = replace(spec, policy=name)
+        try:
+            study, created = self.store.create_study(spec)
+        except AlreadyExistsError:
+            # A study stored before the alias was resolved spells its policy "default" or "":
+            # the same definition, so compare the rest as stored.
+            stored = self.store.get_study(spec.name).spec.policy
+            if stored == name or not _alias_of(stored, name):
+                raise
+            study, created = self.store.create_study(replace(spec, policy=stored))
         with self._lock:
             self._studies[spec.name] = _StudyEntry(study, policy)
         return study, created
@@ -376,3 +386,11 @@ class Engine:
                 self._runs.move_to_end(key)
                 while len(self._runs) > self._cache_size:
                     self._runs.popitem(last=False)
+
+
+def _alias_of(stored: str, name: str) -> bool:
+    """Whether the policy name a study was stored with stands for the canonical name."""
+    try:
+        return policies.check_name(stored) == name
+    except InvalidArgumentError:
+        return False

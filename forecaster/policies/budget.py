@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -22,6 +23,9 @@ class BudgetPolicy:
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return False
+
+    def grace_settings(self) -> Mapping[str, float]:
+        return {}
 
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         budget, last = run.curve.max_step, run.curve.last_step

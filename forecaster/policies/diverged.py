@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -38,6 +39,9 @@ class DivergedPolicy:
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return False
+
+    def grace_settings(self) -> Mapping[str, float]:
+        return {}
 
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         curve = run.curve

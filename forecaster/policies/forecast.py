@@ -11,6 +11,7 @@ the store), so the policy stays pure. The defaults are the ones the replay bench
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -111,6 +112,9 @@ class ForecastPolicy:
         if not len(curve) or not math.isfinite(curve.last_value) or run.remaining_steps <= 0:
             return False
         return self._warming_up(run) is None
+
+    def grace_settings(self) -> Mapping[str, float]:
+        return {"grace_steps": self.grace_steps}
 
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         for policy in self._hard:

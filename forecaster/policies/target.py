@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -40,6 +41,9 @@ class TargetPolicy:
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return run.curve.target is not None and len(run.curve) >= self.min_points
+
+    def grace_settings(self) -> Mapping[str, float]:
+        return {"grace_steps": self.grace_steps}
 
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         curve = run.curve
