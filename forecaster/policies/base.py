@@ -173,31 +173,36 @@ def stop(
 ) -> Decision:
     """A STOP that saves the rest of the run's budget."""
     return Decision(
-        Action.STOP,
-        reason,
-        explanation,
-        dict(probabilities or {}),
-        run.remaining_steps,
-        run.curve.last_step,
-        policy,
+        action=Action.STOP,
+        reason=reason,
+        explanation=explanation,
+        probabilities=dict(probabilities or {}),
+        expected_saved_steps=run.remaining_steps,
+        at_step=run.curve.last_step,
+        policy=policy,
     )
 
 
 def warmup(run: RunView, policy: str, explanation: str) -> Decision:
-    return Decision(Action.CONTINUE, Reason.WARMUP, explanation, {}, 0, run.curve.last_step, policy)
+    return Decision(
+        action=Action.CONTINUE,
+        reason=Reason.WARMUP,
+        explanation=explanation,
+        at_step=run.curve.last_step,
+        policy=policy,
+    )
 
 
 def continue_promising(
     run: RunView, policy: str, explanation: str, probabilities: Mapping[str, float] | None = None
 ) -> Decision:
     return Decision(
-        Action.CONTINUE,
-        Reason.PROMISING,
-        explanation,
-        dict(probabilities or {}),
-        0,
-        run.curve.last_step,
-        policy,
+        action=Action.CONTINUE,
+        reason=Reason.PROMISING,
+        explanation=explanation,
+        probabilities=dict(probabilities or {}),
+        at_step=run.curve.last_step,
+        policy=policy,
     )
 
 

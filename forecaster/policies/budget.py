@@ -31,13 +31,11 @@ class BudgetPolicy:
         budget, last = run.curve.max_step, run.curve.last_step
         if budget and last >= budget:
             return Decision(
-                Action.STOP,
-                Reason.BUDGET_EXHAUSTED,
-                f"step {last} has reached the budget max_step={budget}.",
-                {},
-                0,
-                last,
-                self.name,
+                action=Action.STOP,
+                reason=Reason.BUDGET_EXHAUSTED,
+                explanation=f"step {last} has reached the budget max_step={budget}.",
+                at_step=last,
+                policy=self.name,
             )
         left = f"{budget - last} steps of budget left" if budget else "no budget set"
         return continue_promising(run, self.name, f"{left}.")

@@ -56,5 +56,10 @@ class FirstOf:
             probs.update(d.probabilities)
         last = decisions[-1]
         return Decision(
-            last.action, last.reason, last.explanation, probs, 0, last.at_step, self.label
+            action=last.action,
+            reason=last.reason,
+            explanation=last.explanation,
+            probabilities=probs,
+            at_step=last.at_step,
+            policy=self.label,
         )

@@ -212,13 +212,13 @@ def decision_to_proto(d: Decision) -> pb.Decision:
 
 def decision_from_proto(m: pb.Decision) -> Decision:
     return Decision(
-        _ACTIONS_IN[m.action],
-        _REASONS_IN[m.reason],
-        m.explanation,
-        dict(m.probabilities),
-        m.expected_saved_steps,
-        m.at_step,
-        m.policy,
+        action=_ACTIONS_IN[m.action],
+        reason=_REASONS_IN[m.reason],
+        explanation=m.explanation,
+        probabilities=dict(m.probabilities),
+        expected_saved_steps=m.expected_saved_steps,
+        at_step=m.at_step,
+        policy=m.policy,
     )
 
 
