@@ -312,7 +312,7 @@ class Curve:
     config: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        pts = Points(self.steps, self.values, self.lr, None)  # one validation for both types
+        pts = Points.of(self.steps, self.values, self.lr)  # one validation for both types
         object.__setattr__(self, "steps", pts.steps)
         object.__setattr__(self, "values", pts.values)
         object.__setattr__(self, "lr", None if self.lr is None else pts.lr)

@@ -227,7 +227,8 @@ class Engine:
             raise InvalidArgumentError(
                 f"run {run!r} of study {study!r} has no points yet: report some first."
             )
-        if run_entry.prediction is None:  # the policy did not need one: fit it now
+        prediction = run_entry.prediction
+        if prediction is None:  # the policy did not need one: fit it now
             head = run_entry.curve.head(run_entry.fitted_points or len(run_entry.curve))
             prediction = self._fit(study_entry, self.store.get_run(study, run), head)
             if prediction is None:
@@ -240,14 +241,14 @@ class Engine:
         steps = self._check_steps(
             curve, list(at_steps) or self._default_steps(curve, f"run {run!r}")
         )
-        summary = summarize(run_entry.prediction, steps, quantile_levels, curve.target)
+        summary = summarize(prediction, steps, quantile_levels, curve.target)
         path = None
         if path_points < 0 or path_points > 1000:
             raise InvalidArgumentError(f"path_points must be in [0, 1000]; got {path_points}.")
         if path_points:
             end = max(max(steps), curve.last_step)
             grid = np.unique(np.linspace(curve.last_step, end, path_points).round().astype(int))
-            path = summarize(run_entry.prediction, grid.tolist(), quantile_levels, None)
+            path = summarize(prediction, grid.tolist(), quantile_levels, None)
         return summary, path
 
     def forecast_curve(

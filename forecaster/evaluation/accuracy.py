@@ -216,7 +216,10 @@ def score_corpus(
                 "`forecaster train --corpus DIR --out MODEL_DIR` and pass --models-dir."
             )
         if heldout is None or heldout:
-            skip = frozenset().union(*(bank.get(n).meta.get("training_tasks", ()) for n in learned))
+            loaded = [bank.get(n) for n in learned]  # none missing: checked above
+            skip = frozenset().union(
+                *(m.meta.get("training_tasks", ()) for m in loaded if m is not None)
+            )
     jobs = list(_jobs(corpus, source_names, names, cuts, max_runs_per_task, seed, skip, bank))
     if not jobs:
         raise InvalidArgumentError(

@@ -50,7 +50,7 @@ def from_bank(name: str, bank: ModelBank | None) -> Forecaster:
         return Unavailable(name, "no model bank was given (learned models are off)")
     model = bank.get(name)
     if model is not None:
-        return model  # type: ignore[no-any-return]
+        return model
     reason = bank.refused.get(name) or (
         f"no artifact {name!r} in {bank.folder}" if bank.folder else "learned models are off"
     )

@@ -168,7 +168,8 @@ def summarize(
     steps = tuple(sorted({int(s) for s in at_steps}))
     if not steps or steps[0] < 0:
         raise InvalidArgumentError(f"at_steps must be non-empty and >= 0; got {list(at_steps)}.")
-    p_reach, to_target = None, ()
+    p_reach: float | None = None
+    to_target: tuple[int, ...] = ()
     if target is not None:
         p_reach = prediction.prob_reach(target, steps[-1])
         to_target = tuple(int(x) for x in prediction.steps_to_target(target, steps[-1], levels))
