@@ -4,8 +4,9 @@ The server (gRPC) and the demo call the Engine; the Engine calls the Store, the 
 and the policies. Forecasts are cached per run and keyed by the run's last stored step, so a
 GetDecision after a ReportMetrics costs one small read; any replica recomputes the same
 forecast and decision from the store alone: the stop votes behind hysteresis are saved with
-each run's latest decision. `judge` is the one path from a curve to a decision; the replay
-(evaluation/replay.py) goes through it too, so it decides as the service does.
+each run's latest decision. Judging itself (curve + study state -> forecast -> decision) is
+judging.py, the one path the replay (evaluation/replay/) takes too, so it decides as the
+service does; the engine keeps the state around it: the store, the caches and their locks.
 """
 
 from __future__ import annotations
@@ -14,20 +15,25 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from forecaster import models, policies
-from forecaster.curves import Curve, Direction, LrSchedule, Points
-from forecaster.errors import InvalidArgumentError
-from forecaster.hashing import digest
+from forecaster.curves import Curve, LrSchedule, Points
+from forecaster.errors import AlreadyExistsError, InvalidArgumentError
+from forecaster.judging import (
+    HistoryHolder,
+    fit_forecast,
+    judge,
+    standing_of,
+    study_context,
+)
 from forecaster.models import Prediction, StudyHistory
 from forecaster.models.artifacts import ModelBank
 from forecaster.models.prediction import ForecastSummary, summarize
-from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
-from forecaster.policies.base import Peers, best_final
+from forecaster.policies import Decision, RunView, StoppingPolicy, StudyContext
 from forecaster.store import (
     Run,
     RunSpec,
@@ -53,144 +59,6 @@ class ReportResult:
 class _StudyEntry:
     study: Study
     policy: StoppingPolicy
-
-    def context(self, incumbent: float | None, peers: Peers | None) -> StudyContext:
-        spec = self.study.spec
-        return StudyContext(spec.name, spec.direction, spec.max_step, spec.target, incumbent, peers)
-
-
-# A run is refitted when its curve has grown by this factor since the points its forecast was
-# fitted on (every point while it has fewer than _REFIT_ALL points). The prefix a forecast is
-# fitted on is a function of the curve alone, so every replica and a replay get the same
-# forecast; a 1,000-point run reported in batches of 10 is fitted ~40 times, not 100.
-_REFIT_GROWTH = 1.1
-_REFIT_ALL = 32
-
-
-def fit_length(n_points: int) -> int:
-    """How many leading points of an n-point curve its forecast is fitted on."""
-    if n_points <= _REFIT_ALL:
-        return n_points
-    k = int(np.floor(np.log(n_points / _REFIT_ALL) / np.log(_REFIT_GROWTH) + 1e-9))
-    return max(int(np.ceil(_REFIT_ALL * _REFIT_GROWTH**k - 1e-9)), _REFIT_ALL)
-
-
-@dataclass(frozen=True)
-class Standing:
-    """Where one run of a study stands, for the incumbent: its observed value once it is done
-    (finished, stopped, or at its budget), its forecast final value while it runs."""
-
-    name: str
-    done: bool
-    failed: bool
-    last_value: float
-    forecast_final: float | None
-
-
-def standing_of(run: Run, budget: int | None, decision: StoredDecision | None) -> Standing:
-    done = run.state is not RunState.RUNNING or bool(budget and run.last_step >= budget)
-    final = decision.forecast_final if decision is not None else None
-    return Standing(run.name, done, run.state is RunState.FAILED, run.last_value, final)
-
-
-def incumbent_of(direction: Direction, others: Iterable[Standing]) -> float | None:
-    """The best final value, observed or forecast, of the study's other runs."""
-    return best_final(
-        direction,
-        [(o.last_value if o.done else o.forecast_final) for o in others if not o.failed],
-    )
-
-
-def history_key(study: str, done: Iterable[tuple[str, int]]) -> str:
-    """Names a study's set of completed runs (name, last step): a cached history is reused
-    while the key is the same."""
-    text = ";".join(f"{name}@{last}" for name, last in sorted(done))
-    return f"{study}:{digest(text)[:16]}"
-
-
-def fit_forecast(
-    forecaster: str,
-    head: Curve,
-    history: Callable[[], StudyHistory],
-    where: str,
-    bank: ModelBank | None,
-) -> Prediction | None:
-    """The study's forecaster (learned ones from bank) fitted on head, with the study history
-    when it uses one; None, logged, when the forecaster fails: a forecaster bug must not take
-    the service down."""
-    model = models.create(forecaster, head, bank=bank)
-    try:
-        return model.fit(head, history() if model.needs_history(head) else None)
-    except Exception:
-        log.exception("forecaster %s failed on run %s", model.name, where)
-        return None
-
-
-@dataclass(frozen=True)
-class Judged:
-    """A decision with the forecast it rests on and the record the store keeps of it."""
-
-    decision: Decision
-    prediction: Prediction | None
-    record: StoredDecision
-
-
-def judge(
-    policy: StoppingPolicy,
-    view: RunView,
-    context: StudyContext,
-    previous: StoredDecision | None,
-    cached: tuple[int, Prediction | None] | None,
-    fit: Callable[[Curve], Prediction | None],
-) -> Judged:
-    """The one path from a run's curve to its decision, for the service and the replay.
-
-    The forecast is fitted on the curve's first fit_length(n) points, only when the policy
-    will read it; `cached` (fitted_points, prediction) is reused when the prefix is the same.
-    Stop votes carry over from `previous`: the same forecast recounts the same vote, a new
-    one adds to them.
-    """
-    curve = view.curve
-    n_fit = fit_length(len(curve))
-    before = 0
-    if previous is not None:
-        before = previous.votes_before if previous.fitted_points == n_fit else previous.votes
-    view = RunView(view.study, view.name, curve, before)
-    prediction = cached[1] if cached is not None and cached[0] == n_fit else None
-    try:
-        if prediction is None and n_fit and _needs_forecast(policy, view, context):
-            prediction = fit(curve.head(n_fit))
-        decision = policy.decide(view, prediction, context)
-    except Exception:  # default is CONTINUE: a policy that raises never stops a run
-        log.exception("policy failed on run %s/%s; answering CONTINUE", view.study, view.name)
-        decision = Decision(
-            Action.CONTINUE,
-            Reason.WARMUP,
-            "the policy failed on this curve (see the service log); continuing.",
-            {},
-            0,
-            curve.last_step,
-            "error",
-        )
-    record = StoredDecision(
-        decision.at_step,
-        n_fit,
-        before,
-        decision.votes,
-        decision.action.value,
-        decision.reason.value,
-        decision.explanation,
-        dict(decision.probabilities),
-        decision.expected_saved_steps,
-        decision.policy,
-        decision.forecast_final,
-    )
-    return Judged(decision, prediction, record)
-
-
-def _needs_forecast(policy: StoppingPolicy, view: RunView, context: StudyContext) -> bool:
-    needs = getattr(policy, "needs_forecast", None)  # a policy written before the method
-    return True if needs is None else bool(needs(view, context))
 
 
 @dataclass(frozen=True)
@@ -230,7 +98,7 @@ class Engine:
         self._lock = threading.Lock()
         self._studies: dict[str, _StudyEntry] = {}
         self._runs: OrderedDict[tuple[str, str], _RunEntry] = OrderedDict()
-        self._histories: dict[str, StudyHistory] = {}
+        self._histories: dict[str, HistoryHolder] = {}
 
     def forget_forecasts(self) -> None:
         """Drops cached forecasts (the models changed); the next read fits again."""
@@ -240,17 +108,27 @@ class Engine:
     # -- studies and runs -------------------------------------------------------------------
 
     def create_study(self, spec: StudySpec) -> tuple[Study, bool]:
-        """Validates forecaster and policy settings, then creates (idempotently)."""
+        """Validates forecaster and policy settings, then creates (idempotently); the spec is
+        stored with the policy's canonical name ("" and "default" are "forecast")."""
         models.check_name(spec.forecaster)
-        policy = policies.create(spec.policy, spec.policy_params)
-        for setting in ("grace_steps", "min_steps"):
-            grace = spec.policy_params.get(setting)
-            if spec.max_step and isinstance(grace, int | float) and grace > spec.max_step:
+        name = policies.check_name(spec.policy)
+        policy = policies.create(spec.policy, spec.policy_params)  # errors name it as sent
+        for setting, grace in policy.grace_settings().items():
+            if spec.max_step and grace > spec.max_step:
                 raise InvalidArgumentError(
                     f"policy setting {setting}={grace} is beyond the study budget "
                     f"max_step={spec.max_step}; no run could ever be judged."
                 )
-        study, created = self.store.create_study(spec)
+        spec = replace(spec, policy=name)
+        try:
+            study, created = self.store.create_study(spec)
+        except AlreadyExistsError:
+            # A study stored before the alias was resolved spells its policy "default" or "":
+            # the same definition, so compare the rest as stored.
+            stored = self.store.get_study(spec.name).spec.policy
+            if stored == name or not _alias_of(stored, name):
+                raise
+            study, created = self.store.create_study(replace(spec, policy=stored))
         with self._lock:
             self._studies[spec.name] = _StudyEntry(study, policy)
         return study, created
@@ -349,7 +227,8 @@ class Engine:
             raise InvalidArgumentError(
                 f"run {run!r} of study {study!r} has no points yet: report some first."
             )
-        if run_entry.prediction is None:  # the policy did not need one: fit it now
+        prediction = run_entry.prediction
+        if prediction is None:  # the policy did not need one: fit it now
             head = run_entry.curve.head(run_entry.fitted_points or len(run_entry.curve))
             prediction = self._fit(study_entry, self.store.get_run(study, run), head)
             if prediction is None:
@@ -362,14 +241,14 @@ class Engine:
         steps = self._check_steps(
             curve, list(at_steps) or self._default_steps(curve, f"run {run!r}")
         )
-        summary = summarize(run_entry.prediction, steps, quantile_levels, curve.target)
+        summary = summarize(prediction, steps, quantile_levels, curve.target)
         path = None
         if path_points < 0 or path_points > 1000:
             raise InvalidArgumentError(f"path_points must be in [0, 1000]; got {path_points}.")
         if path_points:
             end = max(max(steps), curve.last_step)
             grid = np.unique(np.linspace(curve.last_step, end, path_points).round().astype(int))
-            path = summarize(run_entry.prediction, grid.tolist(), quantile_levels, None)
+            path = summarize(prediction, grid.tolist(), quantile_levels, None)
         return summary, path
 
     def forecast_curve(
@@ -407,21 +286,17 @@ class Engine:
     def _history(self, study: str) -> StudyHistory:
         """The study's completed runs as curves; re-read only when one more has completed."""
         done = [r for r in self.store.list_runs(study) if r.state is not RunState.RUNNING]
-        key = history_key(study, ((r.name, r.last_step) for r in done))
         with self._lock:
-            cached = self._histories.get(study)
-        if cached is not None and cached.key == key:
-            return cached
+            holder = self._histories.setdefault(study, HistoryHolder(study))
         entry = self._study(study)
-        curves = tuple(
-            curve_of(entry.study, r, self.store.get_points(study, r.name))
-            for r in done
-            if r.last_step >= 0
+        return holder.get(
+            ((r.name, r.last_step) for r in done),
+            lambda: (
+                curve_of(entry.study, r, self.store.get_points(study, r.name))
+                for r in done
+                if r.last_step >= 0
+            ),
         )
-        history = StudyHistory(curves, key)
-        with self._lock:
-            self._histories[study] = history
-        return history
 
     def _current(self, study: str, run: str) -> tuple[_StudyEntry, _RunEntry]:
         entry = self._study(study)
@@ -437,16 +312,21 @@ class Engine:
     ) -> tuple[StudyContext, dict[str, StoredDecision]]:
         """The study as a policy sees it from run (the incumbent, and lazily the peers), and
         the saved decisions of the study's runs (this run's too) it was read from."""
-        study = entry.study.name
-        others = [r for r in self.store.list_runs(study) if r.name != run]
-        decisions = self.store.list_decisions(study)
-        budget = entry.study.spec.max_step
-        incumbent = incumbent_of(
-            entry.study.spec.direction,
-            (standing_of(r, r.spec.max_step or budget, decisions.get(r.name)) for r in others),
+        spec = entry.study.spec
+        others = [r for r in self.store.list_runs(spec.name) if r.name != run]
+        decisions = self.store.list_decisions(spec.name)
+        context = study_context(
+            spec.name,
+            spec.direction,
+            spec.max_step,
+            spec.target,
+            (
+                standing_of(r, r.spec.max_step or spec.max_step, decisions.get(r.name))
+                for r in others
+            ),
+            lambda: [self._stored_curve(entry, r) for r in others],
         )
-        peers = Peers(lambda: [self._stored_curve(entry, r) for r in others])
-        return entry.context(incumbent, peers), decisions
+        return context, decisions
 
     def _stored_curve(self, entry: _StudyEntry, run: Run) -> Curve:
         with self._lock:
@@ -489,7 +369,13 @@ class Engine:
             )
         ):
             self.store.save_decision(run.study, run.name, new)
-        run_entry = _RunEntry(curve, judged.prediction, judged.decision, new.fitted_points, new)
+        run_entry = _RunEntry(
+            curve=curve,
+            prediction=judged.prediction,
+            decision=judged.decision,
+            fitted_points=new.fitted_points,
+            record=new,
+        )
         self._remember(key, run_entry)
         return run_entry
 
@@ -501,3 +387,11 @@ class Engine:
                 self._runs.move_to_end(key)
                 while len(self._runs) > self._cache_size:
                     self._runs.popitem(last=False)
+
+
+def _alias_of(stored: str, name: str) -> bool:
+    """Whether the policy name a study was stored with stands for the canonical name."""
+    try:
+        return policies.check_name(stored) == name
+    except InvalidArgumentError:
+        return False

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from forecaster.curves import Direction, Points
-from forecaster.engine import Engine, fit_length
+from forecaster.engine import Engine
+from forecaster.judging import fit_length
 from forecaster.store import RunSpec, StudySpec
 from forecaster.store.sqlite import SqliteStore
 
@@ -67,3 +68,48 @@ def test_a_runs_config_travels_with_its_curve_to_the_forecasters(tmp_path):
     engine.report("s", "r", Points.of(s, 2.0 + 3.0 * (s / 10.0) ** -0.5))
     curve = curve_of(store.get_study("s"), store.get_run("s", "r"), store.get_points("s", "r"))
     assert curve.config == config
+
+
+def test_default_is_stored_as_forecast_and_studies_stored_as_default_stay_idempotent(tmp_path):
+    """Issue 14: "default" is an alias resolved before a spec is stored; a study an older
+    service stored with "default" (or "") is still the same definition on a re-create."""
+    import pytest
+
+    from forecaster.errors import AlreadyExistsError
+
+    store = SqliteStore(tmp_path / "e.db")
+    engine = Engine(store)
+
+    def spec(name: str, policy: str, max_step: int = 100, **params: int) -> StudySpec:
+        return StudySpec(name, "loss", Direction.MIN, max_step, None, policy, params)
+
+    study, created = engine.create_study(spec("new", "default"))
+    assert created and study.spec.policy == "forecast"
+    for again in ("default", "", "forecast"):
+        assert engine.create_study(spec("new", again)) == (study, False)
+    for stored in ("default", ""):
+        name = f"legacy-{stored or 'empty'}"
+        old, _ = store.create_study(spec(name, stored))  # as an older service stored it
+        for again in ("default", "", "forecast"):
+            assert engine.create_study(spec(name, again)) == (old, False)
+        with pytest.raises(AlreadyExistsError, match="max_step") as info:
+            engine.create_study(spec(name, "default", max_step=200))
+        assert "policy" not in str(info.value)  # only what really differs
+        with pytest.raises(AlreadyExistsError, match="policy"):
+            engine.create_study(spec(name, "median", min_peers=2))
+
+
+def test_a_grace_setting_beyond_the_budget_is_refused_for_every_policy_that_has_one(tmp_path):
+    import pytest
+
+    from forecaster.errors import InvalidArgumentError
+
+    engine = Engine(SqliteStore(tmp_path / "e.db"))
+    for policy, setting in [("forecast", "grace_steps"), ("asha", "min_steps"),
+                            ("median", "grace_steps"), ("target", "grace_steps")]:  # fmt: skip
+        spec = StudySpec(policy, "loss", Direction.MIN, 100, None, policy, {setting: 500})
+        with pytest.raises(InvalidArgumentError, match=f"{setting}=500 is beyond"):
+            engine.create_study(spec)
+        engine.create_study(
+            StudySpec(policy, "loss", Direction.MIN, 1000, None, policy, {setting: 500})
+        )

@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from forecaster.curves import Curve, FloatArray, LrProfile, LrSchedule, thin_indices
+from forecaster.curves import Curve, Direction, FloatArray, LrProfile, LrSchedule, thin_indices
 from forecaster.models.base import StudyHistory
 from forecaster.models.baselines import constant_prediction, unfit_prediction
 from forecaster.models.fitting import Prior, solve_grid
@@ -192,7 +192,7 @@ def fit_study(law_name: str, curves: tuple[Curve, ...]) -> StudyFit | None:
     horizons: list[float] = []
     for c in curves[-_MAX_HISTORY_RUNS:]:
         profile = LrProfile.of(c)
-        if profile is None or c.direction.value != "min":
+        if profile is None or c.direction is not Direction.MIN:
             continue
         steps, y = _fit_points(c)
         idx = thin_indices(len(y), _STUDY_POINTS_PER_RUN)
@@ -286,7 +286,7 @@ class FittedLaw:
 def schedule_known(curve: Curve) -> bool:
     """Whether the schedule laws apply: the metric is a loss and its lr is known to the budget
     (otherwise they answer with the power-law ensemble)."""
-    return curve.direction.value == "min" and LrProfile.of(curve, curve.horizon) is not None
+    return curve.direction is Direction.MIN and LrProfile.of(curve, curve.horizon) is not None
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ class _ScheduleLawForecaster:
         if diverged is not None:
             return diverged
         profile = LrProfile.of(curve, curve.horizon)
-        if profile is None or curve.direction.value != "min":
+        if profile is None or curve.direction is not Direction.MIN:
             reason = (
                 "no learning rate is known for this run"
                 if profile is None

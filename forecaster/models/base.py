@@ -61,12 +61,12 @@ class StudyHistory:
 class Forecaster(Protocol):
     """Fits a curve and returns a predictive distribution, never a point alone."""
 
+    version: ClassVar[int]  # bumped when outputs change; stored with every forecast
+
     @property
     def name(self) -> str:
         """The registry key; the same string on the wire, in the CLI, in the store."""
         ...
-
-    version: ClassVar[int]  # bumped when outputs change; stored with every forecast
 
     def needs_history(self, curve: Curve) -> bool:
         """Whether fit(curve) reads the study's completed runs: callers build the history

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from forecaster.curves import Curve, FloatArray, LrProfile, thin_indices
+from forecaster.curves import Curve, Direction, FloatArray, LrProfile, thin_indices
 
 LEVELS: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)  # the quantiles the models predict
 Z_CLIP = 20.0  # |z| beyond this is a divergence, not a forecast; training clips to it
@@ -181,7 +181,7 @@ def extract(curve: Curve) -> CurveFeatures:
         t / max(horizon, 1),
         log_rem,
         math.log(len(u)),
-        1.0 if curve.direction.value == "max" else 0.0,
+        1.0 if curve.direction is Direction.MAX else 0.0,
         math.log(frame.scale / max(abs(frame.level), 1e-12)),
         float(u[0]),
         float(u.min()),

@@ -9,6 +9,7 @@ from forecaster.policies.base import (
     StoppingPolicy,
     StudyContext,
     available,
+    check_name,
     create,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "StoppingPolicy",
     "StudyContext",
     "available",
+    "check_name",
     "create",
 ]

@@ -8,6 +8,7 @@ runs that have reached that rung so far (the first to arrive always is), else it
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -49,6 +50,9 @@ class AshaPolicy:
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return False
+
+    def grace_settings(self) -> Mapping[str, float]:
+        return {"min_steps": self.min_steps}
 
     def rung_at(self, run: RunView) -> int | None:
         """The highest rung (in steps) the run has reached, None before the first."""

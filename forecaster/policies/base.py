@@ -154,6 +154,11 @@ class StoppingPolicy(Protocol):
         """Whether decide() would read a forecast now; the engine fits one only then."""
         ...
 
+    def grace_settings(self) -> Mapping[str, float]:
+        """The settings that hold back every verdict until a step, by name, as set (e.g.
+        {"grace_steps": 500}); the engine refuses a study whose budget ends before one."""
+        ...
+
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         """Returns the decision; CONTINUE/WARMUP when there is too little to judge."""
         ...
@@ -168,31 +173,36 @@ def stop(
 ) -> Decision:
     """A STOP that saves the rest of the run's budget."""
     return Decision(
-        Action.STOP,
-        reason,
-        explanation,
-        dict(probabilities or {}),
-        run.remaining_steps,
-        run.curve.last_step,
-        policy,
+        action=Action.STOP,
+        reason=reason,
+        explanation=explanation,
+        probabilities=dict(probabilities or {}),
+        expected_saved_steps=run.remaining_steps,
+        at_step=run.curve.last_step,
+        policy=policy,
     )
 
 
 def warmup(run: RunView, policy: str, explanation: str) -> Decision:
-    return Decision(Action.CONTINUE, Reason.WARMUP, explanation, {}, 0, run.curve.last_step, policy)
+    return Decision(
+        action=Action.CONTINUE,
+        reason=Reason.WARMUP,
+        explanation=explanation,
+        at_step=run.curve.last_step,
+        policy=policy,
+    )
 
 
 def continue_promising(
     run: RunView, policy: str, explanation: str, probabilities: Mapping[str, float] | None = None
 ) -> Decision:
     return Decision(
-        Action.CONTINUE,
-        Reason.PROMISING,
-        explanation,
-        dict(probabilities or {}),
-        0,
-        run.curve.last_step,
-        policy,
+        action=Action.CONTINUE,
+        reason=Reason.PROMISING,
+        explanation=explanation,
+        probabilities=dict(probabilities or {}),
+        at_step=run.curve.last_step,
+        policy=policy,
     )
 
 
@@ -229,7 +239,6 @@ def grace_step(run: RunView, grace_steps: int, grace_fraction: float) -> int:
 
 # name -> "module:factory"; factories take the policy settings as keyword arguments.
 _REGISTRY: dict[str, str] = {
-    "default": "forecaster.policies.forecast:ForecastPolicy",
     "forecast": "forecaster.policies.forecast:ForecastPolicy",
     "budget": "forecaster.policies.budget:BudgetPolicy",
     "diverged": "forecaster.policies.diverged:DivergedPolicy",
@@ -241,31 +250,42 @@ _REGISTRY: dict[str, str] = {
     "patience": "forecaster.policies.patience:PatiencePolicy",
 }
 DEFAULT = "default"
+# alias -> registry name; resolved before a study is stored, so a spec names its policy once.
+_ALIASES: dict[str, str] = {DEFAULT: "forecast"}
 
 
 def available() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted({*_REGISTRY, *_ALIASES})
 
 
-def create(name: str, params: Mapping[str, Any] | None = None) -> StoppingPolicy:
-    """Builds a policy from its settings; InvalidArgumentError names any bad setting."""
+def check_name(name: str) -> str:
+    """Returns the canonical name ("" and "default" -> "forecast"); InvalidArgumentError for
+    unknown names."""
     name = name or DEFAULT
+    name = _ALIASES.get(name, name)
     if name not in _REGISTRY:
         raise InvalidArgumentError(
             f"unknown policy {name!r}; choose one of {', '.join(available())}."
         )
-    module, _, attr = _REGISTRY[name].partition(":")
+    return name
+
+
+def create(name: str, params: Mapping[str, Any] | None = None) -> StoppingPolicy:
+    """Builds a policy from its settings; InvalidArgumentError names any bad setting. The name
+    may be an alias ("default"); errors name it as given."""
+    given = name or DEFAULT
+    module, _, attr = _REGISTRY[check_name(name)].partition(":")
     factory = getattr(importlib.import_module(module), attr)
     params = dict(params or {})
     accepted = list(inspect.signature(factory).parameters)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise InvalidArgumentError(
-            f"policy {name!r} has no setting {', '.join(map(repr, unknown))}; "
+            f"policy {given!r} has no setting {', '.join(map(repr, unknown))}; "
             f"its settings are {', '.join(accepted) or 'none'}."
         )
     try:
         policy: StoppingPolicy = factory(**params)
     except TypeError as e:
-        raise InvalidArgumentError(f"policy {name!r}: bad settings {params}: {e}") from None
+        raise InvalidArgumentError(f"policy {given!r}: bad settings {params}: {e}") from None
     return policy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,17 +24,18 @@ class BudgetPolicy:
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return False
 
+    def grace_settings(self) -> Mapping[str, float]:
+        return {}
+
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         budget, last = run.curve.max_step, run.curve.last_step
         if budget and last >= budget:
             return Decision(
-                Action.STOP,
-                Reason.BUDGET_EXHAUSTED,
-                f"step {last} has reached the budget max_step={budget}.",
-                {},
-                0,
-                last,
-                self.name,
+                action=Action.STOP,
+                reason=Reason.BUDGET_EXHAUSTED,
+                explanation=f"step {last} has reached the budget max_step={budget}.",
+                at_step=last,
+                policy=self.name,
             )
         left = f"{budget - last} steps of budget left" if budget else "no budget set"
         return continue_promising(run, self.name, f"{left}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from forecaster.models.prediction import Prediction
@@ -34,6 +35,14 @@ class FirstOf:
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return any(p.needs_forecast(run, study) for p in self.policies)
 
+    def grace_settings(self) -> Mapping[str, float]:
+        """Each setting at the latest step any of the policies holds its verdicts to."""
+        out: dict[str, float] = {}
+        for p in self.policies:
+            for name, step in p.grace_settings().items():
+                out[name] = max(out.get(name, step), step)
+        return out
+
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         decisions = [p.decide(run, prediction, study) for p in self.policies]
         for d in decisions:
@@ -47,5 +56,10 @@ class FirstOf:
             probs.update(d.probabilities)
         last = decisions[-1]
         return Decision(
-            last.action, last.reason, last.explanation, probs, 0, last.at_step, self.label
+            action=last.action,
+            reason=last.reason,
+            explanation=last.explanation,
+            probabilities=probs,
+            at_step=last.at_step,
+            policy=self.label,
         )

@@ -6,6 +6,7 @@ learning?" (the run is stopped and its result kept, unlike an unpromising run).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -42,6 +43,9 @@ class ConvergedPolicy:
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return bool(run.curve.max_step) and run.remaining_steps > 0
+
+    def grace_settings(self) -> Mapping[str, float]:
+        return {}
 
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         curve, budget = run.curve, run.curve.max_step

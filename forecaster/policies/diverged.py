@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -39,19 +40,21 @@ class DivergedPolicy:
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return False
 
+    def grace_settings(self) -> Mapping[str, float]:
+        return {}
+
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         curve = run.curve
         last = curve.last_step
         saved = run.remaining_steps
         if len(curve) and not math.isfinite(curve.last_value):
             return Decision(
-                Action.STOP,
-                Reason.DIVERGED,
-                f"the metric is {curve.last_value} at step {last}.",
-                {},
-                saved,
-                last,
-                self.name,
+                action=Action.STOP,
+                reason=Reason.DIVERGED,
+                explanation=f"the metric is {curve.last_value} at step {last}.",
+                expected_saved_steps=saved,
+                at_step=last,
+                policy=self.name,
             )
         loss = curve.loss_view().values
         finite = loss[np.isfinite(loss)]
@@ -62,13 +65,15 @@ class DivergedPolicy:
                 shown = now * curve.direction.sign
                 best_shown = best * curve.direction.sign
                 return Decision(
-                    Action.STOP,
-                    Reason.DIVERGED,
-                    f"the metric exploded to {shown:.4g} at step {last}, worse than its best "
-                    f"{best_shown:.4g} by more than {self.explosion_factor:g}x its scale.",
-                    {},
-                    saved,
-                    last,
-                    self.name,
+                    action=Action.STOP,
+                    reason=Reason.DIVERGED,
+                    explanation=(
+                        f"the metric exploded to {shown:.4g} at step {last}, worse than its "
+                        f"best {best_shown:.4g} by more than {self.explosion_factor:g}x its "
+                        "scale."
+                    ),
+                    expected_saved_steps=saved,
+                    at_step=last,
+                    policy=self.name,
                 )
         return continue_promising(run, self.name, f"the metric is finite at step {last}.")

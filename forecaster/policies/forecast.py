@@ -11,6 +11,7 @@ the store), so the policy stays pure. The defaults are the ones the replay bench
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -112,6 +113,9 @@ class ForecastPolicy:
             return False
         return self._warming_up(run) is None
 
+    def grace_settings(self) -> Mapping[str, float]:
+        return {"grace_steps": self.grace_steps}
+
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         for policy in self._hard:
             d = policy.decide(run, prediction, study)
@@ -143,15 +147,13 @@ class ForecastPolicy:
         if vote is None:
             text = "; ".join(said) or "no forecast to judge by"
             return Decision(
-                Action.CONTINUE,
-                Reason.PROMISING,
-                f"{text}.",
-                probs,
-                0,
-                run.curve.last_step,
-                self.name,
-                0,
-                final,
+                action=Action.CONTINUE,
+                reason=Reason.PROMISING,
+                explanation=f"{text}.",
+                probabilities=probs,
+                at_step=run.curve.last_step,
+                policy=self.name,
+                forecast_final=final,
             )
         votes = run.stop_votes + 1
         if votes >= self.hysteresis:
@@ -159,13 +161,14 @@ class ForecastPolicy:
                 vote, probabilities=probs, policy=self.name, votes=votes, forecast_final=final
             )
         return Decision(
-            Action.CONTINUE,
-            Reason.PROMISING,
-            f"stop vote {votes} of {self.hysteresis} ({vote.reason.value}): {vote.explanation}",
-            probs,
-            0,
-            run.curve.last_step,
-            self.name,
-            votes,
-            final,
+            action=Action.CONTINUE,
+            reason=Reason.PROMISING,
+            explanation=(
+                f"stop vote {votes} of {self.hysteresis} ({vote.reason.value}): {vote.explanation}"
+            ),
+            probabilities=probs,
+            at_step=run.curve.last_step,
+            policy=self.name,
+            votes=votes,
+            forecast_final=final,
         )

@@ -6,6 +6,7 @@ runs' running means up to s. It needs no forecast, only the other runs' curves.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,6 +47,9 @@ class MedianStoppingPolicy:
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return False
+
+    def grace_settings(self) -> Mapping[str, float]:
+        return {"grace_steps": self.grace_steps}
 
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         grace = grace_step(run, self.grace_steps, self.grace_fraction)

@@ -6,6 +6,7 @@ runs' values at the same step (percentile 25 keeps the best quarter).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,6 +47,9 @@ class PercentilePolicy:
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return False
+
+    def grace_settings(self) -> Mapping[str, float]:
+        return {"grace_steps": self.grace_steps}
 
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         grace = grace_step(run, self.grace_steps, self.grace_fraction)

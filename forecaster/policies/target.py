@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,6 +42,9 @@ class TargetPolicy:
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return run.curve.target is not None and len(run.curve) >= self.min_points
 
+    def grace_settings(self) -> Mapping[str, float]:
+        return {"grace_steps": self.grace_steps}
+
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         curve = run.curve
         last, target, budget = curve.last_step, curve.target, curve.max_step
@@ -49,24 +53,24 @@ class TargetPolicy:
         best = curve.best_value()
         if best == best and not curve.direction.better(target, best):
             return Decision(
-                Action.STOP,
-                Reason.TARGET_REACHED,
-                f"the best value {best:.4g} has reached the target {target:.4g}.",
-                {"p_reach_target": 1.0},
-                run.remaining_steps,
-                last,
-                self.name,
+                action=Action.STOP,
+                reason=Reason.TARGET_REACHED,
+                explanation=f"the best value {best:.4g} has reached the target {target:.4g}.",
+                probabilities={"p_reach_target": 1.0},
+                expected_saved_steps=run.remaining_steps,
+                at_step=last,
+                policy=self.name,
             )
         if len(curve) < self.min_points or last < self.grace_steps:
             return Decision(
-                Action.CONTINUE,
-                Reason.WARMUP,
-                f"{len(curve)} points up to step {last}: too early to judge (needs "
-                f"{self.min_points} points and step >= {self.grace_steps}).",
-                {},
-                0,
-                last,
-                self.name,
+                action=Action.CONTINUE,
+                reason=Reason.WARMUP,
+                explanation=(
+                    f"{len(curve)} points up to step {last}: too early to judge (needs "
+                    f"{self.min_points} points and step >= {self.grace_steps})."
+                ),
+                at_step=last,
+                policy=self.name,
             )
         if prediction is None or not budget:
             return continue_promising(
@@ -76,13 +80,15 @@ class TargetPolicy:
         probs = {"p_reach_target": p}
         if p < self.epsilon:
             return Decision(
-                Action.STOP,
-                Reason.TARGET_UNREACHABLE,
-                f"P(reach {target:.4g} by step {budget}) = {p:.3f} < {self.epsilon:g}.",
-                probs,
-                run.remaining_steps,
-                last,
-                self.name,
+                action=Action.STOP,
+                reason=Reason.TARGET_UNREACHABLE,
+                explanation=(
+                    f"P(reach {target:.4g} by step {budget}) = {p:.3f} < {self.epsilon:g}."
+                ),
+                probabilities=probs,
+                expected_saved_steps=run.remaining_steps,
+                at_step=last,
+                policy=self.name,
             )
         return continue_promising(
             run,

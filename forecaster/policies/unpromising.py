@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -34,6 +35,9 @@ class UnpromisingPolicy:
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return study.incumbent is not None and bool(run.curve.max_step)
+
+    def grace_settings(self) -> Mapping[str, float]:
+        return {}
 
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
         curve, incumbent, budget = run.curve, study.incumbent, run.curve.max_step

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -66,6 +67,21 @@ def test_grace_and_min_points_hold_back_verdicts():
     run, pred = view(good(60), target=1.0)
     d = p.decide(run, pred, STUDY)
     assert d.reason is Reason.WARMUP and "step >= 100" in d.explanation
+
+
+@pytest.mark.parametrize("name", policies.available())
+def test_every_policy_declares_its_grace_settings_by_their_names(name):
+    policy = policies.create(name, REQUIRED.get(name))
+    settings = dict(policy.grace_settings())
+    assert set(settings) <= set(inspect.signature(type(policy)).parameters)
+    assert all(getattr(policy, k) == v for k, v in settings.items())
+
+
+def test_first_of_holds_back_as_long_as_its_latest_grace():
+    from forecaster.policies.combined import FirstOf
+
+    both = FirstOf(policies.create("median", {"grace_steps": 50}), policies.create("forecast"))
+    assert dict(both.grace_settings()) == {"grace_steps": 50}
 
 
 def test_a_policy_that_raises_never_stops_a_run(tmp_path):

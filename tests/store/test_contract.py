@@ -423,9 +423,17 @@ def test_latest_decision_per_run_survives_reopening(backend):
     for run in ("a", "b"):
         store.start_run("s", RunSpec(run))
     assert store.get_decision("s", "a") is None and store.list_decisions("s") == {}
-    first = StoredDecision(10, 10, 0, 1, "continue", "promising", "vote 1", {"p": 0.1}, 0, "f", 1.5)
+    first = StoredDecision(
+        at_step=10, fitted_points=10, votes_before=0, votes=1, action="continue",
+        reason="promising", explanation="vote 1", probabilities={"p": 0.1},
+        expected_saved_steps=0, policy="f", forecast_final=1.5,
+    )  # fmt: skip
     store.save_decision("s", "a", first)
-    later = StoredDecision(20, 11, 1, 2, "stop", "unpromising", "stop", {"p": 0.01}, 80, "f")
+    later = StoredDecision(
+        at_step=20, fitted_points=11, votes_before=1, votes=2, action="stop",
+        reason="unpromising", explanation="stop", probabilities={"p": 0.01},
+        expected_saved_steps=80, policy="f",
+    )  # fmt: skip
     store.save_decision("s", "a", later)  # replaces: only the latest is kept
     store.close()
     store = backend()

@@ -1,0 +1,81 @@
+"""The policy settings a replay runs: a family with its parameters, and the sweeps by default."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from forecaster import policies
+from forecaster.errors import InvalidArgumentError
+
+# policy family -> (main parameter, the values swept for the compute-vs-regret curve)
+SWEEPS: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "forecast": ("epsilon", (0.01, 0.02, 0.05, 0.1, 0.2)),
+    "median": ("grace_fraction", (0.05, 0.1, 0.2, 0.4)),
+    "percentile": ("percentile", (10.0, 25.0, 50.0)),
+    "asha": ("eta", (2.0, 3.0, 4.0)),
+    "patience": ("patience", (3, 5, 10)),
+    "optuna_median": ("n_warmup_fraction", (0.05, 0.1, 0.2, 0.4)),
+    "optuna_sha": ("reduction_factor", (2, 3, 4)),
+    "optuna_hyperband": ("reduction_factor", (2, 3, 4)),
+    "optuna_patient": ("patience", (3, 5, 10)),
+    "none": ("", (None,)),
+}
+DEFAULT_POLICIES = tuple(SWEEPS)
+OPTUNA = ("optuna_median", "optuna_sha", "optuna_hyperband", "optuna_patient")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One policy with its settings, e.g. forecast(epsilon=0.05)."""
+
+    family: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        inner = ",".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params
+        )
+        return f"{self.family}({inner})" if inner else self.family
+
+    @property
+    def main_value(self) -> Any:
+        key = SWEEPS.get(self.family, ("", ()))[0]
+        return dict(self.params).get(key)
+
+
+def parse_settings(specs: Sequence[str]) -> list[Setting]:
+    """ "forecast" (its sweep), "forecast:epsilon=0.05,hysteresis=3" (one setting), "none"."""
+    out: list[Setting] = []
+    for spec in specs:
+        family, _, rest = spec.partition(":")
+        if family not in SWEEPS:
+            raise InvalidArgumentError(
+                f"unknown replay policy {family!r}; choose from {', '.join(SWEEPS)}."
+            )
+        if rest:
+            params = []
+            for item in rest.split(","):
+                key, eq, value = item.partition("=")
+                if not eq:
+                    raise InvalidArgumentError(f"policy setting {item!r} in {spec!r} is not k=v.")
+                params.append((key.strip(), _number(value.strip())))
+            out.append(Setting(family, tuple(params)))
+            continue
+        key, values = SWEEPS[family]
+        out.extend(Setting(family, ((key, v),) if key else ()) for v in values)
+    for s in out:  # validate our own policies' settings before any work starts
+        if s.family not in OPTUNA and s.family != "none":
+            policies.create(s.family, dict(s.params))
+    return out
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

@@ -1,0 +1,259 @@
+"""Judging: from a run's curve and its study's state to a forecast and a decision.
+
+The one path the service (engine.py) and the replay (evaluation/replay/) both take, so that a
+replay decides as the service does: the prefix a forecast is fitted on (`fit_length`), where
+the study's other runs stand (`Standing`, the incumbent, the peers: `study_context`), the
+study history a forecaster reads (`HistoryHolder`, keyed by `history_key`), and `judge`, which
+fits when the policy will read a forecast, decides, and carries the stop votes over. Nothing
+here knows a store, a clock or a cache beyond what the caller passes in.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from forecaster import models
+from forecaster.curves import Curve, Direction
+from forecaster.hashing import digest
+from forecaster.models import Prediction, StudyHistory
+from forecaster.models.artifacts import ModelBank
+from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
+from forecaster.policies.base import Peers, best_final
+from forecaster.store import Run, RunState, StoredDecision
+
+# The service log's name for these lines (they were the engine's before judging moved here).
+log = logging.getLogger("forecaster.engine")
+
+# A run is refitted when its curve has grown by this factor since the points its forecast was
+# fitted on (every point while it has fewer than _REFIT_ALL points). The prefix a forecast is
+# fitted on is a function of the curve alone, so every replica and a replay get the same
+# forecast; a 1,000-point run reported in batches of 10 is fitted ~40 times, not 100.
+_REFIT_GROWTH = 1.1
+_REFIT_ALL = 32
+
+
+def fit_length(n_points: int) -> int:
+    """How many leading points of an n-point curve its forecast is fitted on."""
+    if n_points <= _REFIT_ALL:
+        return n_points
+    k = int(np.floor(np.log(n_points / _REFIT_ALL) / np.log(_REFIT_GROWTH) + 1e-9))
+    return max(int(np.ceil(_REFIT_ALL * _REFIT_GROWTH**k - 1e-9)), _REFIT_ALL)
+
+
+# -- the study as a policy sees it -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where one run of a study stands, for the incumbent: its observed value once it is done
+    (finished, stopped, or at its budget), its forecast final value while it runs."""
+
+    name: str
+    done: bool
+    failed: bool
+    last_value: float
+    forecast_final: float | None
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        *,
+        done: bool,
+        last_value: float,
+        decision: StoredDecision | None,
+        failed: bool = False,
+    ) -> Standing:
+        """A run's standing, with the forecast final value its latest decision recorded."""
+        final = decision.forecast_final if decision is not None else None
+        return cls(name, done, failed, last_value, final)
+
+
+def standing_of(run: Run, budget: int | None, decision: StoredDecision | None) -> Standing:
+    """A stored run's standing: done once it is not running or has reached its budget."""
+    done = run.state is not RunState.RUNNING or bool(budget and run.last_step >= budget)
+    return Standing.of(
+        run.name,
+        done=done,
+        failed=run.state is RunState.FAILED,
+        last_value=run.last_value,
+        decision=decision,
+    )
+
+
+def incumbent_of(direction: Direction, others: Iterable[Standing]) -> float | None:
+    """The best final value, observed or forecast, of the study's other runs."""
+    return best_final(
+        direction,
+        [(o.last_value if o.done else o.forecast_final) for o in others if not o.failed],
+    )
+
+
+def study_context(
+    name: str,
+    direction: Direction,
+    max_step: int | None,
+    target: float | None,
+    others: Iterable[Standing],
+    peers: Callable[[], Sequence[Curve]],
+) -> StudyContext:
+    """The study as a policy sees it from one run: the incumbent of the other runs' standings,
+    and their curves (peers, read only when a policy asks for them)."""
+    incumbent = incumbent_of(direction, others)
+    return StudyContext(name, direction, max_step, target, incumbent, Peers(peers))
+
+
+# -- the study history a forecaster reads ------------------------------------------------------
+
+
+def history_key(study: str, done: Iterable[tuple[str, int]]) -> str:
+    """Names a study's set of completed runs (name, last step): a cached history is reused
+    while the key is the same."""
+    text = ";".join(f"{name}@{last}" for name, last in sorted(done))
+    return f"{study}:{digest(text)[:16]}"
+
+
+class HistoryHolder:
+    """One study's history of completed runs, kept while their set (its key) is unchanged.
+
+    The history owns the study fits made from it, so a caller that keeps one holder per study
+    fits the study laws once per set of completed runs, not once per forecast. Thread-safe:
+    two threads that build the same new history at once keep one of them.
+
+    Example:
+        >>> holder = HistoryHolder("sweep")
+        >>> h = holder.get([("r1", 100)], lambda: [])
+        >>> holder.get([("r1", 100)], lambda: []) is h
+        True
+    """
+
+    def __init__(self, study: str) -> None:
+        self.study = study
+        self._lock = threading.Lock()
+        self._history: StudyHistory | None = None
+
+    def get(
+        self, done: Iterable[tuple[str, int]], curves: Callable[[], Iterable[Curve]]
+    ) -> StudyHistory:
+        """The history of the completed runs `done` (name, last step); `curves` reads their
+        curves, called only when the set has changed since the last call."""
+        key = history_key(self.study, done)
+        with self._lock:
+            current = self._history
+        if current is not None and current.key == key:
+            return current
+        history = StudyHistory(tuple(curves()), key)
+        with self._lock:
+            self._history = history
+        return history
+
+
+# -- forecast and decision ---------------------------------------------------------------------
+
+# (where, fitted points, history key) -> forecast: a caller that fits the same prefix under the
+# same history more than once (the replay, over several policy settings) shares them.
+ForecastMemo = MutableMapping[tuple[str, int, str], Prediction | None]
+
+
+def fit_forecast(
+    forecaster: str,
+    head: Curve,
+    history: Callable[[], StudyHistory],
+    where: str,
+    bank: ModelBank | None,
+    memo: ForecastMemo | None = None,
+) -> Prediction | None:
+    """The study's forecaster (learned ones from bank) fitted on head, with the study history
+    when it uses one (history() is called only then); None, logged, when the forecaster fails:
+    a forecaster bug must not take the service down. `where` names the run, in the log and in
+    the memo."""
+    model = models.create(forecaster, head, bank=bank)
+    study_history = history() if model.needs_history(head) else None
+    key = (where, len(head), study_history.key if study_history is not None else "")
+    if memo is not None and key in memo:
+        return memo[key]
+    prediction: Prediction | None
+    try:
+        prediction = model.fit(head, study_history)
+    except Exception:
+        log.exception("forecaster %s failed on run %s", model.name, where)
+        prediction = None
+    if memo is not None:
+        memo[key] = prediction
+    return prediction
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A decision with the forecast it rests on and the record the store keeps of it."""
+
+    decision: Decision
+    prediction: Prediction | None
+    record: StoredDecision
+
+
+def record_of(decision: Decision, *, fitted_points: int, votes_before: int) -> StoredDecision:
+    """The store's record of a decision made on a forecast fitted on fitted_points points,
+    with the stop votes the run had before it."""
+    return StoredDecision(
+        at_step=decision.at_step,
+        fitted_points=fitted_points,
+        votes_before=votes_before,
+        votes=decision.votes,
+        action=decision.action.value,
+        reason=decision.reason.value,
+        explanation=decision.explanation,
+        probabilities=dict(decision.probabilities),
+        expected_saved_steps=decision.expected_saved_steps,
+        policy=decision.policy,
+        forecast_final=decision.forecast_final,
+    )
+
+
+def judge(
+    policy: StoppingPolicy,
+    view: RunView,
+    context: StudyContext,
+    previous: StoredDecision | None,
+    cached: tuple[int, Prediction | None] | None,
+    fit: Callable[[Curve], Prediction | None],
+) -> Judged:
+    """The one path from a run's curve to its decision, for the service and the replay.
+
+    The forecast is fitted on the curve's first fit_length(n) points, only when the policy
+    will read it; `cached` (fitted_points, prediction) is reused when the prefix is the same.
+    Stop votes carry over from `previous`: the same forecast recounts the same vote, a new
+    one adds to them.
+    """
+    curve = view.curve
+    n_fit = fit_length(len(curve))
+    before = 0
+    if previous is not None:
+        before = previous.votes_before if previous.fitted_points == n_fit else previous.votes
+    view = RunView(view.study, view.name, curve, before)
+    prediction = cached[1] if cached is not None and cached[0] == n_fit else None
+    try:
+        if prediction is None and n_fit and _needs_forecast(policy, view, context):
+            prediction = fit(curve.head(n_fit))
+        decision = policy.decide(view, prediction, context)
+    except Exception:  # default is CONTINUE: a policy that raises never stops a run
+        log.exception("policy failed on run %s/%s; answering CONTINUE", view.study, view.name)
+        decision = Decision(
+            action=Action.CONTINUE,
+            reason=Reason.WARMUP,
+            explanation="the policy failed on this curve (see the service log); continuing.",
+            at_step=curve.last_step,
+            policy="error",
+        )
+    record = record_of(decision, fitted_points=n_fit, votes_before=before)
+    return Judged(decision, prediction, record)
+
+
+def _needs_forecast(policy: StoppingPolicy, view: RunView, context: StudyContext) -> bool:
+    needs = getattr(policy, "needs_forecast", None)  # a policy written before the method
+    return True if needs is None else bool(needs(view, context))
