@@ -193,9 +193,21 @@ def warmup(run: RunView, policy: str, explanation: str) -> Decision:
     )
 
 
+# Fewer points than this say too little to call a run promising: a policy with no reason to
+# stop a run this short answers WARMUP (a stop it has a reason for, e.g. a NaN, still stands).
+MIN_JUDGED_POINTS = 3
+
+
 def continue_promising(
     run: RunView, policy: str, explanation: str, probabilities: Mapping[str, float] | None = None
 ) -> Decision:
+    """CONTINUE/PROMISING with the policy's reason; WARMUP on a curve too short to judge."""
+    n = len(run.curve)
+    if n < MIN_JUDGED_POINTS:
+        said = explanation.rstrip(".")
+        return warmup(
+            run, policy, f"{n} of the {MIN_JUDGED_POINTS} points needed to judge so far; {said}."
+        )
     return Decision(
         action=Action.CONTINUE,
         reason=Reason.PROMISING,
