@@ -77,13 +77,6 @@ def test_every_policy_declares_its_grace_settings_by_their_names(name):
     assert all(getattr(policy, k) == v for k, v in settings.items())
 
 
-def test_first_of_holds_back_as_long_as_its_latest_grace():
-    from forecaster.policies.combined import FirstOf
-
-    both = FirstOf(policies.create("median", {"grace_steps": 50}), policies.create("forecast"))
-    assert dict(both.grace_settings()) == {"grace_steps": 50}
-
-
 def test_a_policy_that_raises_never_stops_a_run(tmp_path):
     from forecaster.curves import Points
     from forecaster.engine import Engine

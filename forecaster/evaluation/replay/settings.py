@@ -40,11 +40,6 @@ class Setting:
         )
         return f"{self.family}({inner})" if inner else self.family
 
-    @property
-    def main_value(self) -> Any:
-        key = SWEEPS.get(self.family, ("", ()))[0]
-        return dict(self.params).get(key)
-
 
 def parse_settings(specs: Sequence[str]) -> list[Setting]:
     """ "forecast" (its sweep), "forecast:epsilon=0.05,hysteresis=3" (one setting), "none"."""
