@@ -233,7 +233,13 @@ def build_examples(
             jobs.append(
                 _Job(source, task, part, tuple(chosen), seed, power_law and part != "train")
             )
-    results = list(run_jobs(_task_examples, jobs, workers, progress, desc))
+    # Workers hand tasks back as they finish: put them in job order, so that the examples (and
+    # the models trained on them) are the same for any number of workers.
+    order = {(job.source.name, job.task): i for i, job in enumerate(jobs)}
+    results = sorted(
+        run_jobs(_task_examples, jobs, workers, progress, desc),
+        key=lambda r: order[(r.source, r.task)],
+    )
     by_part = {
         p: combine([r for r in results if r.part == p])
         for p in parts
