@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from forecaster.curves import Curve, FloatArray
 from forecaster.models import artifacts, features
@@ -103,7 +104,7 @@ def fit_stack(
     progress: FloatArray,
     weight: FloatArray,
     stratum: FloatArray,
-    group: FloatArray | None = None,
+    group: npt.NDArray[Any] | None = None,
 ) -> EnsembleFit:
     """Chooses weights (pinball loss) and then conformal deltas, per stratum and progress
     bucket, on calibration examples: member_z (n, K, L), truth / progress / weight /

@@ -1,0 +1,39 @@
+"""`forecaster serve`: run the gRPC service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import TYPE_CHECKING
+
+from forecaster.config import Settings, settings_table
+
+if TYPE_CHECKING:
+    from forecaster.cli.options import Commands
+
+
+def add_parser(commands: Commands) -> None:
+    rows = "\n".join(f"  {env:<36} default {default}" for _, env, default in settings_table())
+    parser = commands.add_parser(
+        "serve",
+        help="run the gRPC service",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Every setting can also come from the environment:\n{rows}",
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 50051; 0 = any)")
+    parser.add_argument("--db", help="database URL (default sqlite:/// in the user data dir)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from forecaster.server import logs
+    from forecaster.server.app import serve
+
+    settings = Settings.from_env(
+        host=args.host, port=args.port, db=args.db, log_level=args.log_level
+    )
+    logs.configure(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+    return 0

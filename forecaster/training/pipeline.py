@@ -1,0 +1,104 @@
+"""`train_all`: the training steps in order, from a corpus to OUT/<name>/ for each model."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from forecaster.corpus.reader import Source, sources
+from forecaster.errors import InvalidArgumentError
+from forecaster.training import fit, report
+from forecaster.training.examples import PARTS, Examples, build_examples, prior_examples
+from forecaster.training.fit import Say
+from forecaster.training.report import Metrics
+
+
+def train_all(
+    corpus: str | Path,
+    out: str | Path,
+    *,
+    source_names: Sequence[str] | None = None,
+    max_runs_per_task: int = 60,
+    synthetic_tasks: int = 150,
+    pretrain_epochs: int = 6,
+    finetune_epochs: int = 10,
+    gbm_rounds: int = 300,
+    seed: int = 0,
+    split_seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Metrics:
+    """Trains gbm, sequence and ensemble on the corpus and writes OUT/<name>/ for each.
+    Returns the held-out metrics (z units) per model and source."""
+    started = time.perf_counter()
+    srcs = sources(corpus, source_names)
+    say = _say(progress)
+    say(f"corpus {corpus}: {', '.join(s.name for s in srcs)}")
+    (train, calib, test), tasks = _corpus_examples(
+        srcs, max_runs_per_task, seed, split_seed, workers, progress, say
+    )
+    gbm_model = fit.fit_gbm(train, rounds=gbm_rounds, seed=seed, say=say)
+    prior = prior_examples(
+        synthetic_tasks, seed=seed, split_seed=split_seed, workers=workers, progress=progress
+    )
+    seq_model = fit.fit_sequence(
+        prior,
+        train,
+        pretrain_epochs=pretrain_epochs,
+        finetune_epochs=finetune_epochs,
+        seed=seed,
+        say=say,
+    )
+    ens = fit.fit_ensemble(gbm_model, seq_model, calib, say=say)
+    metrics = report.heldout_metrics(report.heldout_predictions(ens, test), test)
+    meta = report.artifact_meta(
+        srcs,
+        tasks,
+        metrics,
+        {"train": len(train), "calib": len(calib), "test": len(test), "synthetic": len(prior)},
+        {
+            "max_runs_per_task": max_runs_per_task,
+            "seed": seed,
+            "synthetic_tasks": synthetic_tasks,
+            "pretrain_epochs": pretrain_epochs,
+            "finetune_epochs": finetune_epochs,
+            "gbm_rounds": gbm_rounds,
+        },
+        split_seed,
+    )
+    report.write_artifacts(Path(out), ens, meta)
+    say(f"wrote {out} in {time.perf_counter() - started:.0f} s")
+    return metrics
+
+
+def _corpus_examples(
+    srcs: Sequence[Source],
+    max_runs_per_task: int,
+    seed: int,
+    split_seed: int,
+    workers: int | None,
+    progress: bool,
+    say: Say,
+) -> tuple[tuple[Examples, Examples, Examples], dict[str, list[str]]]:
+    """The train, calib and test examples of the corpus, and the task keys of each part."""
+    data, tasks = build_examples(
+        srcs, max_runs_per_task, seed, split_seed, PARTS, workers, progress, "examples"
+    )
+    for part in PARTS:
+        if part not in data:
+            raise InvalidArgumentError(
+                f"the corpus has no {part} tasks: it needs at least 3 tasks in one source "
+                "(tasks are split per source: 20% test, 20% calib, the rest train)."
+            )
+        say(f"{part}: {len(data[part])} examples from {len(tasks.get(part, []))} tasks")
+    return (data["train"], data["calib"], data["test"]), tasks
+
+
+def _say(progress: bool) -> Say:
+    def say(text: str) -> None:
+        if progress:
+            print(f"[train] {text}", file=sys.stderr, flush=True)
+
+    return say
