@@ -11,7 +11,7 @@ import pytest
 from forecaster.curves import Points
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, start_live_server
 
 
 def free_port() -> int:
@@ -48,3 +48,15 @@ def service(live_server) -> Iterator[Service]:
     s = Service(live_server)
     yield s
     s.channel.close()
+
+
+@pytest.fixture(scope="module")
+def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One service for a whole module, for tests that each report to studies of their own."""
+    server = start_live_server(
+        tmp_path_factory.mktemp("service") / "service.db", max_points_per_batch=100
+    )
+    s = Service(server)
+    yield s
+    s.channel.close()
+    server.stop()
