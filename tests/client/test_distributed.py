@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch.multiprocessing as mp
 
 from forecaster.server._proto import forecaster_pb2 as pb
@@ -13,6 +14,7 @@ from tests.client import ddp_worker
 from tests.client.conftest import free_port
 
 
+@pytest.mark.slow  # two spawned interpreters, each importing torch
 def test_two_gloo_ranks_stop_at_the_same_step_and_only_rank_0_reports(service, tmp_path):
     outs = [str(tmp_path / f"rank{r}.json") for r in range(2)]
     init = f"tcp://127.0.0.1:{free_port()}"

@@ -15,6 +15,9 @@ from forecaster.server._proto import forecaster_pb2 as pb
 transformers = pytest.importorskip("transformers", reason="needs the transformers extra")
 from forecaster_client.huggingface import ForecastCallback  # noqa: E402
 
+# Importing the framework alone takes seconds (see SLOW_TO_IMPORT in conftest.py).
+pytestmark = pytest.mark.slow
+
 MAX_STEPS = 400
 
 

@@ -17,6 +17,9 @@ if keras.backend.backend() != "torch":
     pytest.skip("Keras was imported with another backend", allow_module_level=True)
 from forecaster_client.keras import ForecastCallback  # noqa: E402
 
+# Importing the framework alone takes seconds (see SLOW_TO_IMPORT in conftest.py).
+pytestmark = pytest.mark.slow
+
 EPOCHS, STEPS = 400, 1  # full batches of 64 samples: a smooth curve
 
 

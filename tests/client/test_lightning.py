@@ -15,6 +15,9 @@ from forecaster.server._proto import forecaster_pb2 as pb
 L = pytest.importorskip("lightning", reason="needs the lightning extra of trainer_plugins")
 from forecaster_client.lightning import ForecastCallback  # noqa: E402
 
+# Importing the framework alone takes seconds (see SLOW_TO_IMPORT in conftest.py).
+pytestmark = pytest.mark.slow
+
 MAX_STEPS = 2000
 
 

@@ -10,9 +10,15 @@ import pytest
 
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster_client.optuna import ForecastPruner
-from tests.client.conftest import free_port
+from tests.client.conftest import Service, free_port
 
 STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def service(shared_service: Service) -> Service:
+    """One service for the module: each test reports to a study of its own."""
+    return shared_service
 
 
 def objective(trial: optuna.Trial) -> float:

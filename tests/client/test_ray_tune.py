@@ -13,6 +13,9 @@ from ray import tune  # noqa: E402
 
 from forecaster_client.ray_tune import ForecastStopper  # noqa: E402
 
+# Importing the framework alone takes seconds (see SLOW_TO_IMPORT in conftest.py).
+pytestmark = pytest.mark.slow
+
 STEPS = 30
 
 
@@ -30,7 +33,6 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.slow
 def test_a_diverging_trial_is_stopped_and_every_trial_is_a_run(service, local_ray, tmp_path):
     stopper = ForecastStopper(service.address, "tune-sweep", "loss", max_step=STEPS)
     tuner = tune.Tuner(

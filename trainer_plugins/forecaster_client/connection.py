@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
 from google.protobuf import struct_pb2
 
 from forecaster_client._proto import forecaster_pb2 as pb
 from forecaster_client._proto import forecaster_pb2_grpc as pb_grpc
+from forecaster_client.decision import Decision
 
 log = logging.getLogger("forecaster_client")
 
@@ -32,7 +33,14 @@ _SCHEDULE_KINDS = {
     if value != pb.SCHEDULE_KIND_UNSPECIFIED
 }
 
-Credentials = bool | grpc.ChannelCredentials | None
+Credentials: TypeAlias = bool | grpc.ChannelCredentials | None
+# A planned learning-rate schedule as a caller gives it, and as it travels once a mapping is
+# read: the message, or a callable returning one (called on the thread that sends it).
+ReadPlan: TypeAlias = Callable[[], pb.LrSchedule | Mapping[str, Any] | None]
+ScheduleSource: TypeAlias = pb.LrSchedule | Mapping[str, Any] | ReadPlan | None
+Plan: TypeAlias = pb.LrSchedule | ReadPlan | None
+
+R = TypeVar("R")
 
 
 class Warnings:
@@ -47,17 +55,17 @@ class Warnings:
             log.warning(message, *args)
 
 
-def direction_of(direction: str | int) -> int:
+def direction_of(direction: str | int) -> pb.Direction:
     """ "minimize"/"maximize" (or the enum value) -> the wire enum."""
     if isinstance(direction, int):
-        return direction
+        return cast(pb.Direction, direction)
     try:
         return _DIRECTIONS[direction.lower()]
     except KeyError:
         raise ValueError(f"direction must be 'minimize' or 'maximize', not {direction!r}") from None
 
 
-def state_of(state: str) -> int:
+def state_of(state: str) -> pb.RunState:
     try:
         return _STATES[state.lower()]
     except KeyError:
@@ -102,6 +110,46 @@ def lr_schedule_of(schedule: pb.LrSchedule | Mapping[str, Any] | None) -> pb.LrS
         return pb.LrSchedule(kind=kind or pb.SCHEDULE_KIND_UNSPECIFIED, **fields)
     except ValueError as e:
         raise ValueError(f"lr_schedule: {e}") from None
+
+
+def plan_of(schedule: ScheduleSource) -> Plan:
+    """A schedule as it travels: a mapping read now (a wrong one is the caller's bug: it raises
+    here), a callable kept to be called when the schedule is sent."""
+    return schedule if callable(schedule) else lr_schedule_of(schedule)
+
+
+def schedule_refused(error: grpc.RpcError, schedule: pb.LrSchedule | None) -> bool:
+    """The service refused a request that carried a planned schedule: the schedule is what
+    it refuses (the service checks it against the run's budget)."""
+    return schedule is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def send_with_schedule(
+    send: Callable[[pb.LrSchedule | None], R], schedule: pb.LrSchedule | None, warnings: Warnings
+) -> R:
+    """``send(schedule)``; when the service refuses the schedule, one warning and
+    ``send(None)``: a schedule costs neither the run nor its points."""
+    try:
+        return send(schedule)
+    except grpc.RpcError as e:
+        if not schedule_refused(e, schedule):
+            raise
+        warnings.once(
+            "schedule-refused",
+            "forecaster: the service refused the planned lr schedule (%s); reporting without it",
+            e.details(),
+        )
+        return send(None)
+
+
+def report_request(
+    study: str, run: str, points: Sequence[pb.Point], lr_schedule: pb.LrSchedule | None = None
+) -> pb.ReportMetricsRequest:
+    """One batch of a run's points, with the planned schedule when it changes."""
+    request = pb.ReportMetricsRequest(study=study, run=run, points=points)
+    if lr_schedule is not None:
+        request.lr_schedule.CopyFrom(lr_schedule)
+    return request
 
 
 def study_spec(
@@ -198,22 +246,20 @@ class Connection:
         """Starts the run or re-attaches to it. A planned schedule the service refuses is
         dropped with a warning rather than losing the run."""
         warnings = warnings or Warnings()
+        planned = run.lr_schedule if run.HasField("lr_schedule") else None
+
+        def start(schedule: pb.LrSchedule | None) -> pb.Run:
+            spec = run
+            if schedule is None and planned is not None:
+                spec = pb.RunSpec()
+                spec.CopyFrom(run)
+                spec.ClearField("lr_schedule")
+            return self._call(self.stub.StartRun, pb.StartRunRequest(study=study, run=spec)).run
+
         try:
-            return self._call(self.stub.StartRun, pb.StartRunRequest(study=study, run=run)).run
+            return send_with_schedule(start, planned, warnings)
         except grpc.RpcError as e:
-            code = e.code()
-            if code == grpc.StatusCode.INVALID_ARGUMENT and run.HasField("lr_schedule"):
-                warnings.once(
-                    "schedule-refused",
-                    "forecaster: the service refused the planned lr schedule (%s); "
-                    "reporting without it",
-                    e.details(),
-                )
-                bare = pb.RunSpec()
-                bare.CopyFrom(run)
-                bare.ClearField("lr_schedule")
-                return self.start_run(study, bare, warnings)
-            if code != grpc.StatusCode.ALREADY_EXISTS:
+            if e.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
             warnings.once(
                 "run-differs",
@@ -235,10 +281,14 @@ class Connection:
         points: Sequence[pb.Point],
         lr_schedule: pb.LrSchedule | None = None,
     ) -> pb.ReportMetricsResponse:
-        request = pb.ReportMetricsRequest(study=study, run=run, points=points)
-        if lr_schedule is not None:
-            request.lr_schedule.CopyFrom(lr_schedule)
+        request = report_request(study, run, points, lr_schedule)
         return self._call(self.stub.ReportMetrics, request)
+
+    def decision(self, study: str, run: str) -> Decision:
+        """The service's decision about the run's last point, with its current explanation
+        and probabilities."""
+        request = pb.GetDecisionRequest(study=study, run=run)
+        return Decision.from_proto(self._call(self.stub.GetDecision, request).decision)
 
     def finish(self, study: str, run: str, state: str = "finished") -> pb.Run:
         request = pb.FinishRunRequest(study=study, run=run, state=state_of(state))

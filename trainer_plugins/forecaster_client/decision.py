@@ -9,8 +9,9 @@ from types import MappingProxyType
 from forecaster_client._proto import forecaster_pb2 as pb
 
 
-def _name(enum: type, value: int, prefix: str) -> str:
-    return enum.Name(value).removeprefix(prefix).lower()
+def _name(wire_name: str, prefix: str) -> str:
+    """ "REASON_TARGET_REACHED" -> "target_reached"."""
+    return wire_name.removeprefix(prefix).lower()
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ class Decision:
     @classmethod
     def from_proto(cls, d: pb.Decision) -> Decision:
         return cls(
-            action=_name(pb.Action, d.action, "ACTION_"),
-            reason=_name(pb.Reason, d.reason, "REASON_"),
+            action=_name(pb.Action.Name(d.action), "ACTION_"),
+            reason=_name(pb.Reason.Name(d.reason), "REASON_"),
             explanation=d.explanation,
             probabilities=MappingProxyType(dict(d.probabilities)),
             expected_saved_steps=d.expected_saved_steps,
@@ -68,9 +69,9 @@ class Decision:
         if action == pb.ACTION_UNSPECIFIED:
             return cls()
         return cls(
-            action=_name(pb.Action, action, "ACTION_"),
+            action=_name(pb.Action.Name(action), "ACTION_"),
             reason="unknown"
             if reason == pb.REASON_UNSPECIFIED
-            else _name(pb.Reason, reason, "REASON_"),
+            else _name(pb.Reason.Name(reason), "REASON_"),
             explanation="decided on rank 0; see its log for the explanation",
         )

@@ -18,7 +18,8 @@ from forecaster_client._integration import MetricLookup, require
 from forecaster_client.reporter import Reporter
 from forecaster_client.schedules import callable_plan
 
-keras = require("keras", "keras")
+# Keras ships no type information (no stubs, no py.typed): what it gives is Any.
+keras: Any = require("keras", "keras")
 
 
 class ForecastCallback(keras.callbacks.Callback):
@@ -62,8 +63,11 @@ class ForecastCallback(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         self._step = int(float(optimizer.iterations))
         schedule = getattr(optimizer, "_learning_rate", None)
-        is_schedule = isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
-        if "lr_schedule" not in options and is_schedule and options.get("max_step"):
+        if (
+            "lr_schedule" not in options
+            and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
+            and options.get("max_step")
+        ):
             options["lr_schedule"] = callable_plan(
                 lambda s: float(schedule(s)),
                 options["max_step"],
@@ -77,21 +81,21 @@ class ForecastCallback(keras.callbacks.Callback):
         except (AttributeError, TypeError, ValueError):
             return None
 
-    def _report(self, logs: dict[str, Any] | None) -> None:
+    def _report(self, reporter: Reporter, logs: dict[str, Any] | None) -> None:
         value = self._lookup.find(logs)
         if value is not None:
-            self.reporter.report(self._step, value, lr=self._current_lr())
-        if self.reporter.should_stop():
+            reporter.report(self._step, value, lr=self._current_lr())
+        if reporter.should_stop():
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._step += 1
         if self.reporter is not None and self.on == "batch":
-            self._report(logs)
+            self._report(self.reporter, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.reporter is not None and self.on == "epoch":
-            self._report(logs)
+            self._report(self.reporter, logs)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.reporter is not None:

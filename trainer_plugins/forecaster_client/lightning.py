@@ -87,7 +87,7 @@ class ForecastCallback(Callback):
             every *= max(1, int(trainer.num_training_batches))
         return torch_plan(config.scheduler, total_steps, every, start_step=trainer.global_step)
 
-    def _report(self, trainer: Any) -> None:
+    def _report(self, reporter: Reporter, trainer: Any) -> None:
         step = trainer.global_step
         if step <= self._last_step:
             return
@@ -97,24 +97,25 @@ class ForecastCallback(Callback):
         self._last_step = step
         optimizers = trainer.optimizers
         lr = current_lr(optimizers[0]) if optimizers else None
-        self.reporter.report(step, value, lr=lr)
+        reporter.report(step, value, lr=lr)
 
-    def _check(self, trainer: Any) -> None:
-        if self.reporter.should_stop():
+    @staticmethod
+    def _check(reporter: Reporter, trainer: Any) -> None:
+        if reporter.should_stop():
             trainer.should_stop = True
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
         if self.reporter is None:
             return
         if self.on == "step" and trainer.global_step % self.every_n_steps == 0:
-            self._report(trainer)
-        self._check(trainer)
+            self._report(self.reporter, trainer)
+        self._check(self.reporter, trainer)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if self.reporter is None or trainer.sanity_checking or self.on != "validation":
             return
-        self._report(trainer)
-        self._check(trainer)
+        self._report(self.reporter, trainer)
+        self._check(self.reporter, trainer)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.reporter is not None:

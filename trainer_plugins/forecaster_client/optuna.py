@@ -12,13 +12,17 @@ unreachable the pruner never prunes (and warns once).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from forecaster_client._integration import require
 from forecaster_client.connection import Credentials, study_spec
 from forecaster_client.sync import StudyClient
 
-optuna = require("optuna", "optuna")
+if TYPE_CHECKING:
+    import optuna
+else:
+    optuna = require("optuna", "optuna")
 
 # The stops that say a trial is bad. Optuna has no "stop early but count it" outcome: a
 # converged run, one that reached the target or its budget, is left to complete (the decision
@@ -60,8 +64,10 @@ class ForecastPruner(optuna.pruners.BasePruner):
         tls: Credentials = False,
         timeout_s: float = 2.0,
     ) -> None:
-        self._address = address
-        self._settings = dict(
+        # The service's study is made on the first prune(): its name and direction are the
+        # Optuna study's.
+        self._spec = partial(
+            study_spec,
             max_step=max_step,
             metric=metric,
             target=target,
@@ -70,7 +76,7 @@ class ForecastPruner(optuna.pruners.BasePruner):
             forecaster=forecaster,
         )
         self._study_name = study
-        self._channel = dict(token=token, tls=tls, timeout_s=timeout_s)
+        self._connect = partial(StudyClient, address, token=token, tls=tls, timeout_s=timeout_s)
         self._client: StudyClient | None = None
         self.last_decision: dict[int, Any] = {}  # trial number -> the service's Decision
 
@@ -81,10 +87,8 @@ class ForecastPruner(optuna.pruners.BasePruner):
                 if study.direction == optuna.study.StudyDirection.MAXIMIZE
                 else "minimize"
             )
-            spec = study_spec(
-                self._study_name or study.study_name, direction=direction, **self._settings
-            )
-            self._client = StudyClient(self._address, spec, **self._channel)
+            spec = self._spec(self._study_name or study.study_name, direction=direction)
+            self._client = self._connect(spec)
         return self._client
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:

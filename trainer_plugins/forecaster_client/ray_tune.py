@@ -11,6 +11,7 @@ the result has it. With the service unreachable no trial is stopped (one warning
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from forecaster_client._integration import MetricLookup, require
@@ -64,9 +65,8 @@ class ForecastStopper(Stopper):
             policy_params=policy_params,
             forecaster=forecaster,
         )
-        self._address = address
         self._spec = spec.SerializeToString()
-        self._channel = dict(token=token, tls=tls, timeout_s=timeout_s)
+        self._connect = partial(StudyClient, address, token=token, tls=tls, timeout_s=timeout_s)
         self._client: StudyClient | None = None
         self._lookup = MetricLookup(metric, "Ray Tune result")
         self._step_key = step_key
@@ -82,7 +82,7 @@ class ForecastStopper(Stopper):
         config = result.get("config")
         if self._client is None:
             spec = pb.StudySpec.FromString(self._spec)
-            self._client = StudyClient(self._address, spec, **self._channel)
+            self._client = self._connect(spec)
         decision = self._client.report(
             trial_id,
             [(int(step), value, lr)],

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from forecaster_client._proto import forecaster_pb2 as pb
+from forecaster_client.backoff import Backoff
 from forecaster_client.connection import (
     Connection,
     Credentials,
@@ -49,7 +50,7 @@ class StudyClient:
         self._finished: set[str] = set()
         self._lock = threading.Lock()
         self._retry_at = 0.0
-        self._backoff_s = 0.5
+        self._backoff = Backoff()
 
     def report(
         self,
@@ -72,15 +73,10 @@ class StudyClient:
                     )
                     return None
                 if not new:
-                    response = self.conn.stub.GetDecision(
-                        pb.GetDecisionRequest(study=self.spec.name, run=run),
-                        timeout=self.conn.timeout_s,
-                        metadata=self.conn.metadata,
-                    )
-                    return Decision.from_proto(response.decision)
+                    return self.conn.decision(self.spec.name, run)
                 response = self.conn.report(self.spec.name, run, new)
                 self._last_step[run] = response.last_step
-                self._backoff_s = 0.5
+                self._backoff.reset()
                 return Decision.from_proto(response.decision)
             except grpc.RpcError as e:
                 self._failed(e, run)
@@ -123,8 +119,7 @@ class StudyClient:
             self.conn.address,
             describe(error),
         )
-        self._retry_at = time.monotonic() + self._backoff_s
-        self._backoff_s = min(self._backoff_s * 2, 30.0)
+        self._retry_at = time.monotonic() + self._backoff.next()
 
     def close(self) -> None:
         self.conn.close()
