@@ -98,6 +98,19 @@ def test_optuna_pruners_run_through_optuna(tmp_path):
     assert all(r["compute_fraction"] < 1.0 for r in rows)  # each of them pruned something
 
 
+def test_hyperband_replays_the_same_every_time(tmp_path):
+    # Issue 14: the Optuna study had a random name, and HyperbandPruner picks a trial's bracket
+    # from a hash of the study name, so two replays of the same corpus differed.
+    corpus = sweep_corpus(tmp_path / "corpus")
+    specs = ["optuna_hyperband:reduction_factor=2"]
+    first, second = (
+        [r.outcomes for r in replay.replay_corpus(corpus, policy_specs=specs, workers=1,
+                                                  progress=False)]
+        for _ in range(2)
+    )  # fmt: skip
+    assert first == second
+
+
 def test_cli_prints_json_and_draws_the_plot(tmp_path, capsys):
     corpus = sweep_corpus(tmp_path / "corpus", n_runs=5)
     png = tmp_path / "out" / "replay.png"

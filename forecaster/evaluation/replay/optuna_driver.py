@@ -17,10 +17,14 @@ if TYPE_CHECKING:
 
 
 def optuna_driver(
-    setting: Setting, direction: Direction, budget: int
+    setting: Setting, direction: Direction, budget: int, study_name: str
 ) -> Callable[[_Run, bool], Reason | None]:
     """A decide(run, finished) that reports the run's new points to an Optuna trial and asks
-    should_prune(); a pruned trial counts as cut, except PatientPruner's (early stopping)."""
+    should_prune(); a pruned trial counts as cut, except PatientPruner's (early stopping).
+
+    The Optuna study is named after the task: HyperbandPruner puts a trial in a bracket by a
+    hash of the study name and the trial number, so an unnamed study (a random name) would
+    replay Hyperband differently every time."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -45,6 +49,7 @@ def optuna_driver(
             pruner = pruners.PatientPruner(None, patience=int(params.get("patience", 5)))
     reason = Reason.CONVERGED if setting.family == "optuna_patient" else Reason.UNPROMISING
     study = optuna.create_study(
+        study_name=study_name,
         direction="minimize" if direction is Direction.MIN else "maximize",
         pruner=pruner,
         sampler=optuna.samplers.RandomSampler(seed=0),

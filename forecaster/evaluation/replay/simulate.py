@@ -104,11 +104,13 @@ def _replay(job: _Job, logged: list[LoggedRun], setting: Setting, memo: Forecast
         for r in logged
     ]
     budget = max(r.curve.horizon for r in runs)
-    decide = optuna_driver(setting, direction, budget) if setting.family in OPTUNA else None
+    study = f"{job.source.name}/{job.task}"
+    decide = None
+    if setting.family in OPTUNA:
+        decide = optuna_driver(setting, direction, budget, study)
     policy = None
     if decide is None and setting.family != "none":
         policy = policies.create(setting.family, dict(setting.params))
-    study = f"{job.source.name}/{job.task}"
     # One history per set of completed runs, as the engine keeps: it holds the study fits.
     holder = HistoryHolder(study)
 
