@@ -20,11 +20,11 @@ class ValueKind(enum.IntEnum):
     NEG_INF = 3
 
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (
         1,
         "studies, runs, points",
-        [
+        (
             """CREATE TABLE studies (
                 id INTEGER PRIMARY KEY,
                 name TEXT NOT NULL UNIQUE,
@@ -63,12 +63,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 wall_time_s REAL,
                 PRIMARY KEY (run_id, step)
             )""",
-        ],
+        ),
     ),
     (
         2,
         "the latest decision of each run, with its stop votes and forecast final value",
-        [
+        (
             """CREATE TABLE decisions (
                 run_id INTEGER PRIMARY KEY REFERENCES runs(id),
                 at_step INTEGER NOT NULL,
@@ -84,9 +84,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 forecast_final REAL,
                 decided_at REAL NOT NULL
             )""",
-        ],
+        ),
     ),
-]
+)
 
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
@@ -21,17 +22,23 @@ from forecaster_client.decision import Decision
 
 log = logging.getLogger("forecaster_client")
 
-_DIRECTIONS = {"minimize": pb.DIRECTION_MINIMIZE, "maximize": pb.DIRECTION_MAXIMIZE}
-_STATES = {
-    "finished": pb.RUN_STATE_FINISHED,
-    "stopped": pb.RUN_STATE_STOPPED,
-    "failed": pb.RUN_STATE_FAILED,
-}
-_SCHEDULE_KINDS = {
-    name.removeprefix("SCHEDULE_KIND_").lower(): value
-    for name, value in pb.ScheduleKind.items()
-    if value != pb.SCHEDULE_KIND_UNSPECIFIED
-}
+_DIRECTIONS = MappingProxyType(
+    {"minimize": pb.DIRECTION_MINIMIZE, "maximize": pb.DIRECTION_MAXIMIZE}
+)
+_STATES = MappingProxyType(
+    {
+        "finished": pb.RUN_STATE_FINISHED,
+        "stopped": pb.RUN_STATE_STOPPED,
+        "failed": pb.RUN_STATE_FAILED,
+    }
+)
+_SCHEDULE_KINDS = MappingProxyType(
+    {
+        name.removeprefix("SCHEDULE_KIND_").lower(): value
+        for name, value in pb.ScheduleKind.items()
+        if value != pb.SCHEDULE_KIND_UNSPECIFIED
+    }
+)
 
 Credentials: TypeAlias = bool | grpc.ChannelCredentials | None
 # A planned learning-rate schedule as a caller gives it, and as it travels once a mapping is

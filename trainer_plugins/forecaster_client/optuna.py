@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from forecaster_client._integration import require
@@ -29,11 +30,13 @@ else:
 # is in last_decision).
 _PRUNE_REASONS = frozenset({"diverged", "unpromising", "target_unreachable"})
 
-_FINAL_STATES = {
-    optuna.trial.TrialState.COMPLETE: "finished",
-    optuna.trial.TrialState.PRUNED: "stopped",
-    optuna.trial.TrialState.FAIL: "failed",
-}
+_FINAL_STATES = MappingProxyType(
+    {
+        optuna.trial.TrialState.COMPLETE: "finished",
+        optuna.trial.TrialState.PRUNED: "stopped",
+        optuna.trial.TrialState.FAIL: "failed",
+    }
+)
 
 
 class ForecastPruner(optuna.pruners.BasePruner):

@@ -44,9 +44,9 @@ log = logging.getLogger("forecaster_client")
 # service stored everything sent on it, so at most this much is re-sent after a failure.
 _STREAM_BATCHES = 50
 # The run is finished: nothing sent again will be taken. (NOT_FOUND re-attaches instead.)
-_FATAL = {grpc.StatusCode.FAILED_PRECONDITION}
-_AUTH = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
-_REFUSED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
+_FATAL = frozenset({grpc.StatusCode.FAILED_PRECONDITION})
+_AUTH = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+_REFUSED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
 # step, value, lr, seconds since the Reporter started: read as numbers on the sender thread.
 QueuedPoint = tuple[Any, Any, Any, float]
