@@ -14,7 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY forecaster ./forecaster
-RUN pip install "torch==2.13.0" && pip install .
+RUN pip install "torch==2.13.0" && pip install ".[tensorboard]"
 
 RUN useradd --create-home --uid 10001 forecaster \
     && mkdir -p /data && chown forecaster:forecaster /data

@@ -87,7 +87,7 @@ class Engine:
         self,
         store: Store,
         *,
-        models: ModelBank | None = None,
+        models: ModelBank | None,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:

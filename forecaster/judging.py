@@ -5,13 +5,15 @@ replay decides as the service does: the prefix a forecast is fitted on (`fit_len
 the study's other runs stand (`Standing`, the incumbent, the peers: `study_context`), the
 study history a forecaster reads (`HistoryHolder`, keyed by `history_key`), and `judge`, which
 fits when the policy will read a forecast, decides, and carries the stop votes over. Nothing
-here knows a store, a clock or a cache beyond what the caller passes in.
+here reads a store, a clock or a cache: it works on the store's values (runs, saved
+decisions) and the histories the caller passes in.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 
@@ -119,11 +121,14 @@ def history_key(study: str, done: Iterable[tuple[str, int]]) -> str:
 
 
 class HistoryHolder:
-    """One study's history of completed runs, kept while their set (its key) is unchanged.
+    """One study's histories of completed runs, by their set (its key): the newest `keep`.
 
-    The history owns the study fits made from it, so a caller that keeps one holder per study
-    fits the study laws once per set of completed runs, not once per forecast. Thread-safe:
-    two threads that build the same new history at once keep one of them.
+    A history owns the study fits made from it, so a caller that keeps one holder per study
+    fits the study laws once per set of completed runs, not once per forecast. The engine keeps
+    the newest one (a study's set of completed runs only grows); the replay, whose policy
+    settings each complete the runs of a task in their own order, keeps many and shares them
+    across settings. Thread-safe: two threads that build the same new history at once may
+    both build it (the same curves, so the same fits); the holder keeps the first.
 
     Example:
         >>> holder = HistoryHolder("sweep")
@@ -132,10 +137,11 @@ class HistoryHolder:
         True
     """
 
-    def __init__(self, study: str) -> None:
+    def __init__(self, study: str, keep: int = 1) -> None:
         self.study = study
+        self._keep = max(keep, 1)
         self._lock = threading.Lock()
-        self._history: StudyHistory | None = None
+        self._histories: OrderedDict[str, StudyHistory] = OrderedDict()
 
     def get(
         self, done: Iterable[tuple[str, int]], curves: Callable[[], Iterable[Curve]]
@@ -144,13 +150,17 @@ class HistoryHolder:
         curves, called only when the set has changed since the last call."""
         key = history_key(self.study, done)
         with self._lock:
-            current = self._history
-        if current is not None and current.key == key:
-            return current
+            current = self._histories.get(key)
+            if current is not None:
+                self._histories.move_to_end(key)
+                return current
         history = StudyHistory(tuple(curves()), key)
         with self._lock:
-            self._history = history
-        return history
+            kept = self._histories.setdefault(key, history)
+            self._histories.move_to_end(key)
+            while len(self._histories) > self._keep:
+                self._histories.popitem(last=False)
+        return kept
 
 
 # -- forecast and decision ---------------------------------------------------------------------
@@ -173,12 +183,13 @@ def fit_forecast(
     a forecaster bug must not take the service down. `where` names the run, in the log and in
     the memo."""
     model = models.create(forecaster, head, bank=bank)
-    study_history = history() if model.needs_history(head) else None
-    key = (where, len(head), study_history.key if study_history is not None else "")
-    if memo is not None and key in memo:
-        return memo[key]
-    prediction: Prediction | None
-    try:
+    key = (where, len(head), "")
+    prediction: Prediction | None = None
+    try:  # reading the history is part of the fit: its failure is the forecaster's, too
+        study_history = history() if model.needs_history(head) else None
+        key = (where, len(head), study_history.key if study_history is not None else "")
+        if memo is not None and key in memo:
+            return memo[key]
         prediction = model.fit(head, study_history)
     except Exception:
         log.exception("forecaster %s failed on run %s", model.name, where)

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from forecaster.config import Settings
+from forecaster.models.artifacts import ModelBank
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
 from forecaster.server.app import RunningServer, build_engine, start_server
@@ -75,6 +76,12 @@ def points(steps: range | list[int], values: list[float] | None = None) -> list[
     if values is None:
         values = [2.0 + 3.0 * (max(s, 1) / 10.0) ** -0.5 for s in steps]
     return [pb.Point(step=s, value=v) for s, v in zip(steps, values, strict=True)]
+
+
+@pytest.fixture(scope="session")
+def shipped_models() -> ModelBank:
+    """The learned models shipped in the package, as `forecaster serve` loads them by default."""
+    return ModelBank.load("")
 
 
 @pytest.fixture(scope="session")

@@ -19,28 +19,28 @@ def test_fit_length_is_a_monotone_prefix_within_ten_percent():
     assert len(set(lengths[33:])) < 60  # few refits over thousands of points
 
 
-def test_decisions_are_the_same_from_a_cold_engine(tmp_path):
+def test_decisions_are_the_same_from_a_cold_engine(tmp_path, shipped_models):
     """What a restarted replica computes from the store equals what the live one answered."""
     store = SqliteStore(tmp_path / "e.db")
-    live = Engine(store)
+    live = Engine(store, models=shipped_models)
     live.create_study(StudySpec("s", "loss", Direction.MIN, max_step=1000, target=2.3))
     live.start_run("s", RunSpec("r"))
     s = np.arange(1, 301)
     v = 2.0 + 3.0 * (s / 10.0) ** -0.5
     for lo in range(0, 300, 10):
         answered = live.report("s", "r", Points.of(s[lo : lo + 10], v[lo : lo + 10])).decision
-    cold = Engine(store)
+    cold = Engine(store, models=shipped_models)
     assert cold.decision("s", "r") == answered
     live_fc, _ = live.forecast("s", "r")
     cold_fc, _ = cold.forecast("s", "r")
     np.testing.assert_array_equal(live_fc.quantiles, cold_fc.quantiles)
 
 
-def test_completed_runs_of_a_study_inform_the_running_ones(tmp_path):
+def test_completed_runs_of_a_study_inform_the_running_ones(tmp_path, shipped_models):
     from forecaster.store import RunState
     from tests.models.test_annealing_law import run as law_run
 
-    engine = Engine(SqliteStore(tmp_path / "e.db"))
+    engine = Engine(SqliteStore(tmp_path / "e.db"), models=shipped_models)
     engine.create_study(StudySpec("llm", "loss", Direction.MIN, max_step=8000))
     for i, (kind, total) in enumerate([("wsd", 4000), ("cosine", 6000), ("wsd", 8000)]):
         curve, _ = law_run(kind, total, seed=i)
@@ -56,11 +56,11 @@ def test_completed_runs_of_a_study_inform_the_running_ones(tmp_path):
     assert abs(summary.quantiles[0, 2] - final) / final < 0.01
 
 
-def test_a_runs_config_travels_with_its_curve_to_the_forecasters(tmp_path):
+def test_a_runs_config_travels_with_its_curve_to_the_forecasters(tmp_path, shipped_models):
     from forecaster.store.base import curve_of
 
     store = SqliteStore(tmp_path / "e.db")
-    engine = Engine(store)
+    engine = Engine(store, models=shipped_models)
     engine.create_study(StudySpec("s", "loss", Direction.MIN, max_step=1000))
     config = {"learning_rate": 3e-4, "batch_size": 64, "optimizer": "adamw"}
     engine.start_run("s", RunSpec("r", config=config))
@@ -70,7 +70,9 @@ def test_a_runs_config_travels_with_its_curve_to_the_forecasters(tmp_path):
     assert curve.config == config
 
 
-def test_default_is_stored_as_forecast_and_studies_stored_as_default_stay_idempotent(tmp_path):
+def test_default_is_stored_as_forecast_and_studies_stored_as_default_stay_idempotent(
+    tmp_path, shipped_models
+):
     """Issue 14: "default" is an alias resolved before a spec is stored; a study an older
     service stored with "default" (or "") is still the same definition on a re-create."""
     import pytest
@@ -78,7 +80,7 @@ def test_default_is_stored_as_forecast_and_studies_stored_as_default_stay_idempo
     from forecaster.errors import AlreadyExistsError
 
     store = SqliteStore(tmp_path / "e.db")
-    engine = Engine(store)
+    engine = Engine(store, models=shipped_models)
 
     def spec(name: str, policy: str, max_step: int = 100, **params: int) -> StudySpec:
         return StudySpec(name, "loss", Direction.MIN, max_step, None, policy, params)
@@ -99,12 +101,14 @@ def test_default_is_stored_as_forecast_and_studies_stored_as_default_stay_idempo
             engine.create_study(spec(name, "median", min_peers=2))
 
 
-def test_a_grace_setting_beyond_the_budget_is_refused_for_every_policy_that_has_one(tmp_path):
+def test_a_grace_setting_beyond_the_budget_is_refused_for_every_policy_that_has_one(
+    tmp_path, shipped_models
+):
     import pytest
 
     from forecaster.errors import InvalidArgumentError
 
-    engine = Engine(SqliteStore(tmp_path / "e.db"))
+    engine = Engine(SqliteStore(tmp_path / "e.db"), models=shipped_models)
     for policy, setting in [("forecast", "grace_steps"), ("asha", "min_steps"),
                             ("median", "grace_steps"), ("target", "grace_steps")]:  # fmt: skip
         spec = StudySpec(policy, "loss", Direction.MIN, 100, None, policy, {setting: 500})

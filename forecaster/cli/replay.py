@@ -44,6 +44,7 @@ def add_parser(commands: Commands) -> None:
         help="give the studies the corpus targets (TARGET_REACHED/UNREACHABLE come into play)",
     )
     options.add_workers(parser)
+    options.add_models_dir(parser)
     parser.add_argument("--plot", default="replay.png", help="PNG to draw ('' = none)")
     options.add_json(parser)
     options.add_no_progress(parser)
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         use_targets=args.use_targets,
         workers=args.workers,
         progress=not args.no_progress,
-        models_dir=options.models_dir(None),
+        models_dir=options.models_dir(args.models_dir),
     )
     rows = replay.summarize(results)
     if args.plot:

@@ -7,10 +7,10 @@ held-out metrics. A folder whose version is not the one this code reads, or whos
 match their checksums, is refused with a message naming both versions; the bank keeps the
 models it already has, so a bad upload never takes forecasts down.
 
-A `ModelBank` is a value passed to whoever forecasts (the engine, `auto`, the evaluation,
-training), never found in a module global: `forecaster serve` loads one at start and reloads
-it on SIGHUP or when a meta.json changes; an evaluation's worker processes get its folder and
-load their own.
+A `ModelBank` is a value passed to whoever forecasts (the engine, `auto`, the evaluation and
+the replay), never found in a module global (training makes models and reads none):
+`forecaster serve` loads one at start and reloads it on SIGHUP or when a meta.json changes;
+an evaluation's worker processes get its folder and load their own.
 """
 
 from __future__ import annotations

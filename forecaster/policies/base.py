@@ -14,7 +14,7 @@ import importlib
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -193,21 +193,29 @@ def warmup(run: RunView, policy: str, explanation: str) -> Decision:
     )
 
 
-# Fewer points than this say too little to call a run promising: a policy with no reason to
-# stop a run this short answers WARMUP (a stop it has a reason for, e.g. a NaN, still stands).
+# Fewer points than this say too little to call a run promising: a rule that judges from the
+# first point (budget, divergence, a threshold) answers WARMUP when it has no reason to stop a
+# run this short; a stop it has a reason for (a NaN, the budget reached) still stands.
 MIN_JUDGED_POINTS = 3
+
+
+def too_early(decision: Decision, run: RunView) -> Decision:
+    """WARMUP in place of a PROMISING that a curve of fewer than MIN_JUDGED_POINTS points
+    cannot back; the probabilities it rests on are kept."""
+    n = len(run.curve)
+    if decision.reason is not Reason.PROMISING or n >= MIN_JUDGED_POINTS:
+        return decision
+    said = decision.explanation.rstrip(".")
+    return replace(
+        decision,
+        reason=Reason.WARMUP,
+        explanation=f"{said}; {n} of the {MIN_JUDGED_POINTS} points needed to judge so far.",
+    )
 
 
 def continue_promising(
     run: RunView, policy: str, explanation: str, probabilities: Mapping[str, float] | None = None
 ) -> Decision:
-    """CONTINUE/PROMISING with the policy's reason; WARMUP on a curve too short to judge."""
-    n = len(run.curve)
-    if n < MIN_JUDGED_POINTS:
-        said = explanation.rstrip(".")
-        return warmup(
-            run, policy, f"{n} of the {MIN_JUDGED_POINTS} points needed to judge so far; {said}."
-        )
     return Decision(
         action=Action.CONTINUE,
         reason=Reason.PROMISING,

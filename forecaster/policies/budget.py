@@ -14,6 +14,7 @@ from forecaster.policies.base import (
     RunView,
     StudyContext,
     continue_promising,
+    too_early,
 )
 
 
@@ -38,4 +39,4 @@ class BudgetPolicy:
                 policy=self.name,
             )
         left = f"{budget - last} steps of budget left" if budget else "no budget set"
-        return continue_promising(run, self.name, f"{left}.")
+        return too_early(continue_promising(run, self.name, f"{left}."), run)

@@ -18,6 +18,7 @@ from forecaster.policies.base import (
     StudyContext,
     check_non_negative,
     continue_promising,
+    too_early,
 )
 
 
@@ -76,4 +77,5 @@ class DivergedPolicy:
                     at_step=last,
                     policy=self.name,
                 )
-        return continue_promising(run, self.name, f"the metric is finite at step {last}.")
+        finite_now = continue_promising(run, self.name, f"the metric is finite at step {last}.")
+        return too_early(finite_now, run)

@@ -16,6 +16,7 @@ from forecaster.policies.base import (
     check_non_negative,
     check_probability,
     continue_promising,
+    too_early,
 )
 
 
@@ -49,7 +50,7 @@ class TargetPolicy:
         curve = run.curve
         last, target, budget = curve.last_step, curve.target, curve.max_step
         if target is None:
-            return continue_promising(run, self.name, "the study has no target.")
+            return too_early(continue_promising(run, self.name, "the study has no target."), run)
         best = curve.best_value()
         if best == best and not curve.direction.better(target, best):
             return Decision(

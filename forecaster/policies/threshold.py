@@ -19,6 +19,7 @@ from forecaster.policies.base import (
     continue_promising,
     grace_step,
     stop,
+    too_early,
     warmup,
 )
 
@@ -62,6 +63,7 @@ class ThresholdPolicy:
                 Reason.UNPROMISING,
                 f"its value {value:.4g} at step {last} is worse than the threshold {bound:.4g}.",
             )
-        return continue_promising(
+        within = continue_promising(
             run, self.name, f"its value {value:.4g} is within the threshold {bound:.4g}."
         )
+        return too_early(within, run)

@@ -77,7 +77,7 @@ def test_every_policy_declares_its_grace_settings_by_their_names(name):
     assert all(getattr(policy, k) == v for k, v in settings.items())
 
 
-def test_a_policy_that_raises_never_stops_a_run(tmp_path):
+def test_a_policy_that_raises_never_stops_a_run(tmp_path, shipped_models):
     from forecaster.curves import Points
     from forecaster.engine import Engine
     from forecaster.store import RunSpec, StudySpec
@@ -92,7 +92,7 @@ def test_a_policy_that_raises_never_stops_a_run(tmp_path):
         def decide(self, run, prediction, study):
             raise RuntimeError("bug")
 
-    engine = Engine(SqliteStore(tmp_path / "e.db"))
+    engine = Engine(SqliteStore(tmp_path / "e.db"), models=shipped_models)
     engine.create_study(StudySpec("s", "loss", Direction.MIN))
     engine.start_run("s", RunSpec("r"))
     entry = engine._study("s")

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from forecaster import policies
 from forecaster.errors import InvalidArgumentError
 
 # policy family -> (main parameter, the values swept for the compute-vs-regret curve)
-SWEEPS: dict[str, tuple[str, tuple[Any, ...]]] = {
-    "forecast": ("epsilon", (0.01, 0.02, 0.05, 0.1, 0.2)),
-    "median": ("grace_fraction", (0.05, 0.1, 0.2, 0.4)),
-    "percentile": ("percentile", (10.0, 25.0, 50.0)),
-    "asha": ("eta", (2.0, 3.0, 4.0)),
-    "patience": ("patience", (3, 5, 10)),
-    "optuna_median": ("n_warmup_fraction", (0.05, 0.1, 0.2, 0.4)),
-    "optuna_sha": ("reduction_factor", (2, 3, 4)),
-    "optuna_hyperband": ("reduction_factor", (2, 3, 4)),
-    "optuna_patient": ("patience", (3, 5, 10)),
-    "none": ("", (None,)),
-}
+SWEEPS: Mapping[str, tuple[str, tuple[Any, ...]]] = MappingProxyType(
+    {
+        "forecast": ("epsilon", (0.01, 0.02, 0.05, 0.1, 0.2)),
+        "median": ("grace_fraction", (0.05, 0.1, 0.2, 0.4)),
+        "percentile": ("percentile", (10.0, 25.0, 50.0)),
+        "asha": ("eta", (2.0, 3.0, 4.0)),
+        "patience": ("patience", (3, 5, 10)),
+        "optuna_median": ("n_warmup_fraction", (0.05, 0.1, 0.2, 0.4)),
+        "optuna_sha": ("reduction_factor", (2, 3, 4)),
+        "optuna_hyperband": ("reduction_factor", (2, 3, 4)),
+        "optuna_patient": ("patience", (3, 5, 10)),
+        "none": ("", (None,)),
+    }
+)
 DEFAULT_POLICIES = tuple(SWEEPS)
 OPTUNA = ("optuna_median", "optuna_sha", "optuna_hyperband", "optuna_patient")
 

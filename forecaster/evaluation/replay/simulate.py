@@ -89,10 +89,17 @@ def replay_task(job: _Job) -> list[TaskResult]:
     if len(logged) < 1:
         return []
     memo: ForecastMemo = {}
-    return [_replay(job, logged, setting, memo) for setting in job.settings]
+    # The study histories (and the study fits they hold) are shared by the settings too.
+    holder = HistoryHolder(f"{job.source.name}/{job.task}", keep=_HISTORIES_KEPT)
+    return [_replay(job, logged, setting, memo, holder) for setting in job.settings]
 
 
-def _replay(job: _Job, logged: list[LoggedRun], setting: Setting, memo: ForecastMemo) -> TaskResult:
+_HISTORIES_KEPT = 256  # per task: the sets of completed runs the settings pass through
+
+
+def _replay(
+    job: _Job, logged: list[LoggedRun], setting: Setting, memo: ForecastMemo, holder: HistoryHolder
+) -> TaskResult:
     direction = logged[0].direction
     target = logged[0].target if job.use_targets else None
     runs = [
@@ -111,8 +118,6 @@ def _replay(job: _Job, logged: list[LoggedRun], setting: Setting, memo: Forecast
     policy = None
     if decide is None and setting.family != "none":
         policy = policies.create(setting.family, dict(setting.params))
-    # One history per set of completed runs, as the engine keeps: it holds the study fits.
-    holder = HistoryHolder(study)
 
     def history() -> StudyHistory:
         done = [r for r in runs if r.done]
