@@ -530,14 +530,20 @@ class SqliteStore:
     def get_points(self, study: str, run: str) -> Points:
         with self._tx(write=False) as cur:
             run_id = self._run_row(cur, study, run)["run_id"]
+            # The hot path (every cold read of a curve): plain tuples, unpacked by the names of
+            # the SELECT beside them; a sqlite3.Row per point costs ~10% of a report under load.
+            cur.row_factory = None
             rows = cur.execute(
                 "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = ? "
                 "ORDER BY step",
                 (run_id,),
             ).fetchall()
+        if not rows:
+            return Points.of([], [])
+        steps, values, kinds, lr, wall_time_s = zip(*rows, strict=True)
         return Points.of(
-            [row["step"] for row in rows],
-            [decode_value(row["value"], row["value_kind"]) for row in rows],
-            [row["lr"] for row in rows],
-            [row["wall_time_s"] for row in rows],
+            steps,
+            [decode_value(v, k) for v, k in zip(values, kinds, strict=True)],
+            lr,
+            wall_time_s,
         )
