@@ -32,12 +32,13 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import corpus_found, corpus_parser, markdown_table, write_section  # noqa: E402
 
+from forecaster.config import Settings  # noqa: E402
 from forecaster.curves import Curve  # noqa: E402
 from forecaster.evaluation.accuracy import aggregate, format_table, score_corpus  # noqa: E402
 from forecaster.models import create  # noqa: E402
 from forecaster.models.artifacts import ModelBank  # noqa: E402
 
-MODELS_DIR = os.environ.get("FORECASTER_MODELS_DIR", "")  # "": the shipped models
+MODELS_DIR = Settings.from_env().models_dir  # FORECASTER_MODELS_DIR, else the shipped models
 
 MODELS = ["last_value", "damped_trend", "pow3", "power_law", "annealing_law", "multi_power_law"]
 PARAMETRIC = ["pow3", "power_law", "annealing_law", "multi_power_law"]

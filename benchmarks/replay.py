@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import corpus_found, corpus_parser, markdown_table, write_section  # noqa: E402
 
+from forecaster.config import Settings  # noqa: E402
 from forecaster.curves import Direction, Points  # noqa: E402
 from forecaster.engine import Engine  # noqa: E402
 from forecaster.evaluation import replay  # noqa: E402
@@ -37,7 +38,7 @@ from forecaster.store import RunSpec, RunState, StudySpec  # noqa: E402
 from forecaster.store.sqlite import SqliteStore  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-MODELS_DIR = os.environ.get("FORECASTER_MODELS_DIR", "")  # "": the shipped models
+MODELS_DIR = Settings.from_env().models_dir  # FORECASTER_MODELS_DIR, else the shipped models
 
 
 def time_decisions(repeats: int = 200) -> dict[str, float]:

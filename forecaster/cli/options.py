@@ -8,7 +8,6 @@ that words a flag for its own case passes the help text.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -79,5 +78,8 @@ def csv(text: str | None) -> list[str] | None:
 
 
 def models_dir(flag: str | None) -> str:
-    """--models-dir, else FORECASTER_MODELS_DIR, else "" (the shipped models), as `serve`."""
-    return flag if flag is not None else os.environ.get("FORECASTER_MODELS_DIR", "")
+    """--models-dir, else FORECASTER_MODELS_DIR, else "" (the shipped models): the setting
+    `serve` reads, from the one place that reads settings."""
+    from forecaster.config import Settings
+
+    return Settings.from_env(models_dir=flag).models_dir
