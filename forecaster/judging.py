@@ -249,7 +249,7 @@ def judge(
     view = RunView(view.study, view.name, curve, before)
     prediction = cached[1] if cached is not None and cached[0] == n_fit else None
     try:
-        if prediction is None and n_fit and _needs_forecast(policy, view, context):
+        if prediction is None and n_fit and policy.needs_forecast(view, context):
             prediction = fit(curve.head(n_fit))
         decision = policy.decide(view, prediction, context)
     except Exception:  # default is CONTINUE: a policy that raises never stops a run
@@ -263,8 +263,3 @@ def judge(
         )
     record = record_of(decision, fitted_points=n_fit, votes_before=before)
     return Judged(decision, prediction, record)
-
-
-def _needs_forecast(policy: StoppingPolicy, view: RunView, context: StudyContext) -> bool:
-    needs = getattr(policy, "needs_forecast", None)  # a policy written before the method
-    return True if needs is None else bool(needs(view, context))
