@@ -53,8 +53,9 @@ class ForecastPolicy:
         grace_steps: nor before this step...
         grace_fraction: ...nor before this fraction of the run's budget.
         hysteresis: consecutive forecasts that must vote stop before a forecast-based STOP.
-        explosion_factor: DIVERGED when the loss is worse than its best by this many times
-            its scale (see DivergedPolicy); 0 keeps only the NaN/inf rule.
+        explosion_factor: DIVERGED when the loss's smoothed level is worse than its best level by
+            this many times its scale, beyond its noise (see DivergedPolicy); 0 keeps only the
+            NaN/inf and blow-up rules.
         incumbent_confidence: while a run is still running, the final value it offers the
             other runs as the incumbent is one it reaches with this probability (0.5: its
             median forecast). Higher is more careful: an optimistic early forecast of one run
