@@ -11,6 +11,7 @@ import torch
 
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster_client import Decision, Reporter
+from forecaster_client.sync import StudyClient
 from tests.client.conftest import Service, free_port
 from tests.conftest import start_live_server
 
@@ -155,17 +156,56 @@ def test_a_callable_schedule_is_read_on_the_background_thread(service):
     assert schedule.kind == pb.SCHEDULE_KIND_LINEAR and schedule.peak_lr == 0.5
 
 
-def test_an_existing_study_is_joined_as_it_is(service, caplog):
-    Reporter(service.address, "shared", "a", metric="acc", direction="maximize").close()
+def test_an_existing_study_is_joined_as_it_is_when_only_its_budget_differs(service, caplog):
+    Reporter(service.address, "shared", "a", max_step=500).close()
     with (
         caplog.at_level(logging.WARNING, "forecaster_client"),
-        Reporter(service.address, "shared", "b", metric="loss") as r,
+        Reporter(service.address, "shared", "b", max_step=900) as r,
     ):
         r.report(1, 0.5)
         assert r.flush(10)
-    assert service.study("shared").spec.direction == pb.DIRECTION_MAXIMIZE
+    assert service.study("shared").spec.max_step == 500
     assert service.points("shared", "b").steps.tolist() == [1]
     assert any("already exists with another definition" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(
+    ("ours", "named"),
+    [
+        ({"metric": "loss", "direction": "maximize"}, "metric"),
+        ({"metric": "acc", "direction": "minimize"}, "direction"),
+    ],
+)
+def test_a_study_of_another_metric_or_direction_is_refused_and_training_goes_on(
+    service, caplog, ours, named
+):
+    Reporter(service.address, "shared", "a", metric="acc", direction="maximize").close()
+    with caplog.at_level(logging.WARNING, "forecaster_client"):
+        r = Reporter(service.address, "shared", "b", flush_interval_s=0.05, **ours)
+        for step in range(1, 20):
+            r.report(step, 0.5)  # never raises, never blocks: training goes on
+        assert not r.flush(10)  # nothing can be stored in the wrong study
+        assert not r.should_stop()
+        r.close()
+    assert [run.spec.name for run in service.runs("shared")] == ["a"]
+    errors = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert f"exists with another {named}" in errors[0].getMessage()
+    if named == "direction":
+        assert "stored maximize, this run minimize" in errors[0].getMessage()
+
+
+def test_the_sync_client_of_a_pruner_refuses_a_study_of_another_direction(service, caplog):
+    Reporter(service.address, "shared", "a", metric="acc", direction="maximize").close()
+    spec = pb.StudySpec(name="shared", metric="acc", direction=pb.DIRECTION_MINIMIZE, max_step=10)
+    client = StudyClient(service.address, spec)
+    with caplog.at_level(logging.ERROR, "forecaster_client"):
+        assert client.report("trial-0", [(1, 0.5, None)]) is None
+        assert client.report("trial-1", [(1, 0.5, None)]) is None
+    client.close()
+    assert client.refused and "direction" in client.refused
+    assert [run.spec.name for run in service.runs("shared")] == ["a"]
+    assert sum(rec.levelno == logging.ERROR for rec in caplog.records) == 1
 
 
 def test_service_down_training_goes_on_one_warning_then_delivery_when_it_is_up(tmp_path, caplog):

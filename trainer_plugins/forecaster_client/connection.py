@@ -50,6 +50,25 @@ Plan: TypeAlias = pb.LrSchedule | ReadPlan | None
 R = TypeVar("R")
 
 
+class WrongStudyError(Exception):
+    """The study exists with another metric or direction: a run must not report to it."""
+
+
+def study_mismatch(existing: pb.StudySpec, ours: pb.StudySpec) -> dict[str, str]:
+    """The fields that make a study another one for this run (metric, direction), each with
+    "stored X, this run Y"; empty when the run may join it."""
+    wrong = {}
+    if existing.metric != ours.metric:
+        wrong["metric"] = f"stored {existing.metric!r}, this run {ours.metric!r}"
+    if existing.direction != ours.direction:
+        names = [
+            pb.Direction.Name(d).removeprefix("DIRECTION_").lower()
+            for d in (existing.direction, ours.direction)
+        ]
+        wrong["direction"] = f"stored {names[0]}, this run {names[1]}"
+    return wrong
+
+
 class Warnings:
     """Logs each kind of problem once, so a long run with the service down logs one line."""
 
@@ -226,13 +245,23 @@ class Connection:
         return method(request, timeout=self.timeout_s, metadata=self.metadata)
 
     def ensure_study(self, spec: pb.StudySpec, warnings: Warnings | None = None) -> pb.Study:
-        """Creates the study, or joins the existing one of that name (warning when its
-        definition differs from ours: the existing one wins)."""
+        """Creates the study, or joins the existing one of that name, warning when its budget,
+        target or policy differ from ours (the existing ones win). WrongStudyError when its
+        metric or direction differ: this run's values would be judged as another metric's."""
         try:
             return self._call(self.stub.CreateStudy, pb.CreateStudyRequest(study=spec)).study
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
+            existing = self._call(self.stub.GetStudy, pb.GetStudyRequest(name=spec.name)).study
+            wrong = study_mismatch(existing.spec, spec)
+            if wrong:
+                raise WrongStudyError(
+                    f"study {spec.name!r} exists with another {' and '.join(wrong)} "
+                    f"({'; '.join(wrong.values())}): reporting to it would judge this run's "
+                    "values as another metric's. Use another study name, or the study's own "
+                    "metric and direction."
+                ) from None
             (warnings or Warnings()).once(
                 "study-differs",
                 "forecaster: study %r already exists with another definition; reporting to it as "
@@ -240,7 +269,7 @@ class Connection:
                 spec.name,
                 e.details(),
             )
-            return self._call(self.stub.GetStudy, pb.GetStudyRequest(name=spec.name)).study
+            return existing
 
     def attach(
         self, study: pb.StudySpec, run: pb.RunSpec, warnings: Warnings | None = None

@@ -29,6 +29,7 @@ from forecaster_client.connection import (
     Connection,
     Plan,
     Warnings,
+    WrongStudyError,
     describe,
     last_stored_step,
     lr_schedule_of,
@@ -169,6 +170,10 @@ class Sender:
             waiters = out.take_waiters()
             try:
                 self.drain(confirm=bool(waiters) or closing)
+            except WrongStudyError as e:
+                out.refused = True
+                log.error("forecaster: %s; training goes on without the service", e)
+                break
             except grpc.RpcError as e:
                 out.put_back_waiters(waiters)
                 delay = self.failed(e)

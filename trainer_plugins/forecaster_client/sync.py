@@ -22,6 +22,7 @@ from forecaster_client.connection import (
     Connection,
     Credentials,
     Warnings,
+    WrongStudyError,
     describe,
     last_stored_step,
     to_struct,
@@ -51,6 +52,7 @@ class StudyClient:
         self._lock = threading.Lock()
         self._retry_at = 0.0
         self._backoff = Backoff()
+        self.refused: str | None = None  # why the study refuses this client's runs, if it does
 
     def report(
         self,
@@ -61,7 +63,7 @@ class StudyClient:
         """Sends the points after the run's last sent step; the decision, or None when the
         service could not be asked (fail-open: the caller continues)."""
         with self._lock:
-            if run in self._finished or time.monotonic() < self._retry_at:
+            if self.refused or run in self._finished or time.monotonic() < self._retry_at:
                 return None
             try:
                 last = self._attach(run, config)
@@ -78,6 +80,10 @@ class StudyClient:
                 self._last_step[run] = response.last_step
                 self._backoff.reset()
                 return Decision.from_proto(response.decision)
+            except WrongStudyError as e:
+                self.refused = str(e)
+                log.error("forecaster: %s; continuing without the service's decisions", e)
+                return None
             except grpc.RpcError as e:
                 self._failed(e, run)
                 return None
