@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.ndimage import median_filter
 
 from forecaster.errors import InvalidArgumentError
 
@@ -364,6 +365,41 @@ class Curve:
 def to_loss(values: npt.ArrayLike, direction: Direction) -> FloatArray:
     """Values in the loss view (lower is better); the inverse of itself."""
     return np.asarray(values, dtype=np.float64) * direction.sign
+
+
+# How far apart two smoothed levels of a flat noisy curve can fall, in standard errors of one
+# level: the best level is the lowest of many, so it sits ~3 below the truth, and the current
+# one may sit ~3 above it.
+LEVEL_NOISE_UNITS = 6.0
+
+
+def level_noise(loss: np.ndarray, window: int) -> float:
+    """The standard error of one smoothed level, from the curve's own point-to-point noise
+    before its latest window (a rise in that window must not excuse itself): the MAD of
+    successive differences over sqrt(2) is the points' noise, robust to the trend and to spikes;
+    a median of `window` points has sqrt(pi/2)/sqrt(window) of it."""
+    before = loss[:-window] if len(loss) > 2 * window else loss
+    steps = np.abs(np.diff(before))
+    if not len(steps):
+        return 0.0
+    point_noise = 1.4826 * float(np.median(steps)) / math.sqrt(2.0)
+    return math.sqrt(math.pi / 2.0) * point_noise / math.sqrt(window)
+
+
+def smoothed_levels(loss: np.ndarray, window: int) -> np.ndarray:
+    """The median of every run of `window` (odd) consecutive values, in order: the level of a
+    noisy curve, which one outlier does not move. A curve shorter than the window has one
+    level, the median of what it has. Only whole windows count: a level padded with the first
+    value would lean on one noisy sample, and the run's scale with it."""
+    if window <= 1:
+        return loss.astype(np.float64, copy=False)
+    if len(loss) < window:
+        return np.array([float(np.median(loss))])
+    half = window // 2
+    # median_filter is C, 10x faster than a strided np.median on a 10^6-point run; it centres
+    # its window, so the whole windows are the centres half a window in from either end.
+    centred = median_filter(loss.astype(np.float64, copy=False), size=window, mode="nearest")
+    return centred[half : len(loss) - half]
 
 
 def thin_indices(n: int, max_points: int) -> IntArray:

@@ -41,6 +41,7 @@ class Reason(enum.Enum):
     TARGET_REACHED = "target_reached"
     BUDGET_EXHAUSTED = "budget_exhausted"
     PROMISING = "promising"
+    NOT_LEARNING = "not_learning"
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ _REGISTRY: dict[str, str] = {
     "forecast": "forecaster.policies.forecast:ForecastPolicy",
     "budget": "forecaster.policies.budget:BudgetPolicy",
     "diverged": "forecaster.policies.diverged:DivergedPolicy",
+    "not_learning": "forecaster.policies.not_learning:NotLearningPolicy",
     "target": "forecaster.policies.target:TargetPolicy",
     "median": "forecaster.policies.median:MedianStoppingPolicy",
     "percentile": "forecaster.policies.percentile:PercentilePolicy",

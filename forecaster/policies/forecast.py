@@ -33,6 +33,7 @@ from forecaster.policies.base import (
 from forecaster.policies.budget import BudgetPolicy
 from forecaster.policies.converged import ConvergedPolicy
 from forecaster.policies.diverged import DivergedPolicy
+from forecaster.policies.not_learning import NotLearningPolicy
 from forecaster.policies.target import TargetPolicy
 from forecaster.policies.unpromising import UnpromisingPolicy
 
@@ -53,6 +54,8 @@ class ForecastPolicy:
         grace_steps: nor before this step...
         grace_fraction: ...nor before this fraction of the run's budget.
         hysteresis: consecutive forecasts that must vote stop before a forecast-based STOP.
+        flat_fraction: NOT_LEARNING from this fraction of the budget on, when the run's level
+            has not moved from where it started (see NotLearningPolicy); 0 turns it off.
         explosion_factor: DIVERGED when the loss's smoothed level is worse than its best level by
             this many times its scale, beyond its noise (see DivergedPolicy); 0 keeps only the
             NaN/inf and blow-up rules.
@@ -71,8 +74,11 @@ class ForecastPolicy:
     grace_fraction: float = 0.1
     hysteresis: int = 3
     explosion_factor: float = 3.0
+    flat_fraction: float = 0.2
     incumbent_confidence: float = 0.97
-    _hard: tuple[BudgetPolicy, DivergedPolicy] = field(init=False, repr=False, compare=False)
+    _hard: tuple[BudgetPolicy | DivergedPolicy | NotLearningPolicy, ...] = field(
+        init=False, repr=False, compare=False
+    )
     _checks: tuple[TargetPolicy | UnpromisingPolicy | ConvergedPolicy, ...] = field(
         init=False, repr=False, compare=False
     )
@@ -86,7 +92,11 @@ class ForecastPolicy:
         check_fraction("grace_fraction", self.grace_fraction)
         check_count("hysteresis", self.hysteresis, minimum=1)
         check_probability("incumbent_confidence", self.incumbent_confidence)
-        hard = (BudgetPolicy(), DivergedPolicy(explosion_factor=self.explosion_factor))
+        hard = (
+            BudgetPolicy(),
+            DivergedPolicy(explosion_factor=self.explosion_factor),
+            NotLearningPolicy(after_fraction=self.flat_fraction),
+        )
         checks: list[TargetPolicy | UnpromisingPolicy | ConvergedPolicy] = [
             TargetPolicy(epsilon=self.epsilon, min_points=0, grace_steps=0),
             UnpromisingPolicy(epsilon=self.epsilon),

@@ -12,7 +12,7 @@ from forecaster import policies
 from forecaster.curves import Curve, Direction
 from forecaster.errors import InvalidArgumentError
 from forecaster.policies import Reason, RunView, StudyContext
-from forecaster.policies.diverged import smoothed_levels
+from forecaster.curves import smoothed_levels
 
 STUDY = StudyContext("s", Direction.MIN, 2000)
 REPORT_EVERY = 10  # points per report, as a trainer batches them

@@ -51,9 +51,13 @@ def test_a_single_run_waits_for_an_incumbent_but_can_diverge_or_converge():
     policy = policies.create("forecast", {"hysteresis": 1, "delta": 0.002})
     d = decide(policy, curve(2.0), study())
     assert d.action is Action.CONTINUE and "no other run has a final value yet" in d.explanation
-    flat = Curve(np.arange(1, 301), np.full(300, 0.5), Direction.MIN, max_step=1000)
-    d = decide(policy, flat, study())
+    steps = np.arange(1, 301)
+    learned_then_flat = Curve(steps, 0.5 + 0.5 * steps**-2.0, max_step=1000)
+    d = decide(policy, learned_then_flat, study())
     assert d.is_stop and d.reason is Reason.CONVERGED and d.probabilities["p_gain"] < 0.05
+    never_learned = Curve(steps, np.full(300, 0.5), Direction.MIN, max_step=1000)
+    d = decide(policy, never_learned, study())
+    assert d.is_stop and d.reason is Reason.NOT_LEARNING and "not learning" in d.explanation
     values = curve(2.0).values.copy()
     values[-1] = math.inf
     d = decide(policy, Curve(np.arange(1, 101), values, max_step=1000), study())

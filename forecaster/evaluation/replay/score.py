@@ -24,7 +24,9 @@ from forecaster.policies import Reason
 if TYPE_CHECKING:
     from forecaster.evaluation.replay.simulate import _Run
 
-CUT = frozenset({Reason.UNPROMISING, Reason.DIVERGED, Reason.TARGET_UNREACHABLE})
+CUT = frozenset(
+    {Reason.UNPROMISING, Reason.DIVERGED, Reason.TARGET_UNREACHABLE, Reason.NOT_LEARNING}
+)
 
 
 @dataclass(frozen=True)

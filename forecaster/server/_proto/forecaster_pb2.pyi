@@ -39,6 +39,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_TARGET_REACHED: _ClassVar[Reason]
     REASON_BUDGET_EXHAUSTED: _ClassVar[Reason]
     REASON_PROMISING: _ClassVar[Reason]
+    REASON_NOT_LEARNING: _ClassVar[Reason]
 
 class ScheduleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -69,6 +70,7 @@ REASON_CONVERGED: Reason
 REASON_TARGET_REACHED: Reason
 REASON_BUDGET_EXHAUSTED: Reason
 REASON_PROMISING: Reason
+REASON_NOT_LEARNING: Reason
 SCHEDULE_KIND_UNSPECIFIED: ScheduleKind
 SCHEDULE_KIND_EXPLICIT: ScheduleKind
 SCHEDULE_KIND_CONSTANT: ScheduleKind
