@@ -4,7 +4,10 @@ The first run of a sequential sweep has no incumbent to lose to and no forecast 
 when its curve is flat, so no other rule can stop it; yet a curve flat at its starting level
 (chance accuracy, the initial loss) a fifth of the way into its budget has told us what it will
 do. Flat means: the best smoothed level (running median, curves.smoothed_levels) is no better
-than the starting one by more than `min_gain` of it, nor by more than the noise of the levels.
+than where the curve started (the median of its first three values) by more than `min_gain` of
+it, nor by more than the noise of the levels. Only a run with no incumbent to lose to is judged:
+where there is one, UNPROMISING says more (a run flat at a good level is not a bad run), and the
+replay showed a run that learns within its first points and then holds looks flat from there.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
+
+import numpy as np
 
 from forecaster.curves import LEVEL_NOISE_UNITS, level_noise, smoothed_levels
 from forecaster.models.prediction import Prediction
@@ -59,11 +64,11 @@ class NotLearningPolicy:
         curve = run.curve
         budget, last = curve.max_step, curve.last_step
         judged = bool(self.after_fraction > 0 and budget and last >= self.after_fraction * budget)
-        if budget and judged and len(curve) >= 2 * WINDOW:
+        if budget and judged and study.incumbent is None and len(curve) >= 2 * WINDOW:
             loss = curve.loss_view().values
             if bool((loss == loss).all()):  # NaN is the divergence rule's to judge
                 levels = smoothed_levels(loss, WINDOW)
-                start, best = float(levels[0]), float(levels.min())
+                start, best = float(np.median(loss[:3])), float(levels.min())
                 noise = LEVEL_NOISE_UNITS * level_noise(loss, WINDOW)
                 needed = max(self.min_gain * abs(start), noise)
                 if start - best <= needed:

@@ -50,13 +50,16 @@ def test_a_run_without_a_budget_is_never_judged_flat():
     assert judged(np.full(300, 0.5), budget=0).reason is not Reason.NOT_LEARNING
 
 
-def test_the_forecast_policy_stops_a_flat_run_and_can_be_told_not_to():
-    flat = np.full(300, 0.5)
-    assert judged(flat, policy="forecast").reason is Reason.NOT_LEARNING
-    steps = np.arange(1, 301)
-    curve = Curve(steps, flat, max_step=1000)
-    off = policies.create("forecast", {"flat_fraction": 0})
-    assert off.decide(RunView("s", "r", curve), None, STUDY).reason is not Reason.NOT_LEARNING
+def test_the_forecast_policy_stops_a_flat_run_when_asked_to_and_only_without_an_incumbent():
+    curve = Curve(np.arange(1, 301), np.full(300, 0.5), max_step=1000)
+    on = policies.create("forecast", {"flat_fraction": 0.2})
+    assert on.decide(RunView("s", "r", curve), None, STUDY).reason is Reason.NOT_LEARNING
+    with_incumbent = StudyContext("s", Direction.MIN, 1000, incumbent=0.4)
+    assert on.decide(RunView("s", "r", curve), None, with_incumbent).reason is not (
+        Reason.NOT_LEARNING
+    )
+    default = policies.create("forecast")
+    assert default.decide(RunView("s", "r", curve), None, STUDY).reason is not Reason.NOT_LEARNING
 
 
 def test_a_sequential_sweep_with_a_first_run_flat_at_chance_saves_40_percent(
@@ -65,7 +68,15 @@ def test_a_sequential_sweep_with_a_first_run_flat_at_chance_saves_40_percent(
     """Six learning rates one after another, the first flat at chance level: as the issue's
     Lightning sweep, through the engine with the default policy."""
     engine = Engine(SqliteStore(tmp_path / "sweep.db"), models=shipped_models)
-    engine.create_study(StudySpec("lr-sweep", "val_loss", Direction.MIN, max_step=1000))
+    study = StudySpec(
+        "lr-sweep",
+        "val_loss",
+        Direction.MIN,
+        1000,
+        policy="forecast",
+        policy_params={"flat_fraction": 0.2},
+    )
+    engine.create_study(study)
     rng = np.random.default_rng(5)
     steps = np.arange(10, 1001, 10)
     finals = {}

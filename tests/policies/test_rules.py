@@ -56,7 +56,8 @@ def test_a_single_run_waits_for_an_incumbent_but_can_diverge_or_converge():
     d = decide(policy, learned_then_flat, study())
     assert d.is_stop and d.reason is Reason.CONVERGED and d.probabilities["p_gain"] < 0.05
     never_learned = Curve(steps, np.full(300, 0.5), Direction.MIN, max_step=1000)
-    d = decide(policy, never_learned, study())
+    flat_policy = policies.create("forecast", {"hysteresis": 1, "flat_fraction": 0.2})
+    d = decide(flat_policy, never_learned, study())
     assert d.is_stop and d.reason is Reason.NOT_LEARNING and "not learning" in d.explanation
     values = curve(2.0).values.copy()
     values[-1] = math.inf
