@@ -298,3 +298,19 @@ def test_tls_to_a_plaintext_service_fails_open_with_one_warning(service, caplog)
     assert len(unreachable) == 1 and service.address in unreachable[0]
     with pytest.raises(grpc.RpcError, match="no study named 'sweep'"):
         service.study("sweep")  # nothing got through
+
+
+def test_a_flat_run_hears_not_learning_and_stops(service):
+    with Reporter(
+        service.address,
+        "flat-sweep",
+        "lr0",
+        max_step=1000,
+        policy="forecast",
+        policy_params={"flat_fraction": 0.2},
+    ) as r:
+        for step in range(10, 301, 10):
+            r.report(step, 2.3)
+        assert r.flush(10)
+        assert r.should_stop() and r.decision.reason == "not_learning"
+    assert service.run("flat-sweep", "lr0").state == pb.RUN_STATE_STOPPED

@@ -191,6 +191,14 @@ def test_warmup_on_tiny_curves(stub):
     assert d.action == pb.ACTION_CONTINUE and d.reason == pb.REASON_WARMUP
 
 
+def test_a_flat_run_is_stopped_as_not_learning_through_the_server(stub):
+    make_run(stub, policy=pb.PolicySettings(name="forecast", params={"flat_fraction": 0.2}))
+    flat = [pb.Point(step=s, value=2.3) for s in range(10, 301, 10)]
+    d = stub.ReportMetrics(pb.ReportMetricsRequest(study="sweep", run="r1", points=flat)).decision
+    assert d.action == pb.ACTION_STOP and d.reason == pb.REASON_NOT_LEARNING
+    assert "not learning" in d.explanation and d.expected_saved_steps == 700
+
+
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_non_finite_values_are_stored_as_sent_and_diverge(stub, value):
     make_run(stub)
