@@ -89,3 +89,45 @@ def test_the_service_study_takes_the_optuna_direction(service, direction):
     study.optimize(lambda t: (t.report(1.0, 1), t.should_prune(), 1.0)[-1], n_trials=1)
     expected = pb.DIRECTION_MINIMIZE if direction == "minimize" else pb.DIRECTION_MAXIMIZE
     assert service.study("dir-" + direction).spec.direction == expected
+
+
+def test_a_stopped_trial_returns_its_forecast_so_the_sampler_learns_from_it(service):
+    """The second trial heads for 3.0 against a finished 1.0: stopped as unpromising, it
+    completes with the forecast of its final value, recorded on the trial."""
+    pruner = ForecastPruner(
+        service.address,
+        study="feedback",
+        max_step=STEPS,
+        policy="forecast",
+        policy_params={"hysteresis": 1, "grace_fraction": 0.0, "min_points": 5},
+    )
+
+    def feedback_objective(trial: optuna.Trial) -> float:
+        floor = trial.suggest_float("floor", 0.5, 3.0)
+        value = math.nan
+        for step in range(1, STEPS + 1):
+            value = floor + 0.5 * step**-0.5
+            trial.report(value, step)
+            if trial.should_prune():
+                return pruner.forecast_or_prune(trial)
+        return value
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="feedback", direction="minimize", pruner=pruner)
+    for floor in (1.0, 3.0, 1.1):
+        study.enqueue_trial({"floor": floor})
+    study.optimize(feedback_objective, n_trials=3)
+
+    stopped = study.trials[1]
+    assert stopped.state == optuna.trial.TrialState.COMPLETE and stopped.last_step < STEPS
+    attrs = stopped.user_attrs
+    assert attrs["stopped_by"] == "unpromising"
+    true_final = 3.0 + 0.5 * STEPS**-0.5
+    assert abs(stopped.value - true_final) / true_final < 0.05
+    assert (
+        attrs["forecast_low"] <= attrs["forecast_final"] == stopped.value <= attrs["forecast_high"]
+    )
+    assert attrs["forecast_step"] == STEPS and attrs["forecast_model"]
+    runs = {r.spec.name: r for r in service.runs("feedback")}
+    assert runs["trial-1"].state == pb.RUN_STATE_STOPPED  # the service knows it was cut
+    assert study.best_trial.number == 0

@@ -20,7 +20,7 @@ class Decision:
 
     ``action`` is "continue" or "stop"; ``reason`` one of "unknown" (no answer from the
     service yet), "warmup", "promising", "diverged", "target_unreachable", "unpromising",
-    "converged", "target_reached", "budget_exhausted".
+    "converged", "target_reached", "budget_exhausted", "not_learning".
     """
 
     action: str = "continue"

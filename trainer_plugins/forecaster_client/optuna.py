@@ -7,6 +7,19 @@ Each trial is a run of the service's study (named after the Optuna study); its i
 values are the curve and its params the run's config. Finished, pruned and failed trials are
 marked so in the service, whose policy compares running trials with them. With the service
 unreachable the pruner never prunes (and warns once).
+
+A pruned trial can tell the sampler what it would have reached. Optuna's samplers learn little
+from pruned trials (TPE treats them as worse than every complete one, ranked by their last
+step); a forecast of the final value is a far better guess:
+
+    if trial.should_prune():
+        return pruner.forecast_or_prune(trial)   # instead of: raise optuna.TrialPruned()
+
+It records the service's forecast on the trial (user attributes ``forecast_final``,
+``forecast_low``, ``forecast_high`` (the 90% interval), ``forecast_step``, ``forecast_model``,
+``stopped_by``) and returns the median, so the trial completes with it; the service still
+records the run as stopped. Without a forecast (service away) it raises TrialPruned as usual.
+``pruner.record_forecast(trial)`` records the same attributes and lets you raise yourself.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ else:
 # The stops that say a trial is bad. Optuna has no "stop early but count it" outcome: a
 # converged run, one that reached the target or its budget, is left to complete (the decision
 # is in last_decision).
-_PRUNE_REASONS = frozenset({"diverged", "unpromising", "target_unreachable"})
+_PRUNE_REASONS = frozenset({"diverged", "unpromising", "target_unreachable", "not_learning"})
 
 _FINAL_STATES = MappingProxyType(
     {
@@ -82,6 +95,7 @@ class ForecastPruner(optuna.pruners.BasePruner):
         self._connect = partial(StudyClient, address, token=token, tls=tls, timeout_s=timeout_s)
         self._client: StudyClient | None = None
         self.last_decision: dict[int, Any] = {}  # trial number -> the service's Decision
+        self._stopped: set[int] = set()  # trials completed with a forecast in place of a value
 
     def _client_for(self, study: optuna.Study) -> StudyClient:
         if self._client is None:
@@ -97,7 +111,9 @@ class ForecastPruner(optuna.pruners.BasePruner):
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         client = self._client_for(study)
         for done in study.get_trials(deepcopy=False, states=tuple(_FINAL_STATES)):
-            client.finish(f"trial-{done.number}", _FINAL_STATES[done.state])
+            stopped = done.number in self._stopped or "stopped_by" in done.user_attrs
+            state = "stopped" if stopped else _FINAL_STATES[done.state]
+            client.finish(f"trial-{done.number}", state)
         values = trial.intermediate_values
         if not values:
             return False
@@ -107,3 +123,31 @@ class ForecastPruner(optuna.pruners.BasePruner):
             return False
         self.last_decision[trial.number] = decision
         return decision.stop and decision.reason in _PRUNE_REASONS
+
+    def record_forecast(self, trial: optuna.Trial) -> float | None:
+        """Sets the service's forecast of the trial's final value on the trial as user
+        attributes (see the module's docstring); returns its median, None when the service has
+        no forecast to give."""
+        if self._client is None:
+            return None
+        forecast = self._client.final_forecast(f"trial-{trial.number}")
+        if forecast is None:
+            return None
+        decision = self.last_decision.get(trial.number)
+        trial.set_user_attr("forecast_final", forecast.median)
+        trial.set_user_attr("forecast_low", forecast.low)
+        trial.set_user_attr("forecast_high", forecast.high)
+        trial.set_user_attr("forecast_step", forecast.step)
+        trial.set_user_attr("forecast_model", forecast.model)
+        trial.set_user_attr("stopped_by", decision.reason if decision else "forecaster")
+        return forecast.median
+
+    def forecast_or_prune(self, trial: optuna.Trial) -> float:
+        """The value a trial the pruner stopped should return so the sampler learns from it:
+        the forecast of its final value (recorded on the trial); raises optuna.TrialPruned when
+        there is no forecast."""
+        median = self.record_forecast(trial)
+        if median is None or median != median:  # NaN: a diverged trial has no final value
+            raise optuna.TrialPruned()
+        self._stopped.add(trial.number)
+        return median

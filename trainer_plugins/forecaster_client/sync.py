@@ -21,6 +21,7 @@ from forecaster_client.backoff import Backoff
 from forecaster_client.connection import (
     Connection,
     Credentials,
+    FinalForecast,
     Warnings,
     WrongStudyError,
     describe,
@@ -86,6 +87,23 @@ class StudyClient:
                 return None
             except grpc.RpcError as e:
                 self._failed(e, run)
+                return None
+
+    def final_forecast(self, run: str) -> FinalForecast | None:
+        """The service's forecast of where the run ends; None when it cannot say now
+        (fail-open, as report())."""
+        with self._lock:
+            if self.refused or run not in self._last_step or time.monotonic() < self._retry_at:
+                return None
+            try:
+                return self.conn.final_forecast(self.spec.name, run)
+            except grpc.RpcError as e:
+                self.warnings.once(
+                    f"forecast-{e.code()}",
+                    "forecaster: no forecast for run %r (%s)",
+                    run,
+                    describe(e),
+                )
                 return None
 
     def finish(self, run: str, state: str) -> None:
