@@ -264,6 +264,7 @@ _REGISTRY: dict[str, str] = {
     "budget": "forecaster.policies.budget:BudgetPolicy",
     "diverged": "forecaster.policies.diverged:DivergedPolicy",
     "not_learning": "forecaster.policies.not_learning:NotLearningPolicy",
+    "expected_gain": "forecaster.policies.expected_gain:ExpectedGainPolicy",
     "target": "forecaster.policies.target:TargetPolicy",
     "median": "forecaster.policies.median:MedianStoppingPolicy",
     "percentile": "forecaster.policies.percentile:PercentilePolicy",

@@ -33,6 +33,7 @@ from forecaster.policies.base import (
 from forecaster.policies.budget import BudgetPolicy
 from forecaster.policies.converged import ConvergedPolicy
 from forecaster.policies.diverged import DivergedPolicy
+from forecaster.policies.expected_gain import ExpectedGainPolicy
 from forecaster.policies.not_learning import NotLearningPolicy
 from forecaster.policies.target import TargetPolicy
 from forecaster.policies.unpromising import UnpromisingPolicy
@@ -54,6 +55,9 @@ class ForecastPolicy:
         grace_steps: nor before this step...
         grace_fraction: ...nor before this fraction of the run's budget.
         hysteresis: consecutive forecasts that must vote stop before a forecast-based STOP.
+        min_gain_rate: the cost-aware check (see ExpectedGainPolicy): UNPROMISING when the
+            expected improvement over the incumbent, relative to it, per fraction of the budget
+            left is below this (0.01: 1% per budget of compute). 0 (the default) leaves it off.
         flat_fraction: NOT_LEARNING from this fraction of the budget on, when the run's level
             has not moved from where it started and no incumbent exists (see
             NotLearningPolicy). 0 (the default) turns it off: on the replay corpus, 0.2 cut
@@ -79,13 +83,14 @@ class ForecastPolicy:
     grace_fraction: float = 0.1
     hysteresis: int = 3
     explosion_factor: float = 3.0
+    min_gain_rate: float = 0.0
     flat_fraction: float = 0.0
     incumbent_confidence: float = 0.97
     _hard: tuple[BudgetPolicy | DivergedPolicy | NotLearningPolicy, ...] = field(
         init=False, repr=False, compare=False
     )
-    _checks: tuple[TargetPolicy | UnpromisingPolicy | ConvergedPolicy, ...] = field(
-        init=False, repr=False, compare=False
+    _checks: tuple[TargetPolicy | UnpromisingPolicy | ConvergedPolicy | ExpectedGainPolicy, ...] = (
+        field(init=False, repr=False, compare=False)
     )
 
     def __post_init__(self) -> None:
@@ -102,10 +107,13 @@ class ForecastPolicy:
             DivergedPolicy(explosion_factor=self.explosion_factor),
             NotLearningPolicy(after_fraction=self.flat_fraction),
         )
-        checks: list[TargetPolicy | UnpromisingPolicy | ConvergedPolicy] = [
+        checks: list[TargetPolicy | UnpromisingPolicy | ConvergedPolicy | ExpectedGainPolicy] = [
             TargetPolicy(epsilon=self.epsilon, min_points=0, grace_steps=0),
             UnpromisingPolicy(epsilon=self.epsilon),
         ]
+        check_non_negative("min_gain_rate", self.min_gain_rate)
+        if self.min_gain_rate > 0:
+            checks.append(ExpectedGainPolicy(min_gain_rate=self.min_gain_rate))
         if self.delta > 0:
             checks.append(ConvergedPolicy(delta=self.delta, epsilon=self.converged_epsilon))
         object.__setattr__(self, "_hard", hard)
@@ -156,7 +164,7 @@ class ForecastPolicy:
         for check in self._checks:
             d = target if check is self._checks[0] else check.decide(run, prediction, study)
             probs.update(d.probabilities)
-            if d.probabilities or isinstance(check, UnpromisingPolicy):
+            if d.probabilities or isinstance(check, UnpromisingPolicy | ExpectedGainPolicy):
                 said.append(d.explanation.rstrip("."))
             if d.is_stop and vote is None:
                 vote = d

@@ -1,0 +1,77 @@
+"""UNPROMISING by cost: what the rest of a run is expected to buy, per unit of compute.
+
+P(beat the incumbent) < epsilon asks only whether a run can win; it spends the same compute on
+a run that may win by 0.01% as on one that may win by 5%. The cost-aware check prices the rest
+of the run: the expected improvement over the incumbent at the budget, E[max(0, incumbent -
+final)] in the loss view (Jones et al.'s expected improvement), relative to the incumbent, per
+fraction of the budget still to run. A run is stopped when that rate falls below
+`min_gain_rate`: with 0.01, "continue only while the rest of this run is expected to improve
+on the best result by 1% per budget's worth of compute still to spend".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from forecaster.curves import to_loss
+from forecaster.models.prediction import Prediction
+from forecaster.policies.base import (
+    Decision,
+    Reason,
+    RunView,
+    StudyContext,
+    check_non_negative,
+    continue_promising,
+    stop,
+    too_early,
+)
+
+
+@dataclass(frozen=True)
+class ExpectedGainPolicy:
+    """Stops a run whose expected improvement over the incumbent, relative to it, per fraction
+    of the budget left, is below min_gain_rate. Part of the `forecast` policy (its
+    `min_gain_rate` setting), which adds the warm-up and the hysteresis."""
+
+    name: ClassVar[str] = "expected_gain"
+    min_gain_rate: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_non_negative("min_gain_rate", self.min_gain_rate)
+
+    def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
+        return study.incumbent is not None and bool(run.curve.max_step)
+
+    def grace_settings(self) -> Mapping[str, float]:
+        return {}
+
+    def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
+        curve, incumbent, budget = run.curve, study.incumbent, run.curve.max_step
+        if incumbent is None or prediction is None or not budget or run.remaining_steps <= 0:
+            said = "no incumbent or forecast to price by."
+            return too_early(continue_promising(run, self.name, said), run)
+        best_loss = float(to_loss(incumbent, curve.direction))
+        finals = to_loss(prediction.samples([budget])[:, 0], curve.direction)
+        finals = finals[np.isfinite(finals)]
+        if not len(finals):
+            said = "no finite forecast to price by."
+            return too_early(continue_promising(run, self.name, said), run)
+        gain = float(np.maximum(best_loss - finals, 0.0).mean())
+        relative = gain / max(abs(best_loss), 1e-12)
+        left = run.remaining_steps / budget
+        rate = relative / left
+        probs = {"expected_gain": relative, "gain_rate": rate}
+        said = (
+            f"expected gain over the incumbent {incumbent:.4g} is {relative:.3%} for the "
+            f"{run.remaining_steps} steps left ({left:.0%} of the budget): {rate:.3%} per budget"
+        )
+        if rate < self.min_gain_rate:
+            return stop(
+                run, self.name, Reason.UNPROMISING, f"{said} < {self.min_gain_rate:.3%}.", probs
+            )
+        going_on = continue_promising(run, self.name, f"{said} >= {self.min_gain_rate:.3%}.", probs)
+        return too_early(going_on, run)
