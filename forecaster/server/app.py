@@ -127,6 +127,7 @@ def build_engine(settings: Settings) -> Engine:
         open_store(settings.db_url),
         models=ModelBank.load(settings.models_dir),
         cache_size=settings.forecast_cache_size,
+        allow_manual_stop=settings.allow_manual_stop,
     )
 
 
