@@ -215,11 +215,16 @@ class Engine:
         """Every change of the run's decision (action or reason), oldest first."""
         return self.store.decision_history(study, run, start=start, limit=limit)
 
+    def run_summary(self, study: str, run: str) -> RunSummary:
+        """One run's summary (as run_summaries gives it), without the other runs' forecasts."""
+        return self.run_summaries(study, only=run)[0]
+
     def run_summaries(
-        self, study: str, start: int = 0, limit: int | None = None
+        self, study: str, start: int = 0, limit: int | None = None, *, only: str | None = None
     ) -> list[RunSummary]:
-        """The study's runs (from start, at most limit) with their latest decision, the
-        forecast at the budget of those still running, and P(beat the incumbent)."""
+        """The study's runs (from start, at most limit; or only the one named) with their
+        latest decision, the forecast at the budget of those still running, and P(beat the
+        incumbent)."""
         entry = self._study(study)
         spec = entry.study.spec
         runs = self.store.list_runs(study)
@@ -229,8 +234,13 @@ class Engine:
             for r in runs
         }
         end = None if limit is None else start + limit
+        chosen = runs[start:end]
+        if only is not None:
+            chosen = [r for r in runs if r.name == only]
+            if not chosen:
+                self.store.get_run(study, only)  # raises NotFoundError, named
         out = []
-        for r in runs[start:end]:
+        for r in chosen:
             budget = r.spec.max_step or spec.max_step
             incumbent = incumbent_of(
                 spec.direction, (s for name, s in standings.items() if name != r.name)

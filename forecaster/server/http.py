@@ -25,7 +25,7 @@ from aiohttp import web
 
 from forecaster.dashboard import pages
 from forecaster.engine import Engine
-from forecaster.errors import ForecasterError, InvalidArgumentError, NotFoundError
+from forecaster.errors import ForecasterError, InvalidArgumentError
 from forecaster.judging import incumbent_of, standing_of
 from forecaster.store import RunState
 
@@ -103,11 +103,7 @@ class Dashboard:
         self, name: str, only: str | None
     ) -> tuple[Any, list[pages.RunPlot], float | None]:
         study = self.engine.get_study(name)
-        summaries = self.engine.run_summaries(name)
-        if only is not None:
-            summaries = [s for s in summaries if s.run.name == only]
-            if not summaries:
-                raise NotFoundError(f"no run named {only!r} in study {name!r}.")
+        summaries = self.engine.run_summaries(name, only=only)
         plots = []
         fans = 0
         for s in summaries:

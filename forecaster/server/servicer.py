@@ -259,6 +259,15 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
 
         return await self._run(context, work)
 
+    async def GetRunSummary(
+        self, request: pb.GetRunSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRunSummaryResponse:
+        def work() -> pb.GetRunSummaryResponse:
+            summary = self.engine.run_summary(request.study, request.run)
+            return pb.GetRunSummaryResponse(summary=convert.run_summary_to_proto(summary))
+
+        return await self._run(context, work)
+
 
 async def _abort(
     context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str

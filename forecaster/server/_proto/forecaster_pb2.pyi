@@ -535,3 +535,17 @@ class ListRunSummariesResponse(_message.Message):
     runs: _containers.RepeatedCompositeFieldContainer[RunSummary]
     next_page_token: str
     def __init__(self, runs: _Optional[_Iterable[_Union[RunSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetRunSummaryRequest(_message.Message):
+    __slots__ = ("study", "run")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    study: str
+    run: str
+    def __init__(self, study: _Optional[str] = ..., run: _Optional[str] = ...) -> None: ...
+
+class GetRunSummaryResponse(_message.Message):
+    __slots__ = ("summary",)
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    summary: RunSummary
+    def __init__(self, summary: _Optional[_Union[RunSummary, _Mapping]] = ...) -> None: ...

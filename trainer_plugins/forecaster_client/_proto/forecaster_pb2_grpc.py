@@ -116,6 +116,11 @@ class CurveServiceStub:
                 request_serializer=forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesRequest.SerializeToString,
                 response_deserializer=forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesResponse.FromString,
                 _registered_method=True)
+        self.GetRunSummary = channel.unary_unary(
+                '/forecaster.v1.CurveService/GetRunSummary',
+                request_serializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryRequest.SerializeToString,
+                response_deserializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryResponse.FromString,
+                _registered_method=True)
 
 
 class CurveServiceServicer:
@@ -241,6 +246,14 @@ class CurveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRunSummary(self, request, context):
+        """One run's summary, as ListRunSummaries gives it: what a trainer's plugin shows in its
+        printout and logs (the forecast of the final metric, P(beat the incumbent)).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -323,6 +336,11 @@ def add_CurveServiceServicer_to_server(servicer, server):
                     servicer.ListRunSummaries,
                     request_deserializer=forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesRequest.FromString,
                     response_serializer=forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesResponse.SerializeToString,
+            ),
+            'GetRunSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRunSummary,
+                    request_deserializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryRequest.FromString,
+                    response_serializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -759,6 +777,33 @@ class CurveService:
             '/forecaster.v1.CurveService/ListRunSummaries',
             forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesRequest.SerializeToString,
             forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRunSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forecaster.v1.CurveService/GetRunSummary',
+            forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryRequest.SerializeToString,
+            forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryResponse.FromString,
             options,
             channel_credentials,
             insecure,
