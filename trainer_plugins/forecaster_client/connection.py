@@ -297,6 +297,11 @@ class Connection:
         request = pb.GetDecisionRequest(study=study, run=run)
         return Decision.from_proto(self._call(self.stub.GetDecision, request).decision)
 
+    def run_summary(self, study: str, run: str) -> pb.RunSummary:
+        """The run's latest decision and the forecast of its final value."""
+        request = pb.GetRunSummaryRequest(study=study, run=run)
+        return self._call(self.stub.GetRunSummary, request).summary
+
     def finish(self, study: str, run: str, state: str = "finished") -> pb.Run:
         request = pb.FinishRunRequest(study=study, run=run, state=state_of(state))
         return self._call(self.stub.FinishRun, request).run
