@@ -34,6 +34,14 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def shown(value: Any) -> str:
+    """A value as an error message shows it: an enum by its value ('min', not
+    <Direction.MIN: 'min'>), anything else as repr."""
+    if isinstance(value, enum.Enum):
+        return repr(value.value)
+    return repr(value)
+
+
 def canonical_json(obj: Any) -> str:
     """One spelling per value, so that definitions compare by text."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -41,6 +41,7 @@ from forecaster.store.base import (
     Study,
     StudySpec,
     canonical_json,
+    shown,
 )
 from forecaster.store.schema import ValueKind
 
@@ -206,7 +207,7 @@ class SqliteStore:
                 if diff:
                     raise AlreadyExistsError(
                         f"study {spec.name!r} exists with another {', '.join(diff)} "
-                        f"(stored: {', '.join(f'{f}={getattr(existing.spec, f)!r}' for f in diff)}"
+                        f"(stored: {', '.join(f'{f}={shown(getattr(existing.spec, f))}' for f in diff)}"
                         "). Use another name, or send the same definition."
                     )
                 return existing, False

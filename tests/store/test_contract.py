@@ -119,6 +119,14 @@ def test_create_study_with_another_definition_is_refused_naming_the_field(backen
     assert store.get_study("s").spec == StudySpec(**base)  # type: ignore[arg-type]
 
 
+def test_a_conflict_message_shows_enum_values_not_python_reprs(backend):
+    store = backend()
+    store.create_study(StudySpec("s", "loss", Direction.MIN))
+    with pytest.raises(AlreadyExistsError) as info:
+        store.create_study(StudySpec("s", "loss", Direction.MAX))
+    assert "direction='min'" in str(info.value) and "<Direction" not in str(info.value)
+
+
 def test_list_studies_in_creation_order_with_their_run_counts(backend):
     store = backend()
     assert store.list_studies() == []
