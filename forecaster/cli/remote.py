@@ -48,7 +48,9 @@ class Remote:
         except grpc.RpcError as e:
             raise ServiceError(f"{self.address}: {e.code().name}: {e.details()}") from None
 
-    def pages(self, method: Callable[..., Any], make: Callable[[str], Any], field: str) -> list[Any]:
+    def pages(
+        self, method: Callable[..., Any], make: Callable[[str], Any], field: str
+    ) -> list[Any]:
         """Every item of a paged list: make(token) builds each page's request."""
         out: list[Any] = []
         token = ""

@@ -105,7 +105,9 @@ _REFRESH_JS = """
 """
 
 
-def layout(title: str, body: str, *, refresh_s: float, crumbs: Sequence[tuple[str, str]] = ()) -> str:
+def layout(
+    title: str, body: str, *, refresh_s: float, crumbs: Sequence[tuple[str, str]] = ()
+) -> str:
     """A whole page: header with breadcrumbs, the content, the refresh script."""
     trail = "".join(
         f' / <a href="{html.escape(href)}">{html.escape(text)}</a>' for text, href in crumbs
@@ -172,7 +174,7 @@ def studies_page(rows: Sequence[StudyRow], *, refresh_s: float) -> str:
             "</tr>"
         )
     body = (
-        "<h1>Studies</h1><table class=\"studies\"><thead><tr><th>study</th><th>metric</th>"
+        '<h1>Studies</h1><table class="studies"><thead><tr><th>study</th><th>metric</th>'
         "<th>direction</th><th>budget</th><th>target</th><th>running</th><th>stopped</th>"
         "<th>finished</th><th>failed</th><th>steps saved</th><th>policy</th></tr></thead>"
         f"<tbody>{''.join(lines)}</tbody></table>"
@@ -240,10 +242,7 @@ def _x_range(study: Study, plots: Sequence[RunPlot], log_steps: bool) -> tuple[f
         ends.append(float(study.spec.max_step))
     lo = min(steps) if steps else 0.0
     hi = max(ends) if ends else 1.0
-    if log_steps:
-        lo = max(lo, 1.0)
-    else:
-        lo = min(lo, 0.0)
+    lo = max(lo, 1.0) if log_steps else min(lo, 0.0)
     return lo, max(hi, lo + 1.0)
 
 
@@ -461,7 +460,7 @@ def run_page(
             f"{': ' + html.escape(run.stop_request.note) if run.stop_request.note else ''}</p>"
         )
     info = (
-        f"<table class=\"facts\"><tr><th>state</th><td>{run.state.value}</td></tr>"
+        f'<table class="facts"><tr><th>state</th><td>{run.state.value}</td></tr>'
         f"<tr><th>points</th><td>{run.n_points} (last step {run.last_step})</td></tr>"
         f"<tr><th>last / best</th><td>{_num(run.last_value)} / {_num(run.best_value)}</td></tr>"
         f"<tr><th>forecast at budget</th><td>{_forecast_cell(s)}</td></tr>"
@@ -480,13 +479,13 @@ def run_page(
     config = json.dumps(run.spec.config, indent=2, sort_keys=True) if run.spec.config else "{}"
     flash = f'<p class="flash stop">{html.escape(message)}</p>' if message else ""
     body = (
-        f"<h1>{html.escape(run.name)} <span class=\"muted\">in {html.escape(spec.name)}</span>"
+        f'<h1>{html.escape(run.name)} <span class="muted">in {html.escape(spec.name)}</span>'
         f"</h1>{flash}{headline}{stop}"
         f'<div class="toolbar">{_scale_toggle(run_url(spec.name, run.name), run_url(spec.name, run.name, True), log_steps)}'  # noqa: E501
         "</div>"
         f"{svg.render(chart_spec)}{_schedule_strip(plot, chart_spec)}{notes}"
         f"{info}<h2>Decision history</h2>{_history_table(history)}"
-        f"<h2>Config</h2><pre class=\"config\">{html.escape(config)}</pre>"
+        f'<h2>Config</h2><pre class="config">{html.escape(config)}</pre>'
     )
     return layout(
         f"forecaster: {spec.name} / {run.name}",

@@ -351,9 +351,7 @@ def _legend(axes: _Axes, chart: Chart) -> list[str]:
             else f'<line x1="{x}" y1="{y - 4}" x2="{x + 16}" y2="{y - 4}" stroke="{color}" '
             'stroke-width="2"/>'
         )
-        out.append(
-            f'{swatch}<text class="legend" x="{x + 22}" y="{y}">{html.escape(label)}</text>'
-        )
+        out.append(f'{swatch}<text class="legend" x="{x + 22}" y="{y}">{html.escape(label)}</text>')
     return out
 
 

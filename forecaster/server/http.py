@@ -94,9 +94,7 @@ class Dashboard:
         log_steps = request.query.get("log") == "1"
         study, plots, incumbent = await self._call(self._study_plots, name, None)
         return _page(
-            pages.study_page(
-                study, plots, incumbent, log_steps=log_steps, refresh_s=self.refresh_s
-            )
+            pages.study_page(study, plots, incumbent, log_steps=log_steps, refresh_s=self.refresh_s)
         )
 
     def _study_plots(

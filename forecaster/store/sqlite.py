@@ -205,10 +205,10 @@ class SqliteStore:
                 existing = self._study(row)
                 diff = existing.spec.differences(spec)
                 if diff:
+                    stored = ", ".join(f"{f}={shown(getattr(existing.spec, f))}" for f in diff)
                     raise AlreadyExistsError(
                         f"study {spec.name!r} exists with another {', '.join(diff)} "
-                        f"(stored: {', '.join(f'{f}={shown(getattr(existing.spec, f))}' for f in diff)}"
-                        "). Use another name, or send the same definition."
+                        f"(stored: {stored}). Use another name, or send the same definition."
                     )
                 return existing, False
             now = self._clock()

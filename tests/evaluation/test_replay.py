@@ -184,8 +184,13 @@ def test_plot_labels_do_not_overlap(tmp_path):
     ax.plot(xs, ys, "-o", label="forecast")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    placed = place_labels(ax, [(f"{v:g}", x, y, "C0") for v, x, y in
-                                zip((0.01, 0.02, 0.05, 0.1, 0.2, 0.4), xs, ys, strict=True)])
+    placed = place_labels(
+        ax,
+        [
+            (f"{v:g}", x, y, "C0")
+            for v, x, y in zip((0.01, 0.02, 0.05, 0.1, 0.2, 0.4), xs, ys, strict=True)
+        ],
+    )
     renderer = fig.canvas.get_renderer()
     boxes = [a.get_window_extent(renderer) for a in placed]
     assert len(boxes) == 6

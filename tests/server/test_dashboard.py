@@ -9,7 +9,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -195,9 +194,13 @@ def test_the_stop_button_stops_the_run_for_its_reporter(tmp_path):
             reporter.report(s, curve(s, 1.0))
         assert reporter.flush(20) and not reporter.should_stop()
         page = browser.dump_dom(base + "/run?study=btn&run=r")
-        form = re.search(r'<form class="stop-form" method="post" action="(/stop)">(.*?)</form>', page, re.S)
+        form = re.search(
+            r'<form class="stop-form" method="post" action="(/stop)">(.*?)</form>', page, re.S
+        )
         assert form is not None
-        fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form.group(2)))
+        fields = dict(
+            re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form.group(2))
+        )
         status, body = fetch(base + form.group(1), token=None, data={**fields, "note": "bob"})
         assert status == 200 and "stop / manual" in body and "Stop requested" in body
         for s in range(210, 1000, 10):
@@ -251,4 +254,3 @@ def test_a_busy_port_is_an_error_that_names_the_setting(tmp_path):
         port = s.getsockname()[1]
         with pytest.raises(OSError, match="--http-port"):
             start_live_server(tmp_path / "s.db", http_port=port)
-

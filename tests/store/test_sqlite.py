@@ -96,8 +96,7 @@ def test_memory_databases_work_for_tests():
 def test_the_history_migration_starts_each_run_with_its_saved_decision(tmp_path):
     """A database judged before decision_history existed: each run's history starts with the
     latest decision it had, and later changes append after it."""
-    from forecaster.store import StoredDecision
-    from forecaster.store import schema
+    from forecaster.store import StoredDecision, schema
 
     path = tmp_path / "v2.db"
     conn = sqlite3.connect(path)
@@ -129,8 +128,15 @@ def test_the_history_migration_starts_each_run_with_its_saved_decision(tmp_path)
         "s",
         "r",
         StoredDecision(
-            at_step=50, fitted_points=50, votes_before=0, votes=1, action="stop",
-            reason="unpromising", explanation="no", probabilities={}, expected_saved_steps=5,
+            at_step=50,
+            fitted_points=50,
+            votes_before=0,
+            votes=1,
+            action="stop",
+            reason="unpromising",
+            explanation="no",
+            probabilities={},
+            expected_saved_steps=5,
             policy="forecast",
         ),  # fmt: skip
     )

@@ -26,9 +26,7 @@ import grpc
 try:
     import numpy as np
 except ImportError as e:  # the Reporter needs no numpy; this API does
-    raise ImportError(
-        f'StudyClient needs numpy ({e}): pip install "forecaster-client[api]"'
-    ) from e
+    raise ImportError(f'StudyClient needs numpy ({e}): pip install "forecaster-client[api]"') from e
 
 from forecaster_client._proto import forecaster_pb2 as pb
 from forecaster_client._proto import forecaster_pb2_grpc as pb_grpc
