@@ -101,3 +101,21 @@ def test_serve_with_http_port_serves_the_dashboard(tmp_path: Path):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_dashboard_settings_from_the_environment():
+    from forecaster.config import Settings
+    from forecaster.errors import InvalidArgumentError
+
+    s = Settings.from_env(
+        {"FORECASTER_HTTP_PORT": "8080", "FORECASTER_ALLOW_MANUAL_STOP": "true",
+         "FORECASTER_DASHBOARD_REFRESH_S": "2.5"}
+    )  # fmt: skip
+    assert (s.http_port, s.allow_manual_stop, s.dashboard_refresh_s) == (8080, True, 2.5)
+    defaults = Settings.from_env({})
+    assert (defaults.http_port, defaults.allow_manual_stop) == (0, False)
+    assert Settings.from_env({"FORECASTER_ALLOW_MANUAL_STOP": "0"}).allow_manual_stop is False
+    with pytest.raises(InvalidArgumentError, match="FORECASTER_ALLOW_MANUAL_STOP"):
+        Settings.from_env({"FORECASTER_ALLOW_MANUAL_STOP": "maybe"})
+    with pytest.raises(InvalidArgumentError, match="http_port"):
+        Settings(http_port=70000)
