@@ -40,10 +40,21 @@ class Settings:
     # package, "none" = parametric models only.
     models_dir: str = ""
     models_reload_s: float = 30.0  # how often to look for new artifacts (0 = only on SIGHUP)
+    # issue 20: dashboard
+    http_port: int = 0  # the dashboard, on host:http_port over HTTP (0 = no dashboard)
+    allow_manual_stop: bool = False  # StopRun and the dashboard's stop button are allowed
+    dashboard_refresh_s: float = 5.0  # how often an open dashboard page refreshes (0 = never)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise InvalidArgumentError(f"port must be in [0, 65535]; got {self.port}.")
+        for name in ("port", "http_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise InvalidArgumentError(
+                    f"{name} must be in [0, 65535]; got {getattr(self, name)}."
+                )
+        if self.dashboard_refresh_s < 0:
+            raise InvalidArgumentError(
+                f"dashboard_refresh_s must be >= 0; got {self.dashboard_refresh_s}."
+            )
         for name in ("max_points_per_batch", "max_message_bytes", "workers"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be >= 1; got {getattr(self, name)}.")
@@ -73,13 +84,23 @@ class Settings:
                 continue
             kind: type[Any] = type(f.default)
             try:
-                values[f.name] = kind(raw)
+                values[f.name] = _boolean(raw) if kind is bool else kind(raw)
             except ValueError:
                 raise InvalidArgumentError(
                     f"{ENV_PREFIX}{f.name.upper()} must be a {kind.__name__}; got {raw!r}."
                 ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _boolean(raw: str) -> bool:
+    """true/false, 1/0, yes/no, on/off (any case); anything else is refused."""
+    word = raw.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 def settings_table() -> list[tuple[str, str, str]]:

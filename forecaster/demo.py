@@ -71,6 +71,17 @@ def _row(name: str, step: int, value: float, fc: pb.Forecast | None, d: pb.Decis
     )
 
 
+async def fresh_study_name(stub: pb_grpc.CurveServiceStub) -> str:
+    """STUDY, or STUDY-2, -3...: the first name no earlier demo on this service has used, so
+    a second demo runs its runs again instead of finding them all finished."""
+    taken = {s.spec.name for s in (await stub.ListStudies(pb.ListStudiesRequest())).studies}
+    name, n = STUDY, 1
+    while name in taken:
+        n += 1
+        name = f"{STUDY}-{n}"
+    return name
+
+
 async def run_demo(
     address: str, batch: int = 50, seed: int = 0, out: TextIO = sys.stdout
 ) -> dict[str, pb.Decision]:
@@ -78,12 +89,18 @@ async def run_demo(
     rng = np.random.default_rng(seed)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.CurveServiceStub(channel)
+        study = await fresh_study_name(stub)
+        if study != STUDY:
+            print(
+                f"a demo already ran on this service (study {STUDY!r}); this one is {study!r}",
+                file=out,
+            )
         params = struct_pb2.Struct()
         params.update({"grace_steps": GRACE_STEPS})
         await stub.CreateStudy(
             pb.CreateStudyRequest(
                 study=pb.StudySpec(
-                    name=STUDY,
+                    name=study,
                     metric="val_loss",
                     direction=pb.DIRECTION_MINIMIZE,
                     max_step=MAX_STEP,
@@ -93,9 +110,7 @@ async def run_demo(
             )
         )
         for r in RUNS:
-            await stub.StartRun(pb.StartRunRequest(study=STUDY, run=pb.RunSpec(name=r.name)))
-        # A fresh name per demo would hide re-runs; instead continue where a previous demo
-        # left off, which also shows that the service is idempotent.
+            await stub.StartRun(pb.StartRunRequest(study=study, run=pb.RunSpec(name=r.name)))
         decisions: dict[str, pb.Decision] = {}
         stopped: set[str] = set()
         header = (
@@ -111,7 +126,7 @@ async def run_demo(
             for r in RUNS:
                 if r.name in stopped:
                     continue
-                run_info = (await stub.GetRun(pb.GetRunRequest(study=STUDY, run=r.name))).run
+                run_info = (await stub.GetRun(pb.GetRunRequest(study=study, run=r.name))).run
                 if run_info.state != pb.RUN_STATE_RUNNING or run_info.last_step >= hi:
                     stopped.add(r.name)
                     continue
@@ -122,13 +137,13 @@ async def run_demo(
                     for s, v in zip(steps[keep], values[keep], strict=True)
                 ]
                 resp = await stub.ReportMetrics(
-                    pb.ReportMetricsRequest(study=STUDY, run=r.name, points=points)
+                    pb.ReportMetricsRequest(study=study, run=r.name, points=points)
                 )
                 d = resp.decision
                 fc = None
                 if math.isfinite(values[-1]):
                     fc = (
-                        await stub.GetForecast(pb.GetForecastRequest(study=STUDY, run=r.name))
+                        await stub.GetForecast(pb.GetForecastRequest(study=study, run=r.name))
                     ).forecast
                 decisions[r.name] = d
                 rows.append(_row(r.name, hi, float(values[-1]), fc, d))
@@ -139,7 +154,7 @@ async def run_demo(
                         if d.reason in (pb.REASON_BUDGET_EXHAUSTED, pb.REASON_TARGET_REACHED)
                         else pb.RUN_STATE_STOPPED
                     )
-                    await stub.FinishRun(pb.FinishRunRequest(study=STUDY, run=r.name, state=state))
+                    await stub.FinishRun(pb.FinishRunRequest(study=study, run=r.name, state=state))
             bar.update(1)
             if rows and (i % 8 == 0 or any("STOP" in row for row in rows)):
                 bar.clear()
@@ -160,6 +175,11 @@ async def run_demo(
             )
         saved = sum(d.expected_saved_steps for d in decisions.values())
         print(f"\nsteps saved by stopping early: {saved} of {len(RUNS) * MAX_STEP}", file=out)
+        print(
+            f"look around: forecaster runs {study!r} --address {address}; "
+            f"forecaster why {study!r} RUN --address {address}",
+            file=out,
+        )
         return decisions
 
 

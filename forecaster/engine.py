@@ -22,11 +22,16 @@ import numpy as np
 
 from forecaster import models, policies
 from forecaster.curves import Curve, LrSchedule, Points
-from forecaster.errors import AlreadyExistsError, InvalidArgumentError
+from forecaster.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
 from forecaster.judging import (
     HistoryHolder,
+    Judged,
+    decision_of,
     fit_forecast,
+    incumbent_of,
     judge,
+    manual_stop,
+    record_of,
     standing_of,
     study_context,
 )
@@ -35,6 +40,7 @@ from forecaster.models.artifacts import ModelBank
 from forecaster.models.prediction import ForecastSummary, summarize
 from forecaster.policies import Decision, RunView, StoppingPolicy, StudyContext
 from forecaster.store import (
+    DecisionChange,
     Run,
     RunSpec,
     RunState,
@@ -53,6 +59,18 @@ class ReportResult:
     decision: Decision
     n_stored: int
     run: Run
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run with what the service thinks of it now: what a dashboard row shows."""
+
+    run: Run
+    decision: Decision | None  # the latest saved one; None before the first point
+    forecast: ForecastSummary | None  # at the budget, for running runs that have one
+    prob_beat_incumbent: float | None
+    incumbent: float | None
+    saved_steps: int  # budget not spent because the run was stopped early
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,7 @@ class Engine:
             (None: none; the service passes the bank it loaded and reloads).
         cache_size: runs whose curve and forecast are kept in memory.
         clock: injected for tests; seconds since the epoch.
+        allow_manual_stop: whether stop_run (a person stopping a run) is allowed.
     """
 
     def __init__(
@@ -90,10 +109,12 @@ class Engine:
         models: ModelBank | None,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.time,
+        allow_manual_stop: bool = False,
     ) -> None:
         self.store = store
         self.models = models
         self.clock = clock
+        self.allow_manual_stop = allow_manual_stop
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._studies: dict[str, _StudyEntry] = {}
@@ -163,6 +184,94 @@ class Engine:
     def finish_run(self, study: str, run: str, state: RunState) -> Run:
         return self.store.finish_run(study, run, state)
 
+    def stop_run(self, study: str, run: str, note: str = "") -> Decision:
+        """A person stops a running run: from now on its decision is STOP/MANUAL, which the
+        trainer's plugin reads with its next report. The first request is kept."""
+        if not self.allow_manual_stop:
+            raise FailedPreconditionError(
+                "manual stops are off on this service: start it with --allow-manual-stop "
+                "(FORECASTER_ALLOW_MANUAL_STOP=true) to allow StopRun and the dashboard's button."
+            )
+        entry = self._study(study)
+        stored = self.store.request_stop(study, run, note.strip()[:500])
+        with self._lock:
+            cached = self._runs.get((study, run))
+        curve = None
+        if cached is not None and cached.curve.last_step == stored.last_step:
+            curve = cached.curve
+        return self._evaluate(entry, stored, curve).decision
+
+    # -- reading back what was decided ------------------------------------------------------
+
+    def points(
+        self, study: str, run: str, after_step: int = -1, limit: int | None = None
+    ) -> Points:
+        """The run's stored points after after_step, at most limit."""
+        return self.store.get_points(study, run, after_step=after_step, limit=limit)
+
+    def decision_history(
+        self, study: str, run: str, start: int = 0, limit: int | None = None
+    ) -> list[DecisionChange]:
+        """Every change of the run's decision (action or reason), oldest first."""
+        return self.store.decision_history(study, run, start=start, limit=limit)
+
+    def run_summary(self, study: str, run: str) -> RunSummary:
+        """One run's summary (as run_summaries gives it), without the other runs' forecasts."""
+        return self.run_summaries(study, only=run)[0]
+
+    def run_summaries(
+        self, study: str, start: int = 0, limit: int | None = None, *, only: str | None = None
+    ) -> list[RunSummary]:
+        """The study's runs (from start, at most limit; or only the one named) with their
+        latest decision, the forecast at the budget of those still running, and P(beat the
+        incumbent)."""
+        entry = self._study(study)
+        spec = entry.study.spec
+        runs = self.store.list_runs(study)
+        decisions = self.store.list_decisions(study)
+        standings = {
+            r.name: standing_of(r, r.spec.max_step or spec.max_step, decisions.get(r.name))
+            for r in runs
+        }
+        end = None if limit is None else start + limit
+        chosen = runs[start:end]
+        if only is not None:
+            chosen = [r for r in runs if r.name == only]
+            if not chosen:
+                self.store.get_run(study, only)  # raises NotFoundError, named
+        out = []
+        for r in chosen:
+            budget = r.spec.max_step or spec.max_step
+            incumbent = incumbent_of(
+                spec.direction, (s for name, s in standings.items() if name != r.name)
+            )
+            forecast: ForecastSummary | None = None
+            p_beat: float | None = None
+            if r.state is RunState.RUNNING and r.n_points and budget and budget > r.last_step:
+                try:
+                    run_entry, prediction = self._predicted(study, r.name)
+                except InvalidArgumentError:
+                    prediction = None
+                if prediction is not None:
+                    forecast = summarize(prediction, [budget], (), spec.target)
+                    if incumbent is not None:
+                        p_beat = prediction.prob_better_than(incumbent, budget)
+            record = decisions.get(r.name)
+            saved = 0
+            if r.state is RunState.STOPPED and budget:
+                saved = max(budget - max(r.last_step, 0), 0)
+            out.append(
+                RunSummary(
+                    run=r,
+                    decision=None if record is None else decision_of(record),
+                    forecast=forecast,
+                    prob_beat_incumbent=p_beat,
+                    incumbent=incumbent,
+                    saved_steps=saved,
+                )
+            )
+        return out
+
     # -- ingest and decisions ---------------------------------------------------------------
 
     def report(
@@ -222,6 +331,23 @@ class Engine:
         path_points: int = 0,
     ) -> tuple[ForecastSummary, ForecastSummary | None]:
         """The run's predictive distribution at at_steps (default: its budget)."""
+        run_entry, prediction = self._predicted(study, run)
+        curve = run_entry.curve
+        steps = self._check_steps(
+            curve, list(at_steps) or self._default_steps(curve, f"run {run!r}")
+        )
+        summary = summarize(prediction, steps, quantile_levels, curve.target)
+        path = None
+        if path_points < 0 or path_points > 1000:
+            raise InvalidArgumentError(f"path_points must be in [0, 1000]; got {path_points}.")
+        if path_points:
+            end = max(max(steps), curve.last_step)
+            grid = np.unique(np.linspace(curve.last_step, end, path_points).round().astype(int))
+            path = summarize(prediction, grid.tolist(), quantile_levels, None)
+        return summary, path
+
+    def _predicted(self, study: str, run: str) -> tuple[_RunEntry, Prediction]:
+        """The run's current entry and its forecast, fitted now when the policy did not."""
         study_entry, run_entry = self._current(study, run)
         if not len(run_entry.curve):
             raise InvalidArgumentError(
@@ -237,19 +363,7 @@ class Engine:
                 )
             run_entry = replace(run_entry, prediction=prediction)
             self._remember((study, run), run_entry)
-        curve = run_entry.curve
-        steps = self._check_steps(
-            curve, list(at_steps) or self._default_steps(curve, f"run {run!r}")
-        )
-        summary = summarize(prediction, steps, quantile_levels, curve.target)
-        path = None
-        if path_points < 0 or path_points > 1000:
-            raise InvalidArgumentError(f"path_points must be in [0, 1000]; got {path_points}.")
-        if path_points:
-            end = max(max(steps), curve.last_step)
-            grid = np.unique(np.linspace(curve.last_step, end, path_points).round().astype(int))
-            path = summarize(prediction, grid.tolist(), quantile_levels, None)
-        return summary, path
+        return run_entry, prediction
 
     def forecast_curve(
         self,
@@ -349,14 +463,28 @@ class Engine:
         context, decisions = self._context(entry, run.name)
         record = previous.record if previous is not None else decisions.get(run.name)
         cached = None if previous is None else (previous.fitted_points, previous.prediction)
-        judged = judge(
-            entry.policy,
-            RunView(run.study, run.name, curve),
-            context,
-            record,
-            cached,
-            lambda head: self._fit(entry, run, head),
-        )
+        if run.stop_request is not None:  # a person stopped it: no policy is asked
+            decision = manual_stop(
+                run.stop_request,
+                at_step=curve.last_step,
+                budget=curve.max_step,
+                forecast_final=None if record is None else record.forecast_final,
+            )
+            fitted = 0 if record is None else record.fitted_points
+            judged = Judged(
+                decision,
+                None if cached is None or cached[0] != fitted else cached[1],
+                record_of(decision, fitted_points=fitted, votes_before=0),
+            )
+        else:
+            judged = judge(
+                entry.policy,
+                RunView(run.study, run.name, curve),
+                context,
+                record,
+                cached,
+                lambda head: self._fit(entry, run, head),
+            )
         new = judged.record
         if record is None or (
             (new.fitted_points, new.votes, new.action, new.reason, new.forecast_final)

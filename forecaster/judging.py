@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from forecaster.models import Prediction, StudyHistory
 from forecaster.models.artifacts import ModelBank
 from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
 from forecaster.policies.base import Peers, best_final
-from forecaster.store import Run, RunState, StoredDecision
+from forecaster.store import Run, RunState, StopRequest, StoredDecision
 
 # The service log's name for these lines (they were the engine's before judging moved here).
 log = logging.getLogger("forecaster.engine")
@@ -223,6 +224,38 @@ def record_of(decision: Decision, *, fitted_points: int, votes_before: int) -> S
         expected_saved_steps=decision.expected_saved_steps,
         policy=decision.policy,
         forecast_final=decision.forecast_final,
+    )
+
+
+def decision_of(record: StoredDecision) -> Decision:
+    """The decision a stored record keeps (the inverse of record_of)."""
+    return Decision(
+        action=Action(record.action),
+        reason=Reason(record.reason),
+        explanation=record.explanation,
+        probabilities=dict(record.probabilities),
+        expected_saved_steps=record.expected_saved_steps,
+        at_step=record.at_step,
+        policy=record.policy,
+        votes=record.votes,
+        forecast_final=record.forecast_final,
+    )
+
+
+def manual_stop(
+    request: StopRequest, *, at_step: int, budget: int | None, forecast_final: float | None
+) -> Decision:
+    """STOP/MANUAL: what every decision of a run a person stopped says, whatever the policy."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(request.requested_at_s))
+    note = f": {request.note}" if request.note else ""
+    return Decision(
+        action=Action.STOP,
+        reason=Reason.MANUAL,
+        explanation=f"stopped by hand (StopRun at {when}){note}.",
+        expected_saved_steps=max(budget - max(at_step, 0), 0) if budget else 0,
+        at_step=at_step,
+        policy="manual",
+        forecast_final=forecast_final,
     )
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +42,11 @@ def test_dockerfile_is_slim_non_root_with_a_volume():
 
 def test_entrypoint_serves_and_healthcheck_passes(tmp_path):
     env, entrypoint, health = dockerfile()
-    port = free_port()
+    assert env["FORECASTER_HTTP_PORT"] == "8080"  # the image serves the dashboard
+    port, http_port = free_port(), free_port()
     env.update(
         FORECASTER_PORT=str(port),
+        FORECASTER_HTTP_PORT=str(http_port),
         FORECASTER_DB=f"sqlite:///{tmp_path}/c.db",
         FORECASTER_HOST="127.0.0.1",
     )  # loopback only in tests
@@ -75,6 +78,9 @@ def test_entrypoint_serves_and_healthcheck_passes(tmp_path):
                 break
             time.sleep(0.1)
         assert result.returncode == 0 and "SERVING" in result.stdout
+        assert f"dashboard on http://127.0.0.1:{http_port}/" in proc.stdout.readline()
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=30) as reply:
+            assert reply.status == 200 and "Studies" in reply.read().decode()
     finally:
         proc.terminate()
         assert proc.wait(30) == 0

@@ -28,8 +28,16 @@ def test_torch_pin_is_everywhere_it_is_installed():
     assert torch_requirements and set(torch_requirements) == {"torch==2.13.0"}
 
 
-def test_readme_python_quickstart_runs_against_a_real_server(live_server, capsys):
-    code = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL).group(1)
-    exec(compile(code.replace("127.0.0.1:50051", live_server.address), "README", "exec"), {})
+def test_readme_python_examples_run_against_a_real_server(live_server, capsys):
+    """The quickstart (Reporter, then StudyClient), then the raw gRPC example."""
+    quickstart, raw = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    exec(compile(quickstart.replace("127.0.0.1:50051", live_server.address), "README", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] in (["continue", "promising"], ["continue", "warmup"])
+    assert lines[1].startswith("final val_loss ") and "at step 10k" in lines[1]
+    assert lines[2].startswith("[10000] [")  # fc.steps, then the median as an array
+    assert lines[3].split()[:2] == ["lr=0.1", "finished"]
+    assert lines[4].split()[0].isdigit()  # the history: step, action, reason
+    exec(compile(raw.replace("127.0.0.1:50051", live_server.address), "README", "exec"), {})
     out = capsys.readouterr().out
-    assert "ACTION_" in out and "REASON_" in out and "[10000]" in out
+    assert out.startswith("ACTION_CONTINUE REASON_")

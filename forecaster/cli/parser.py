@@ -7,10 +7,23 @@ import sys
 from collections.abc import Sequence
 
 from forecaster import __version__
-from forecaster.cli import demo, evaluate, health, import_logs, law, replay, serve, train
+from forecaster.cli import (
+    demo,
+    evaluate,
+    health,
+    import_logs,
+    law,
+    replay,
+    runs,
+    serve,
+    studies,
+    train,
+    why,
+)
 from forecaster.errors import ForecasterError
 
-COMMANDS = (serve, demo, health, evaluate, replay, train, import_logs, law)  # --help's order
+# --help's order
+COMMANDS = (serve, demo, health, studies, runs, why, evaluate, replay, train, import_logs, law)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,16 @@ def add_parser(commands: Commands) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default 50051; 0 = any)")
     parser.add_argument("--db", help="database URL (default sqlite:/// in the user data dir)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    # issue 20: dashboard
+    parser.add_argument(
+        "--http-port", type=int, help="serve the dashboard on this port (default 0: no dashboard)"
+    )
+    parser.add_argument(
+        "--allow-manual-stop",
+        action="store_true",
+        default=None,
+        help="allow StopRun and the dashboard's stop button (default off)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -32,7 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from forecaster.server.app import serve
 
     settings = Settings.from_env(
-        host=args.host, port=args.port, db=args.db, log_level=args.log_level
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        log_level=args.log_level,
+        http_port=args.http_port,
+        allow_manual_stop=args.allow_manual_stop,
     )
     logs.configure(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))

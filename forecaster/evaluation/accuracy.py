@@ -48,6 +48,9 @@ class Score:
     in_90: bool
     crps: float
     fit_ms: float
+    # The model fell back to a simpler one (its first note says why): not its own forecast.
+    fell_back: bool = False
+    fallback_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,11 @@ def _score_task(job: _Job) -> list[Score]:
                 samples = prediction.samples([run.final_step])[:, 0]
                 fit_ms = (time.perf_counter() - t0) * 1e3
                 finite = samples[np.isfinite(samples)]
+                fell_back = not prediction.converged
+                note = prediction.notes[0] if fell_back and prediction.notes else ""
                 if not len(finite):
                     out.append(Score(job.source.name, name, cutoff, run.run_id, truth, cap,
-                                     False, False, cap, fit_ms))  # fmt: skip
+                                     False, False, cap, fit_ms, fell_back, note))  # fmt: skip
                     continue
                 clipped = np.clip(finite, lo, hi)
                 q = np.quantile(clipped, _LEVELS)
@@ -143,6 +148,8 @@ def _score_task(job: _Job) -> list[Score]:
                         bool(q[0] <= truth <= q[4]),
                         crps_samples(clipped, truth),
                         fit_ms,
+                        fell_back,
+                        note,
                     )
                 )
     return out
@@ -264,6 +271,8 @@ def aggregate(
                 "coverage_90": float(np.mean([s.in_90 for s in mine.values()])),
                 "crps": float(np.mean([s.crps for s in mine.values()])),
                 "fit_ms_median": float(np.median([s.fit_ms for s in mine.values()])),
+                "n_fallback": sum(s.fell_back for s in mine.values()),
+                "fallback_why": next((s.fallback_note for s in mine.values() if s.fell_back), ""),
             }
         )
     return rows
@@ -288,12 +297,15 @@ _COLUMNS = (  # (header, key)
     ("cov90", "coverage_90"),
     ("crps", "crps"),
     ("fit_ms", "fit_ms_median"),
+    ("fallback", "n_fallback"),
 )
 
 
 def format_table(rows: list[dict[str, float | int | str]]) -> str:
     """The results as an aligned text table (text columns left, numbers right)."""
-    table = [[h for h, _ in _COLUMNS]] + [[_fmt(r[k]) for _, k in _COLUMNS] for r in rows]
+    table = [[h for h, _ in _COLUMNS]] + [
+        [_fmt(r[k]) if k != "n_fallback" else _fallback(r) for _, k in _COLUMNS] for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(_COLUMNS))]
     lines = [
         "  ".join(
@@ -302,7 +314,20 @@ def format_table(rows: list[dict[str, float | int | str]]) -> str:
         )
         for row in table
     ]
-    return "\n".join(line.rstrip() for line in lines)
+    out = "\n".join(line.rstrip() for line in lines)
+    why = sorted({str(r.get("fallback_why", "")) for r in rows if r.get("n_fallback")})
+    if why:
+        out += (
+            "\n* fallback: forecasts in the row where the model fell back to a simpler one, "
+            "not its own forecast; e.g. " + " | ".join(w for w in why[:3] if w)
+        )
+    return out
+
+
+def _fallback(row: dict[str, float | int | str]) -> str:
+    """ "-" when none fell back, else the count marked with *."""
+    n = int(row.get("n_fallback", 0))
+    return f"{n} of {row['n_runs']} *" if n else "-"
 
 
 def _fmt(v: float | int | str) -> str:

@@ -31,7 +31,8 @@ class Action(enum.Enum):
 
 
 class Reason(enum.Enum):
-    """Why a decision was made (DESIGN.md), plus PROMISING: no reason to stop."""
+    """Why a decision was made (DESIGN.md), plus PROMISING: no reason to stop, and MANUAL:
+    a person stopped the run (never a policy's answer; the engine gives it after StopRun)."""
 
     WARMUP = "warmup"
     DIVERGED = "diverged"
@@ -41,6 +42,7 @@ class Reason(enum.Enum):
     TARGET_REACHED = "target_reached"
     BUDGET_EXHAUSTED = "budget_exhausted"
     PROMISING = "promising"
+    MANUAL = "manual"
     NOT_LEARNING = "not_learning"
 
 

@@ -18,6 +18,7 @@ from forecaster.engine import Engine
 from forecaster.models.artifacts import ModelBank
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
+from forecaster.server.http import HttpSide, start_http
 from forecaster.server.interceptors import RequestIdInterceptor, TokenAuthInterceptor
 from forecaster.server.servicer import CurveServicer
 from forecaster.store import open_store
@@ -38,6 +39,7 @@ class RunningServer:
     executor: ThreadPoolExecutor
     models: ModelBank
     watcher: asyncio.Task[None] | None = None
+    http: HttpSide | None = None  # the dashboard, when http_port is set
 
     @property
     def address(self) -> str:
@@ -65,6 +67,8 @@ class RunningServer:
         """Health goes NOT_SERVING, in-flight RPCs drain for up to grace_s, the store closes."""
         if self.watcher is not None:
             self.watcher.cancel()
+        if self.http is not None:
+            await self.http.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.executor.shutdown(wait=True)
@@ -116,6 +120,20 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, port, health, engine, executor, bank)
+    if settings.http_port:
+        try:
+            running.http = await start_http(
+                engine,
+                executor,
+                host=settings.host,
+                port=settings.http_port,
+                token=settings.auth_token,
+                refresh_s=settings.dashboard_refresh_s,
+            )
+        except OSError:
+            await server.stop(0)
+            executor.shutdown()
+            raise
     if settings.models_reload_s > 0:
         running.watcher = asyncio.create_task(running._watch_models(settings.models_reload_s))
     return running
@@ -127,6 +145,7 @@ def build_engine(settings: Settings) -> Engine:
         open_store(settings.db_url),
         models=ModelBank.load(settings.models_dir),
         cache_size=settings.forecast_cache_size,
+        allow_manual_stop=settings.allow_manual_stop,
     )
 
 
@@ -142,6 +161,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         f"models: {loaded})",
         flush=True,
     )
+    if running.http is not None:
+        print(f"forecaster dashboard on http://{shown}:{running.http.port}/", flush=True)
     for name, why in running.models.refused.items():
         print(f"forecaster: model {name} refused: {why}", flush=True)
     log.info(

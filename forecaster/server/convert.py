@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format, struct_pb2
 
@@ -14,7 +14,10 @@ from forecaster.errors import InvalidArgumentError, ResourceExhaustedError
 from forecaster.models.prediction import ForecastSummary
 from forecaster.policies import Action, Decision, Reason
 from forecaster.server._proto import forecaster_pb2 as pb
-from forecaster.store import Run, RunSpec, RunState, Study, StudySpec
+from forecaster.store import DecisionChange, Run, RunSpec, RunState, Study, StudySpec
+
+if TYPE_CHECKING:
+    from forecaster.engine import RunSummary
 
 _DIRECTIONS = MappingProxyType(
     {Direction.MIN: pb.DIRECTION_MINIMIZE, Direction.MAX: pb.DIRECTION_MAXIMIZE}
@@ -248,3 +251,64 @@ def curve_from_request(m: pb.ForecastCurveRequest, max_points: int) -> Curve:
         target=target,
         schedule=schedule_from_proto(m.lr_schedule, m.HasField("lr_schedule")),
     )
+
+
+def points_to_proto(points: Points) -> list[pb.Point]:
+    """Stored points as sent: lr and wall time only where known (NaN is "unknown" there)."""
+    out = []
+    for step, value, lr, wall in zip(
+        points.steps.tolist(),
+        points.values.tolist(),
+        points.lr.tolist(),
+        points.wall_time_s.tolist(),
+        strict=True,
+    ):
+        p = pb.Point(step=step, value=value)
+        if not math.isnan(lr):
+            p.lr = lr
+        if not math.isnan(wall):
+            p.wall_time_s = wall
+        out.append(p)
+    return out
+
+
+def decision_change_to_proto(change: DecisionChange) -> pb.DecisionChange:
+    decision = pb.Decision(
+        action=_ACTIONS[Action(change.action)],
+        reason=_REASONS[Reason(change.reason)],
+        explanation=change.explanation,
+        probabilities=dict(change.probabilities),
+        at_step=change.at_step,
+        policy=change.policy,
+    )
+    return pb.DecisionChange(
+        decision=decision,
+        decided_at_s=change.decided_at_s,
+        forecast_final=change.forecast_final,
+    )
+
+
+def run_summary_to_proto(summary: RunSummary) -> pb.RunSummary:
+    return pb.RunSummary(
+        run=run_to_proto(summary.run),
+        decision=None if summary.decision is None else decision_to_proto(summary.decision),
+        forecast=None if summary.forecast is None else forecast_to_proto(summary.forecast),
+        prob_beat_incumbent=summary.prob_beat_incumbent,
+        incumbent=summary.incumbent,
+        saved_steps=summary.saved_steps,
+    )
+
+
+def page_of(token: str, size: int, default: int, largest: int, what: str) -> tuple[int, int]:
+    """(position, size) of a page request: the token is the position this service gave as
+    next_page_token; size 0 is the default, and more than largest is refused."""
+    if size < 0 or size > largest:
+        raise InvalidArgumentError(f"{what}: page_size must be in [0, {largest}]; got {size}.")
+    if not token:
+        return 0, size or default
+    if not token.lstrip("-").isdigit():
+        raise InvalidArgumentError(
+            f"{what}: page_token {token!r} is not one this service gave; pass the "
+            "next_page_token of the previous page, or none for the first page."
+        )
+    return int(token), size or default

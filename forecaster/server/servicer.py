@@ -10,6 +10,7 @@ from concurrent.futures import Executor
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+import numpy as np
 
 from forecaster.engine import Engine
 from forecaster.errors import ForecasterError, InvalidArgumentError
@@ -195,6 +196,75 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
                 curve, request.forecaster, list(request.at_steps), list(request.quantile_levels)
             )
             return pb.ForecastCurveResponse(forecast=convert.forecast_to_proto(summary))
+
+        return await self._run(context, work)
+
+    async def StopRun(
+        self, request: pb.StopRunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StopRunResponse:
+        def work() -> pb.StopRunResponse:
+            decision = self.engine.stop_run(request.study, request.run, request.note)
+            return pb.StopRunResponse(decision=convert.decision_to_proto(decision))
+
+        return await self._run(context, work)
+
+    async def ListPoints(
+        self, request: pb.ListPointsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPointsResponse:
+        def work() -> pb.ListPointsResponse:
+            position, size = convert.page_of(
+                request.page_token, request.page_size, 1000, 10_000, "ListPoints"
+            )
+            if not request.page_token:
+                position = -1  # a points token is the last step of the page before
+            page = self.engine.points(request.study, request.run, position, size + 1)
+            more = len(page) > size
+            shown = page.take(np.arange(len(page)) < size) if more else page
+            return pb.ListPointsResponse(
+                points=convert.points_to_proto(shown),
+                next_page_token=str(int(shown.steps[-1])) if more else "",
+            )
+
+        return await self._run(context, work)
+
+    async def ListDecisionHistory(
+        self, request: pb.ListDecisionHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDecisionHistoryResponse:
+        def work() -> pb.ListDecisionHistoryResponse:
+            start, size = convert.page_of(
+                request.page_token, request.page_size, 100, 1000, "ListDecisionHistory"
+            )
+            changes = self.engine.decision_history(request.study, request.run, start, size + 1)
+            more = len(changes) > size
+            return pb.ListDecisionHistoryResponse(
+                changes=[convert.decision_change_to_proto(c) for c in changes[:size]],
+                next_page_token=str(start + size) if more else "",
+            )
+
+        return await self._run(context, work)
+
+    async def ListRunSummaries(
+        self, request: pb.ListRunSummariesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRunSummariesResponse:
+        def work() -> pb.ListRunSummariesResponse:
+            start, size = convert.page_of(
+                request.page_token, request.page_size, 100, 1000, "ListRunSummaries"
+            )
+            summaries = self.engine.run_summaries(request.study, max(start, 0), size + 1)
+            more = len(summaries) > size
+            return pb.ListRunSummariesResponse(
+                runs=[convert.run_summary_to_proto(s) for s in summaries[:size]],
+                next_page_token=str(max(start, 0) + size) if more else "",
+            )
+
+        return await self._run(context, work)
+
+    async def GetRunSummary(
+        self, request: pb.GetRunSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRunSummaryResponse:
+        def work() -> pb.GetRunSummaryResponse:
+            summary = self.engine.run_summary(request.study, request.run)
+            return pb.GetRunSummaryResponse(summary=convert.run_summary_to_proto(summary))
 
         return await self._run(context, work)
 

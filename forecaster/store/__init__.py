@@ -2,9 +2,11 @@
 
 from forecaster.store.base import (
     AppendResult,
+    DecisionChange,
     Run,
     RunSpec,
     RunState,
+    StopRequest,
     Store,
     StoredDecision,
     Study,
@@ -15,9 +17,11 @@ from forecaster.store.base import (
 
 __all__ = [
     "AppendResult",
+    "DecisionChange",
     "Run",
     "RunSpec",
     "RunState",
+    "StopRequest",
     "Store",
     "Study",
     "StoredDecision",

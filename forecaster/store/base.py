@@ -34,6 +34,14 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def shown(value: Any) -> str:
+    """A value as an error message shows it: an enum by its value ('min', not
+    <Direction.MIN: 'min'>), anything else as repr."""
+    if isinstance(value, enum.Enum):
+        return repr(value.value)
+    return repr(value)
+
+
 def canonical_json(obj: Any) -> str:
     """One spelling per value, so that definitions compare by text."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -121,6 +129,14 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class StopRequest:
+    """A person asked for the run to stop (StopRun): when, and the note they gave."""
+
+    requested_at_s: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Run:
     """A run as stored, with a summary of its points."""
 
@@ -133,6 +149,7 @@ class Run:
     last_step: int = -1
     last_value: float = math.nan
     best_value: float = math.nan
+    stop_request: StopRequest | None = None
 
     @property
     def name(self) -> str:
@@ -156,6 +173,22 @@ class StoredDecision:
     explanation: str
     probabilities: dict[str, float]
     expected_saved_steps: int
+    policy: str
+    forecast_final: float | None = None
+
+
+@dataclass(frozen=True)
+class DecisionChange:
+    """One entry of a run's decision history: a decision whose action or reason differed
+    from the one before it, as it was made."""
+
+    index: int  # 0 for the run's first decision, then 1, 2, ...
+    decided_at_s: float
+    at_step: int
+    action: str
+    reason: str
+    explanation: str
+    probabilities: dict[str, float]
     policy: str
     forecast_final: float | None = None
 
@@ -211,8 +244,10 @@ class Store(Protocol):
         """
         ...
 
-    def get_points(self, study: str, run: str) -> Points:
-        """All points of a run, in step order."""
+    def get_points(
+        self, study: str, run: str, *, after_step: int = -1, limit: int | None = None
+    ) -> Points:
+        """The run's points after after_step (all by default), in step order, at most limit."""
         ...
 
     def finish_run(self, study: str, run: str, state: RunState) -> Run:
@@ -220,7 +255,22 @@ class Store(Protocol):
         ...
 
     def save_decision(self, study: str, run: str, decision: StoredDecision) -> None:
-        """Keeps the run's latest decision (replacing the one before); NotFoundError."""
+        """Keeps the run's latest decision (replacing the one before) and, in the same
+        transaction, appends it to the run's history when its action or reason differs from
+        the one before (or it is the first); NotFoundError."""
+        ...
+
+    def decision_history(
+        self, study: str, run: str, *, start: int = 0, limit: int | None = None
+    ) -> list[DecisionChange]:
+        """The run's decision changes from index start on, oldest first, at most limit;
+        NotFoundError."""
+        ...
+
+    def request_stop(self, study: str, run: str, note: str = "") -> Run:
+        """Records that a person asked the run to stop (the first request is kept: a second
+        is a no-op) and returns the run; FailedPreconditionError when it is not running,
+        NotFoundError."""
         ...
 
     def get_decision(self, study: str, run: str) -> StoredDecision | None:

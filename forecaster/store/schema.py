@@ -86,6 +86,37 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        3,
+        "issue 20: every change of a run's decision (its history), and manual stop requests",
+        (
+            """CREATE TABLE decision_history (
+                id INTEGER PRIMARY KEY,
+                run_id INTEGER NOT NULL REFERENCES runs(id),
+                idx INTEGER NOT NULL,
+                at_step INTEGER NOT NULL,
+                action TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                explanation TEXT NOT NULL,
+                probabilities TEXT NOT NULL,
+                policy TEXT NOT NULL,
+                forecast_final REAL,
+                decided_at REAL NOT NULL,
+                UNIQUE (run_id, idx)
+            )""",
+            # The history of a run that was judged before this migration starts with its
+            # latest decision: the changes before it were never kept.
+            """INSERT INTO decision_history (run_id, idx, at_step, action, reason, explanation,
+                probabilities, policy, forecast_final, decided_at)
+                SELECT run_id, 0, at_step, action, reason, explanation, probabilities, policy,
+                forecast_final, decided_at FROM decisions""",
+            """CREATE TABLE stop_requests (
+                run_id INTEGER PRIMARY KEY REFERENCES runs(id),
+                note TEXT NOT NULL,
+                requested_at REAL NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -32,13 +32,16 @@ from forecaster.errors import (
 from forecaster.store import schema
 from forecaster.store.base import (
     AppendResult,
+    DecisionChange,
     Run,
     RunSpec,
     RunState,
+    StopRequest,
     StoredDecision,
     Study,
     StudySpec,
     canonical_json,
+    shown,
 )
 from forecaster.store.schema import ValueKind
 
@@ -202,10 +205,10 @@ class SqliteStore:
                 existing = self._study(row)
                 diff = existing.spec.differences(spec)
                 if diff:
+                    stored = ", ".join(f"{f}={shown(getattr(existing.spec, f))}" for f in diff)
                     raise AlreadyExistsError(
                         f"study {spec.name!r} exists with another {', '.join(diff)} "
-                        f"(stored: {', '.join(f'{f}={getattr(existing.spec, f)!r}' for f in diff)}"
-                        "). Use another name, or send the same definition."
+                        f"(stored: {stored}). Use another name, or send the same definition."
                     )
                 return existing, False
             now = self._clock()
@@ -243,7 +246,13 @@ class SqliteStore:
     _RUN_COLS = (
         "s.name AS study_name, s.direction, r.id AS run_id, r.name AS run_name, r.config, "
         "r.max_step, r.lr_schedule, r.state, r.created_at, r.finished_at, r.n_points, "
-        "r.last_step, r.last_value, r.last_kind, r.best_value"
+        "r.last_step, r.last_value, r.last_kind, r.best_value, "
+        "q.requested_at AS stop_requested_at, q.note AS stop_note"
+    )
+    # Every read of runs: `SELECT {_RUN_COLS} {_RUN_FROM} WHERE ...`.
+    _RUN_FROM = (
+        "FROM runs r JOIN studies s ON r.study_id = s.id "
+        "LEFT JOIN stop_requests q ON q.run_id = r.id"
     )
 
     @staticmethod
@@ -269,12 +278,16 @@ class SqliteStore:
             last_step=row["last_step"],
             last_value=decode_value(row["last_value"], row["last_kind"]),
             best_value=_nan_if_none(row["best_value"]),
+            stop_request=(
+                None
+                if row["stop_requested_at"] is None
+                else StopRequest(row["stop_requested_at"], row["stop_note"])
+            ),
         )
 
     def _run_row(self, cur: sqlite3.Cursor, study: str, run: str) -> sqlite3.Row:
         row: sqlite3.Row | None = cur.execute(
-            f"SELECT {self._RUN_COLS} FROM runs r JOIN studies s ON r.study_id = s.id "
-            "WHERE s.name = ? AND r.name = ?",
+            f"SELECT {self._RUN_COLS} {self._RUN_FROM} WHERE s.name = ? AND r.name = ?",
             (study, run),
         ).fetchone()
         if row is None:
@@ -335,10 +348,7 @@ class SqliteStore:
         with self._tx(write=False) as cur:
             if self._study_row(cur, study) is None:
                 raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
-            sql = (
-                f"SELECT {self._RUN_COLS} FROM runs r JOIN studies s ON r.study_id = s.id "
-                "WHERE s.name = ?"
-            )
+            sql = f"SELECT {self._RUN_COLS} {self._RUN_FROM} WHERE s.name = ?"
             args: tuple[Any, ...] = (study,)
             if state is not None:
                 sql += " AND r.state = ?"
@@ -390,8 +400,37 @@ class SqliteStore:
 
     def save_decision(self, study: str, run: str, decision: StoredDecision) -> None:
         final = decision.forecast_final
+        final = None if final is None or not math.isfinite(final) else float(final)
+        now = self._clock()
+        probabilities = json.dumps(decision.probabilities, sort_keys=True)
         with self._tx() as cur:
             run_id = self._run_row(cur, study, run)["run_id"]
+            last = cur.execute(
+                "SELECT idx, action, reason FROM decision_history WHERE run_id = ? "
+                "ORDER BY idx DESC LIMIT 1",
+                (run_id,),
+            ).fetchone()
+            if last is None or (last["action"], last["reason"]) != (
+                decision.action,
+                decision.reason,
+            ):
+                cur.execute(
+                    "INSERT INTO decision_history (run_id, idx, at_step, action, reason, "
+                    "explanation, probabilities, policy, forecast_final, decided_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        0 if last is None else last["idx"] + 1,
+                        decision.at_step,
+                        decision.action,
+                        decision.reason,
+                        decision.explanation,
+                        probabilities,
+                        decision.policy,
+                        final,
+                        now,
+                    ),
+                )
             cur.execute(
                 "INSERT OR REPLACE INTO decisions (run_id, at_step, fitted_points, votes_before, "
                 "votes, action, reason, explanation, probabilities, expected_saved_steps, policy, "
@@ -405,13 +444,56 @@ class SqliteStore:
                     decision.action,
                     decision.reason,
                     decision.explanation,
-                    json.dumps(decision.probabilities, sort_keys=True),
+                    probabilities,
                     decision.expected_saved_steps,
                     decision.policy,
-                    None if final is None or not math.isfinite(final) else float(final),
-                    self._clock(),
+                    final,
+                    now,
                 ),
             )
+
+    def decision_history(
+        self, study: str, run: str, *, start: int = 0, limit: int | None = None
+    ) -> list[DecisionChange]:
+        with self._tx(write=False) as cur:
+            run_id = self._run_row(cur, study, run)["run_id"]
+            rows = cur.execute(
+                "SELECT idx, at_step, action, reason, explanation, probabilities, policy, "
+                "forecast_final, decided_at FROM decision_history WHERE run_id = ? AND idx >= ? "
+                "ORDER BY idx LIMIT ?",
+                (run_id, max(int(start), 0), -1 if limit is None else max(int(limit), 0)),
+            ).fetchall()
+        return [
+            DecisionChange(
+                index=row["idx"],
+                decided_at_s=row["decided_at"],
+                at_step=row["at_step"],
+                action=row["action"],
+                reason=row["reason"],
+                explanation=row["explanation"],
+                probabilities=json.loads(row["probabilities"]),
+                policy=row["policy"],
+                forecast_final=row["forecast_final"],
+            )
+            for row in rows
+        ]
+
+    def request_stop(self, study: str, run: str, note: str = "") -> Run:
+        with self._tx() as cur:
+            row = self._run_row(cur, study, run)
+            if row["stop_requested_at"] is not None:
+                return self._run(row)
+            state = RunState(row["state"])
+            if state is not RunState.RUNNING:
+                raise FailedPreconditionError(
+                    f"run {run!r} of study {study!r} is already {state.value}: there is "
+                    "nothing to stop."
+                )
+            cur.execute(
+                "INSERT INTO stop_requests (run_id, note, requested_at) VALUES (?, ?, ?)",
+                (row["run_id"], note, self._clock()),
+            )
+            return self._run(self._run_row(cur, study, run))
 
     def get_decision(self, study: str, run: str) -> StoredDecision | None:
         with self._tx(write=False) as cur:
@@ -527,7 +609,9 @@ class SqliteStore:
                     f"stored with value {was!r}; got {value!r}. Steps are write-once."
                 )
 
-    def get_points(self, study: str, run: str) -> Points:
+    def get_points(
+        self, study: str, run: str, *, after_step: int = -1, limit: int | None = None
+    ) -> Points:
         with self._tx(write=False) as cur:
             run_id = self._run_row(cur, study, run)["run_id"]
             # The hot path (every cold read of a curve): plain tuples, unpacked by the names of
@@ -535,8 +619,8 @@ class SqliteStore:
             cur.row_factory = None
             rows = cur.execute(
                 "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = ? "
-                "ORDER BY step",
-                (run_id,),
+                "AND step > ? ORDER BY step LIMIT ?",
+                (run_id, int(after_step), -1 if limit is None else max(int(limit), 0)),
             ).fetchall()
         if not rows:
             return Points.of([], [])

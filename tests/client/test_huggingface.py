@@ -62,11 +62,10 @@ def train(tmp_path, callback, model, **kw) -> transformers.Trainer:
         warmup_steps=20,
         logging_steps=1,
         save_strategy="no",
-        report_to=[],
         disable_tqdm=True,
         use_cpu=True,
         run_name="hf-tiny",
-        **kw,
+        **{"report_to": [], **kw},
     )
     trainer = transformers.Trainer(
         model=model, args=args, train_dataset=Data(), eval_dataset=Data(), callbacks=[callback]
@@ -116,3 +115,24 @@ def test_a_metric_missing_from_the_logs_is_one_warning_with_the_names_found(
         train(tmp_path, callback, Tiny())
     missing = [m for m in caplog.messages if "no metric 'los'" in m]
     assert len(missing) == 1 and "learning_rate" in missing[0] and "loss" in missing[0]
+
+
+def test_the_forecast_lands_in_the_trainers_tensorboard_log(service, tmp_path):
+    """report_to="tensorboard": HF's own TensorBoardCallback writes our forecast with its logs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    callback = ForecastCallback(
+        service.address, "hf-tb", flush_interval_s=0.02, forecast_every_s=0.0
+    )
+    train(tmp_path, callback, Tiny(), report_to=["tensorboard"])  # under output_dir
+    scalars: dict[str, list[float]] = {}
+    for events in (tmp_path / "out").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
+    assert any(tag.endswith("loss") for tag in scalars)
+    median = [v for tag, vs in scalars.items() if tag.endswith("forecast/final_median") for v in vs]
+    high = [v for tag, vs in scalars.items() if tag.endswith("forecast/final_q95") for v in vs]
+    assert median and high, sorted(scalars)
+    assert all(math.isfinite(v) for v in median)

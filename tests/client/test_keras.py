@@ -90,3 +90,22 @@ def test_a_metric_missing_from_the_logs_is_one_warning_with_the_names_found(serv
         model(0.01).fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
     missing = [m for m in caplog.messages if "no metric 'acc'" in m]
     assert len(missing) == 1 and "found: loss" in missing[0]
+
+
+def test_the_forecast_is_in_the_logs_keras_keeps(service):
+    """Keras's History (and any callback after ours: TensorBoard, the progress bar) gets the
+    forecast with the epoch's logs; log_forecast=False keeps them out."""
+    x, y = data()
+    callback = ForecastCallback(
+        service.address, "keras-log", "tiny", flush_interval_s=0.02, forecast_every_s=0.0
+    )
+    history = model(0.05).fit(x, y, batch_size=64, epochs=120, verbose=0, callbacks=[callback])
+    medians = [v for v in history.history.get("forecast/final_median", []) if v is not None]
+    assert medians and all(math.isfinite(v) for v in medians), sorted(history.history)
+    lows = history.history["forecast/final_q05"]
+    assert lows[-1] <= medians[-1] <= history.history["forecast/final_q95"][-1]
+    quiet = ForecastCallback(
+        service.address, "keras-log", "quiet", flush_interval_s=0.02, log_forecast=False
+    )
+    history = model(0.05).fit(x, y, batch_size=64, epochs=60, verbose=0, callbacks=[quiet])
+    assert not any(k.startswith("forecast/") for k in history.history)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,59 @@ def test_a_metric_that_is_not_logged_is_one_warning_with_the_names_found(service
         trainer(callback, max_epochs=1, limit_val_batches=0).fit(Tiny(), loader())
     missing = [m for m in caplog.messages if "no metric 'train_los'" in m]
     assert len(missing) == 1 and "found: train_loss" in missing[0]
+
+
+def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the TensorBoard event files under log_dir, read with tensorboard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+def test_the_forecast_lands_in_the_trainers_tensorboard_log(service, tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    callback = ForecastCallback(
+        service.address, "lightning-tb", "tiny", flush_interval_s=0.02, forecast_every_s=0.0,
+        max_step=400,
+    )  # fmt: skip
+    t = L.Trainer(
+        max_steps=300, accelerator="cpu", devices=1, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        logger=TensorBoardLogger(tmp_path, name="tb"), callbacks=[callback], log_every_n_steps=1,
+    )  # fmt: skip
+    t.fit(Tiny(), loader(batch_size=64))
+    scalars = _scalars(tmp_path / "tb")
+    assert "train_loss" in scalars  # the user's own metric, beside ours
+    for tag in ("forecast/final_median", "forecast/final_q05", "forecast/final_q95",
+                "forecast/stop"):  # fmt: skip
+        assert tag in scalars, sorted(scalars)
+    median = dict(scalars["forecast/final_median"])
+    low, high = dict(scalars["forecast/final_q05"]), dict(scalars["forecast/final_q95"])
+    for step, value in median.items():
+        assert low[step] <= value <= high[step] and math.isfinite(value)
+    last = callback.reporter.forecast()
+    assert last is not None and median[max(median)] == pytest.approx(last.median, rel=1e-6)
+
+
+def test_log_forecast_false_logs_nothing_of_ours(service, tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    callback = ForecastCallback(
+        service.address, "lightning-tb", "quiet", flush_interval_s=0.02, forecast_every_s=0.0,
+        max_step=400, log_forecast=False,
+    )  # fmt: skip
+    t = L.Trainer(
+        max_steps=100, accelerator="cpu", devices=1, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        logger=TensorBoardLogger(tmp_path, name="tb"), callbacks=[callback], log_every_n_steps=1,
+    )  # fmt: skip
+    t.fit(Tiny(), loader(batch_size=64))
+    scalars = _scalars(tmp_path / "tb")
+    assert "train_loss" in scalars and not any(tag.startswith("forecast/") for tag in scalars)

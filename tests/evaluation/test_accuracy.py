@@ -16,6 +16,7 @@ from forecaster.evaluation.accuracy import crps_samples
 KEYS = {
     *("source", "model", "cutoff", "n_runs", "mae", "medae", "mae_ratio_vs_last_value"),
     *("medae_ratio_vs_last_value", "coverage_50", "coverage_90", "crps", "fit_ms_median"),
+    *("n_fallback", "fallback_why"),
 }
 
 
@@ -96,6 +97,24 @@ def test_eval_json_on_any_corpus_in_the_schema(tmp_path, capsys):
     assert pl_row["medae_ratio_vs_last_value"] < 0.5  # clean power laws: far better than flat
     assert 0 <= pl_row["coverage_50"] <= pl_row["coverage_90"] <= 1
     assert got[("toy_acc", "annealing_law", 0.2)]["n_runs"] == 4
+    # an accuracy is not a loss: the annealing law falls back, and the rows say so
+    fell = got[("toy_acc", "annealing_law", 0.2)]
+    assert fell["n_fallback"] == 4 and "not a loss" in fell["fallback_why"]
+    assert pl_row["n_fallback"] == 0 and pl_row["fallback_why"] == ""
+
+
+def test_eval_table_marks_the_rows_where_a_model_fell_back(tmp_path, capsys):
+    corpus = toy_corpus(tmp_path / "corpus")
+    code = cli.main(["eval", "--corpus", str(corpus), "--sources", "toy_acc", "--models",
+                     "annealing_law,pow3", "--cutoffs", "0.3", "--workers", "1",
+                     "--no-progress"])  # fmt: skip
+    out, _ = capsys.readouterr()
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].split()[-1] == "fallback"
+    rows = {line.split()[1]: line for line in lines[1:] if line.startswith("toy_acc")}
+    assert rows["annealing_law"].endswith("4 of 4 *") and rows["pow3"].endswith("-")
+    assert lines[-1].startswith("* fallback: ") and "not a loss" in lines[-1]
 
 
 def test_eval_table_with_workers_and_a_progress_bar(tmp_path, capsys):

@@ -150,3 +150,49 @@ def test_a_corpus_missing_a_column_names_file_and_column(tmp_path, capsys):
     code = cli.main(["replay", "--corpus", str(corpus), "--no-progress", "--plot", ""])
     err = capsys.readouterr().err
     assert code == 2 and "runs.parquet" in err and "direction" in err
+
+
+def test_a_policy_that_never_stops_says_why(tmp_path, capsys):
+    """Optuna's MedianPruner waits for 5 completed trials: on tasks of 4 runs it never prunes,
+    and the row says so instead of showing compute 1.0 alone."""
+    corpus = sweep_corpus(tmp_path / "corpus", n_runs=4)
+    code = cli.main(
+        ["replay", "--corpus", str(corpus), "--policies", "optuna_median:n_warmup_fraction=0.1",
+         "forecast:epsilon=0.1", "--parallel", "2", "--workers", "1", "--no-progress",
+         "--plot", ""]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    notes = [line for line in out.splitlines() if line.startswith("- optuna_median")]
+    assert notes and "n_startup_trials=5" in notes[0] and "largest task here has 5 runs" in notes[0]
+    assert not any(line.startswith("- forecast") for line in out.splitlines())
+
+
+def test_plot_labels_do_not_overlap(tmp_path):
+    """Points close together (a sweep whose settings all land near one spot) get labels that
+    overlap neither each other nor the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from forecaster.evaluation.replay.report import place_labels
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    xs = [0.50, 0.501, 0.502, 0.503, 0.70, 0.701]
+    ys = [0.010, 0.0101, 0.0102, 0.0100, 0.02, 0.0201]
+    ax.plot(xs, ys, "-o", label="forecast")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    placed = place_labels(
+        ax,
+        [
+            (f"{v:g}", x, y, "C0")
+            for v, x, y in zip((0.01, 0.02, 0.05, 0.1, 0.2, 0.4), xs, ys, strict=True)
+        ],
+    )
+    renderer = fig.canvas.get_renderer()
+    boxes = [a.get_window_extent(renderer) for a in placed]
+    assert len(boxes) == 6
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    plt.close(fig)

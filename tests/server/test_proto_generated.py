@@ -58,4 +58,10 @@ def test_every_public_rpc_of_the_design_is_served():
         "GetStudy",
         "ListStudies",
         "ForecastCurve",
+        # issue 20: the remote stop and the reads behind the dashboard, CLI and client API
+        "StopRun",
+        "ListPoints",
+        "ListDecisionHistory",
+        "ListRunSummaries",
+        "GetRunSummary",
     }

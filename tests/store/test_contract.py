@@ -119,6 +119,14 @@ def test_create_study_with_another_definition_is_refused_naming_the_field(backen
     assert store.get_study("s").spec == StudySpec(**base)  # type: ignore[arg-type]
 
 
+def test_a_conflict_message_shows_enum_values_not_python_reprs(backend):
+    store = backend()
+    store.create_study(StudySpec("s", "loss", Direction.MIN))
+    with pytest.raises(AlreadyExistsError) as info:
+        store.create_study(StudySpec("s", "loss", Direction.MAX))
+    assert "direction='min'" in str(info.value) and "<Direction" not in str(info.value)
+
+
 def test_list_studies_in_creation_order_with_their_run_counts(backend):
     store = backend()
     assert store.list_studies() == []
@@ -193,9 +201,11 @@ NOT_FOUND: dict[str, Callable[[Store, str, str], object]] = {
     "save_decision": lambda s, study, run: s.save_decision(study, run, decision()),
     "get_decision": lambda s, study, run: s.get_decision(study, run),
     "list_decisions": lambda s, study, run: s.list_decisions(study),
+    "decision_history": lambda s, study, run: s.decision_history(study, run),
+    "request_stop": lambda s, study, run: s.request_stop(study, run),
 }
 NEEDS_RUN = {"get_run", "append_points", "get_points", "finish_run", "save_decision",
-             "get_decision"}  # fmt: skip
+             "get_decision", "decision_history", "request_stop"}  # fmt: skip
 
 
 @pytest.mark.parametrize("method", sorted(NOT_FOUND))
@@ -475,6 +485,92 @@ def test_decisions_of_a_study_only(store):
     store.save_decision("t", "r", decision(3))
     assert store.list_decisions("s") == {} and store.get_decision("s", "r") is None
     assert store.list_decisions("t") == {"r": decision(3)}
+
+
+# -- decision history and manual stops ---------------------------------------------------------
+
+
+def test_history_keeps_every_change_of_action_or_reason_only(store):
+    assert store.decision_history("s", "r") == []
+    sequence = [
+        decision(5, reason="warmup", explanation="too early"),
+        decision(6, reason="warmup", explanation="still too early"),  # same: not a change
+        decision(10, reason="promising", probabilities={"p_beat_incumbent": 0.4}),
+        decision(20, reason="promising", probabilities={"p_beat_incumbent": 0.3}),
+        decision(30, action="stop", reason="unpromising", explanation="P = 0.01 < 0.05",
+                 forecast_final=2.5),
+    ]  # fmt: skip
+    for d in sequence:
+        store.save_decision("s", "r", d)
+    history = store.decision_history("s", "r")
+    assert [(h.index, h.at_step, h.action, h.reason) for h in history] == [
+        (0, 5, "continue", "warmup"),
+        (1, 10, "continue", "promising"),
+        (2, 30, "stop", "unpromising"),
+    ]
+    first, _, last = history
+    assert first.explanation == "too early" and last.explanation == "P = 0.01 < 0.05"
+    assert history[1].probabilities == {"p_beat_incumbent": 0.4}
+    assert last.forecast_final == 2.5 and last.policy == "default"
+    assert all(h.decided_at_s > 0 for h in history)
+    assert history == sorted(history, key=lambda h: h.decided_at_s)
+    # the latest decision is still the last one saved, not the last change
+    assert store.get_decision("s", "r") == sequence[-1]
+
+
+def test_history_pages_by_index_and_survives_reopening(backend):
+    store = backend()
+    store.create_study(StudySpec("s", "loss", Direction.MIN))
+    store.start_run("s", RunSpec("r"))
+    store.start_run("s", RunSpec("other"))
+    reasons = ["warmup", "promising", "unpromising", "promising", "converged"]
+    for i, reason in enumerate(reasons):
+        store.save_decision("s", "r", decision(10 * (i + 1), reason=reason))
+    store.save_decision("s", "other", decision(1, reason="diverged"))
+    store.close()
+    store = backend()
+    assert [h.reason for h in store.decision_history("s", "r")] == reasons
+    page = store.decision_history("s", "r", start=1, limit=2)
+    assert [(h.index, h.reason) for h in page] == [(1, "promising"), (2, "unpromising")]
+    assert [h.index for h in store.decision_history("s", "r", start=4, limit=10)] == [4]
+    assert store.decision_history("s", "r", start=5) == []
+    assert [h.reason for h in store.decision_history("s", "other")] == ["diverged"]
+
+
+def test_a_stop_request_is_kept_once_and_read_with_the_run(backend):
+    store = backend()
+    store.create_study(StudySpec("s", "loss", Direction.MIN))
+    store.start_run("s", RunSpec("r"))
+    store.start_run("s", RunSpec("q"))
+    assert store.get_run("s", "r").stop_request is None
+    run = store.request_stop("s", "r", "alice: loss spike")
+    assert run.stop_request is not None and run.stop_request.note == "alice: loss spike"
+    assert run.state is RunState.RUNNING  # the trainer still reports until it stops
+    again = store.request_stop("s", "r", "bob")  # the first request is kept
+    assert again.stop_request == run.stop_request
+    store.append_points("s", "r", Points.of([1], [1.0]))  # a stopping run still takes points
+    store.close()
+    store = backend()
+    assert store.get_run("s", "r").stop_request == run.stop_request
+    assert {r.name: r.stop_request for r in store.list_runs("s")} == {
+        "r": run.stop_request,
+        "q": None,
+    }
+    store.finish_run("s", "q", RunState.FINISHED)
+    with pytest.raises(FailedPreconditionError, match="finished"):
+        store.request_stop("s", "q")
+    assert store.get_run("s", "q").stop_request is None
+
+
+def test_points_page_after_a_step(store):
+    store.append_points("s", "r", Points.of([1, 2, 5, 9, 12], [5.0, math.nan, 3.0, 2.0, 1.0]))
+    page = store.get_points("s", "r", limit=2)
+    assert page.steps.tolist() == [1, 2] and math.isnan(page.values[1])
+    page = store.get_points("s", "r", after_step=2, limit=2)
+    assert page.steps.tolist() == [5, 9] and page.values.tolist() == [3.0, 2.0]
+    assert store.get_points("s", "r", after_step=9).steps.tolist() == [12]
+    assert len(store.get_points("s", "r", after_step=12)) == 0
+    assert store.get_points("s", "r").steps.tolist() == [1, 2, 5, 9, 12]
 
 
 # -- durability and closing -------------------------------------------------------------------

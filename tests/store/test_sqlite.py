@@ -91,3 +91,54 @@ def test_memory_databases_work_for_tests():
     s.create_study(StudySpec("s", "loss", Direction.MIN))
     assert [x.name for x in s.list_studies()] == ["s"]
     s.close()
+
+
+def test_the_history_migration_starts_each_run_with_its_saved_decision(tmp_path):
+    """A database judged before decision_history existed: each run's history starts with the
+    latest decision it had, and later changes append after it."""
+    from forecaster.store import StoredDecision, schema
+
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    conn.execute(schema.CREATE_VERSION_TABLE)
+    for version, description, statements in schema.MIGRATIONS[:2]:
+        for sql in statements:
+            conn.execute(sql)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (version, description))
+    conn.execute(
+        "INSERT INTO studies (name, metric, direction, policy, policy_params, forecaster, "
+        "created_at) VALUES ('s', 'loss', 'min', 'forecast', '{}', '', 1)"
+    )
+    conn.execute(
+        "INSERT INTO runs (study_id, name, config, state, created_at) "
+        "VALUES (1, 'r', '{}', 'running', 1)"
+    )
+    conn.execute(
+        "INSERT INTO decisions VALUES (1, 40, 40, 0, 0, 'continue', 'promising', 'fine', '{}', "
+        "0, 'forecast', 2.5, 7.0)"
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    history = store.decision_history("s", "r")
+    assert [(h.index, h.at_step, h.reason, h.decided_at_s) for h in history] == [
+        (0, 40, "promising", 7.0)
+    ]
+    store.save_decision(
+        "s",
+        "r",
+        StoredDecision(
+            at_step=50,
+            fitted_points=50,
+            votes_before=0,
+            votes=1,
+            action="stop",
+            reason="unpromising",
+            explanation="no",
+            probabilities={},
+            expected_saved_steps=5,
+            policy="forecast",
+        ),  # fmt: skip
+    )
+    assert [h.reason for h in store.decision_history("s", "r")] == ["promising", "unpromising"]
+    store.close()

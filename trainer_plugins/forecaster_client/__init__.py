@@ -12,10 +12,23 @@
 
 Framework integrations live in their own modules and import their framework only there:
 forecaster_client.lightning, .huggingface, .keras, .pytorch, .optuna, .ray_tune.
+StudyClient (and AsyncStudyClient) read the service back as values (numpy arrays): they are
+imported on first use, so a training job that only reports never imports numpy for them.
 """
 
+from typing import Any
+
 from forecaster_client.decision import Decision
+from forecaster_client.forecast import FinalForecast
 from forecaster_client.reporter import Reporter
 
-__all__ = ["Decision", "Reporter"]
+__all__ = ["AsyncStudyClient", "Decision", "FinalForecast", "Reporter", "StudyClient"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("StudyClient", "AsyncStudyClient"):
+        from forecaster_client import study
+
+        return getattr(study, name)
+    raise AttributeError(f"module 'forecaster_client' has no attribute {name!r}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeAlias, TypeVar, cast
 
@@ -49,17 +48,6 @@ ScheduleSource: TypeAlias = pb.LrSchedule | Mapping[str, Any] | ReadPlan | None
 Plan: TypeAlias = pb.LrSchedule | ReadPlan | None
 
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class FinalForecast:
-    """Where the service expects a run to end: the median and 90% interval at `step`."""
-
-    step: int
-    median: float
-    low: float
-    high: float
-    model: str
 
 
 class WrongStudyError(Exception):
@@ -338,16 +326,14 @@ class Connection:
         request = pb.GetDecisionRequest(study=study, run=run)
         return Decision.from_proto(self._call(self.stub.GetDecision, request).decision)
 
+    def run_summary(self, study: str, run: str) -> pb.RunSummary:
+        """The run's latest decision and the forecast of its final value."""
+        request = pb.GetRunSummaryRequest(study=study, run=run)
+        return self._call(self.stub.GetRunSummary, request).summary
+
     def finish(self, study: str, run: str, state: str = "finished") -> pb.Run:
         request = pb.FinishRunRequest(study=study, run=run, state=state_of(state))
         return self._call(self.stub.FinishRun, request).run
-
-    def final_forecast(self, study: str, run: str) -> FinalForecast:
-        """The forecast of the run's metric at its budget: median and 90% interval."""
-        request = pb.GetForecastRequest(study=study, run=run, quantile_levels=(0.05, 0.5, 0.95))
-        fc = self._call(self.stub.GetForecast, request).forecast
-        low, median, high = fc.quantiles[-1].values
-        return FinalForecast(fc.steps[-1], median, low, high, fc.model)
 
     def close(self) -> None:
         self.channel.close()

@@ -20,7 +20,8 @@ class Decision:
 
     ``action`` is "continue" or "stop"; ``reason`` one of "unknown" (no answer from the
     service yet), "warmup", "promising", "diverged", "target_unreachable", "unpromising",
-    "converged", "target_reached", "budget_exhausted", "not_learning".
+    "converged", "target_reached", "budget_exhausted", "not_learning", "manual" (a person
+    stopped the run: StopRun, or the dashboard's button).
     """
 
     action: str = "continue"

@@ -12,6 +12,7 @@ Under DDP only rank 0 talks to the service and every rank stops at the same step
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from forecaster_client._integration import MetricLookup, require
@@ -42,6 +43,10 @@ class ForecastCallback(TrainerCallback):
     Args:
         address, study, run: where to report (see Reporter); run defaults to args.run_name.
         metric: a key of the Trainer's logs ("loss", "eval_loss", "eval_accuracy"...).
+        log_forecast: add the service's forecast of the final metric (forecast/final_median,
+            forecast/final_q05, forecast/final_q95, forecast/p_beat_incumbent) and the decision
+            (forecast/stop) to the Trainer's logs, so that its reporting integrations
+            (report_to: tensorboard, wandb, mlflow...) record them; False turns it off.
         **reporter_options: passed to Reporter (direction, target, policy, token...);
             max_step defaults to the Trainer's max_steps.
     """
@@ -53,8 +58,10 @@ class ForecastCallback(TrainerCallback):
         run: str | None = None,
         *,
         metric: str = "loss",
+        log_forecast: bool = True,
         **reporter_options: Any,
     ) -> None:
+        self.log_forecast = log_forecast
         self.address, self.study, self.run = address, study, run
         self.metric = metric
         self.reporter_options = {"metric": metric, **reporter_options}
@@ -74,6 +81,8 @@ class ForecastCallback(TrainerCallback):
             "config", {k: getattr(args, k) for k in _CONFIG_KEYS if hasattr(args, k)}
         )
         self._optimizer = kwargs.get("optimizer")
+        if self.log_forecast:
+            _run_first(self)
         run = self.run or args.run_name or "run"
         self.reporter = Reporter(self.address, self.study, run, **options)
 
@@ -96,6 +105,10 @@ class ForecastCallback(TrainerCallback):
         if lr is None and self._optimizer is not None:
             lr = current_lr(self._optimizer)
         self.reporter.report(state.global_step, value, lr=lr)
+        if self.log_forecast:
+            forecast = self.reporter.forecast()
+            if forecast is not None:
+                logs.update(forecast.metrics())
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reporter is not None and self.reporter.should_stop():
@@ -104,3 +117,17 @@ class ForecastCallback(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reporter is not None:
             self.reporter.close()
+
+
+def _run_first(callback: TrainerCallback) -> None:
+    """Moves the callback to the front of the Trainer's callbacks, so that the forecast it
+    adds to the logs reaches the reporting integrations (the Trainer puts them before the
+    user's callbacks). The handler is the caller of on_train_begin; when it cannot be found,
+    the forecast still reaches the callbacks after this one."""
+    from transformers.trainer_callback import CallbackHandler
+
+    frame = sys._getframe(2)  # _run_first <- on_train_begin <- CallbackHandler.call_event
+    handler = frame.f_locals.get("self")
+    if isinstance(handler, CallbackHandler) and callback in handler.callbacks:
+        handler.callbacks.remove(callback)
+        handler.callbacks.insert(0, callback)

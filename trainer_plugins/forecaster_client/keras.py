@@ -30,6 +30,10 @@ class ForecastCallback(keras.callbacks.Callback):
         monitor: a key of Keras's logs ("loss", "val_loss", "accuracy"...).
         on: "batch" reports after each batch, "epoch" after each epoch; default: "epoch" for
             names starting with "val_", else "batch".
+        log_forecast: add the service's forecast of the final metric (forecast/final_median,
+            forecast/final_q05, forecast/final_q95, forecast/p_beat_incumbent) and the decision
+            (forecast/stop) to the logs Keras hands the callbacks after this one (the
+            TensorBoard callback, the progress bar): list this callback first. False: off.
         **reporter_options: passed to Reporter; max_step defaults to epochs x steps.
     """
 
@@ -41,9 +45,11 @@ class ForecastCallback(keras.callbacks.Callback):
         *,
         monitor: str = "loss",
         on: str | None = None,
+        log_forecast: bool = True,
         **reporter_options: Any,
     ) -> None:
         super().__init__()
+        self.log_forecast = log_forecast
         on = on or ("epoch" if monitor.startswith("val_") else "batch")
         if on not in ("batch", "epoch"):
             raise ValueError(f"on must be 'batch' or 'epoch', not {on!r}")
@@ -88,14 +94,24 @@ class ForecastCallback(keras.callbacks.Callback):
         if reporter.should_stop():
             self.model.stop_training = True
 
+    def _add_forecast(self, reporter: Reporter, logs: dict[str, Any] | None) -> None:
+        if self.log_forecast and logs is not None:
+            forecast = reporter.forecast()
+            if forecast is not None:
+                logs.update(forecast.metrics())
+
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._step += 1
-        if self.reporter is not None and self.on == "batch":
-            self._report(self.reporter, logs)
+        if self.reporter is not None:
+            if self.on == "batch":
+                self._report(self.reporter, logs)
+            self._add_forecast(self.reporter, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.reporter is not None and self.on == "epoch":
-            self._report(self.reporter, logs)
+        if self.reporter is not None:
+            if self.on == "epoch":
+                self._report(self.reporter, logs)
+            self._add_forecast(self.reporter, logs)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.reporter is not None:

@@ -33,6 +33,9 @@ class ForecastCallback(Callback):
         on: "step" reports after each training batch, "validation" after each validation
             pass; default: "validation" for names starting with "val", else "step".
         every_n_steps: with on="step", report every n-th optimizer step.
+        log_forecast: log the service's forecast of the final metric (median, 5% and 95%,
+            P(beat the incumbent)) and the decision (forecast/stop) to the Trainer's loggers
+            (TensorBoard, W&B, MLflow...) whenever a new one arrives; False turns it off.
         **reporter_options: passed to Reporter (metric, direction, target, policy, token...);
             max_step defaults to the Trainer's budget.
     """
@@ -46,9 +49,12 @@ class ForecastCallback(Callback):
         monitor: str = "train_loss",
         on: str | None = None,
         every_n_steps: int = 1,
+        log_forecast: bool = True,
         **reporter_options: Any,
     ) -> None:
         super().__init__()
+        self.log_forecast = log_forecast
+        self._logged: tuple[int, str, str] | None = None
         on = on or ("validation" if monitor.startswith("val") else "step")
         if on not in ("step", "validation"):
             raise ValueError(f"on must be 'step' or 'validation', not {on!r}")
@@ -99,10 +105,23 @@ class ForecastCallback(Callback):
         lr = current_lr(optimizers[0]) if optimizers else None
         reporter.report(step, value, lr=lr)
 
-    @staticmethod
-    def _check(reporter: Reporter, trainer: Any) -> None:
+    def _check(self, reporter: Reporter, trainer: Any, wait_s: float = 0.0) -> None:
+        if self.log_forecast:
+            self._log_forecast(reporter, trainer, wait_s)
         if reporter.should_stop():
             trainer.should_stop = True
+
+    def _log_forecast(self, reporter: Reporter, trainer: Any, wait_s: float) -> None:
+        """A forecast not logged yet goes to every logger of the Trainer, at the current step."""
+        forecast = reporter.forecast(wait_s)
+        if forecast is None:
+            return
+        key = (forecast.observed_until_step, forecast.decision.action, forecast.decision.reason)
+        if key == self._logged:
+            return
+        self._logged = key
+        for logger in trainer.loggers:
+            logger.log_metrics(forecast.metrics(), step=trainer.global_step)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
         if self.reporter is None:
@@ -119,6 +138,8 @@ class ForecastCallback(Callback):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.reporter is not None:
+            if self.log_forecast and self.reporter.flush(2.0):
+                self._log_forecast(self.reporter, trainer, wait_s=2.0)  # the last word
             self.reporter.close()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:

@@ -137,7 +137,7 @@ class ForecastPruner(optuna.pruners.BasePruner):
         trial.set_user_attr("forecast_final", forecast.median)
         trial.set_user_attr("forecast_low", forecast.low)
         trial.set_user_attr("forecast_high", forecast.high)
-        trial.set_user_attr("forecast_step", forecast.step)
+        trial.set_user_attr("forecast_step", forecast.at_step)
         trial.set_user_attr("forecast_model", forecast.model)
         trial.set_user_attr("stopped_by", decision.reason if decision else "forecaster")
         return forecast.median

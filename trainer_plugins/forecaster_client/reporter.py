@@ -30,6 +30,7 @@ from forecaster_client.connection import (
 )
 from forecaster_client.decision import Decision
 from forecaster_client.distributed import RankGroup
+from forecaster_client.forecast import FinalForecast, ForecastWatch
 from forecaster_client.sender import Outbox, Sender
 
 __all__ = ["Reporter", "ScheduleSource"]
@@ -61,6 +62,8 @@ class Reporter:
         sync_every: under torch.distributed, should_stop() broadcasts on every sync_every-th
             call only (a broadcast costs a device sync under NCCL) and repeats the last answer
             in between. Every rank must call should_stop() equally often.
+        forecast_every_s: forecast() and summary() ask the service for a new forecast at
+            most this often (on a background thread).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Reporter:
         stream: bool = True,
         distributed: bool | None = None,
         sync_every: int = 1,
+        forecast_every_s: float = 10.0,
     ) -> None:
         if not run:
             raise ValueError("run must be a non-empty name, unique within the study")
@@ -95,6 +99,7 @@ class Reporter:
         self.address = address
         self.study = study
         self.run = run
+        self.metric = metric
         spec = study_spec(
             study,
             metric=metric,
@@ -143,6 +148,7 @@ class Reporter:
                 target=sender.run, name=f"forecaster-reporter[{run}]", daemon=True
             )
             self._thread.start()
+        self._forecasts = ForecastWatch(self._fetch_forecast, forecast_every_s)
 
     # -- the training thread ----------------------------------------------------------------
 
@@ -175,6 +181,31 @@ class Reporter:
     def decision(self) -> Decision:
         """The latest decision (reason, explanation, probabilities) as this process knows it."""
         return self._outbox.decision
+
+    def forecast(self, wait_s: float = 0.0) -> FinalForecast | None:
+        """The latest forecast of the run's final metric (median, 90% interval, P(beat the
+        incumbent)) with its decision; None until the service has made one (or off rank 0).
+        Never waits on the network unless wait_s > 0 (then it asks now and waits up to
+        wait_s for the answer): a newer one is fetched in the background at most every
+        forecast_every_s."""
+        if not self._active or self._conn is None:
+            return None
+        return self._forecasts.latest(wait_s)
+
+    def summary(self, wait_s: float = 0.0) -> str:
+        """One line for the training printout:
+        "final loss 2.31 [2.27, 2.36] at step 10k; continue: P(beat 2.35) = 0.81"."""
+        forecast = self.forecast(wait_s)
+        if forecast is not None:
+            return forecast.line()
+        d = self.decision
+        return f"final {self.metric}: no forecast yet; {d.action} ({d.reason})"
+
+    def _fetch_forecast(self) -> FinalForecast | None:
+        if self._conn is None:
+            return None
+        summary = self._conn.run_summary(self.study, self.run)
+        return FinalForecast.from_summary(summary, self.metric)
 
     @property
     def dropped(self) -> int:

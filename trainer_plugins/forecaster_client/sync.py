@@ -21,7 +21,6 @@ from forecaster_client.backoff import Backoff
 from forecaster_client.connection import (
     Connection,
     Credentials,
-    FinalForecast,
     Warnings,
     WrongStudyError,
     describe,
@@ -29,6 +28,7 @@ from forecaster_client.connection import (
     to_struct,
 )
 from forecaster_client.decision import Decision
+from forecaster_client.forecast import FinalForecast
 
 log = logging.getLogger("forecaster_client")
 
@@ -96,7 +96,8 @@ class StudyClient:
             if self.refused or run not in self._last_step or time.monotonic() < self._retry_at:
                 return None
             try:
-                return self.conn.final_forecast(self.spec.name, run)
+                summary = self.conn.run_summary(self.spec.name, run)
+                return FinalForecast.from_summary(summary, self.spec.metric)
             except grpc.RpcError as e:
                 self.warnings.once(
                     f"forecast-{e.code()}",

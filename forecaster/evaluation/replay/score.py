@@ -107,6 +107,7 @@ def summarize(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
             for k in ("compute_fraction", "mean_rel_regret", "top1_kept", "top3_kept")
         }
         given = [r["converged_given_up"] for r in per_source if r["n_converged"]]
+        everywhere = [r for rs in groups.values() for r in rs if r.setting == setting]
         overall.append(
             {
                 "source": "all",
@@ -116,9 +117,36 @@ def summarize(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
                 **mean,
                 "n_converged": sum(r["n_converged"] for r in per_source),
                 "converged_given_up": float(np.mean(given)) if given else 0.0,
+                "n_stops": sum(r["n_stops"] for r in per_source),
+                "note": why_no_stop(setting, everywhere),
             }
         )
     return rows + overall
+
+
+def why_no_stop(setting: Setting, results: Sequence[TaskResult]) -> str:
+    """Empty when the setting stopped some run; else the reason it never did, which is the
+    first thing a person asks of a row with compute 1.0."""
+    if setting.family == "none" or any(r.stops for r in results):
+        return ""
+    largest = max((r.n_runs for r in results), default=0)
+    params = dict(setting.params)
+    if setting.family == "optuna_median":
+        few = ", fewer than the 5 it needs" if largest <= 5 else ""
+        return (
+            "never stopped a run: Optuna's MedianPruner prunes only once n_startup_trials=5 "
+            f"trials of the task have completed, and the largest task here has {largest} "
+            f"runs{few}. Replay larger tasks (--max-runs-per-task) or fewer at a time "
+            "(--parallel)."
+        )
+    if setting.family in ("median", "percentile"):
+        peers = params.get("min_peers", 3)
+        return (
+            f"never stopped a run: the rule compares a run with min_peers={peers} other runs "
+            f"that reached the same step, and the largest task here has {largest} runs "
+            "replayed side by side. Replay larger tasks or fewer at a time (--parallel)."
+        )
+    return "never stopped a run: no curve of these tasks met the setting's condition."
 
 
 def _row(source: str, setting: Setting, rs: list[TaskResult]) -> dict[str, Any]:
@@ -135,4 +163,6 @@ def _row(source: str, setting: Setting, rs: list[TaskResult]) -> dict[str, Any]:
         "top3_kept": float(np.mean([r.top3_kept for r in rs])),
         "n_converged": len(given),
         "converged_given_up": float(np.mean(given)) if given else 0.0,
+        "n_stops": sum(n for r in rs for _, n in r.stops),
+        "note": why_no_stop(setting, rs),
     }

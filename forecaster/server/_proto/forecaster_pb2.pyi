@@ -39,6 +39,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_TARGET_REACHED: _ClassVar[Reason]
     REASON_BUDGET_EXHAUSTED: _ClassVar[Reason]
     REASON_PROMISING: _ClassVar[Reason]
+    REASON_MANUAL: _ClassVar[Reason]
     REASON_NOT_LEARNING: _ClassVar[Reason]
 
 class ScheduleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -70,6 +71,7 @@ REASON_CONVERGED: Reason
 REASON_TARGET_REACHED: Reason
 REASON_BUDGET_EXHAUSTED: Reason
 REASON_PROMISING: Reason
+REASON_MANUAL: Reason
 REASON_NOT_LEARNING: Reason
 SCHEDULE_KIND_UNSPECIFIED: ScheduleKind
 SCHEDULE_KIND_EXPLICIT: ScheduleKind
@@ -435,3 +437,117 @@ class ForecastCurveResponse(_message.Message):
     FORECAST_FIELD_NUMBER: _ClassVar[int]
     forecast: Forecast
     def __init__(self, forecast: _Optional[_Union[Forecast, _Mapping]] = ...) -> None: ...
+
+class StopRunRequest(_message.Message):
+    __slots__ = ("study", "run", "note")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    study: str
+    run: str
+    note: str
+    def __init__(self, study: _Optional[str] = ..., run: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class StopRunResponse(_message.Message):
+    __slots__ = ("decision",)
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ...) -> None: ...
+
+class ListPointsRequest(_message.Message):
+    __slots__ = ("study", "run", "page_size", "page_token")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    study: str
+    run: str
+    page_size: int
+    page_token: str
+    def __init__(self, study: _Optional[str] = ..., run: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPointsResponse(_message.Message):
+    __slots__ = ("points", "next_page_token")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[Point]
+    next_page_token: str
+    def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DecisionChange(_message.Message):
+    __slots__ = ("decision", "decided_at_s", "forecast_final")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_S_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FINAL_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    decided_at_s: float
+    forecast_final: float
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., decided_at_s: _Optional[float] = ..., forecast_final: _Optional[float] = ...) -> None: ...
+
+class ListDecisionHistoryRequest(_message.Message):
+    __slots__ = ("study", "run", "page_size", "page_token")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    study: str
+    run: str
+    page_size: int
+    page_token: str
+    def __init__(self, study: _Optional[str] = ..., run: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDecisionHistoryResponse(_message.Message):
+    __slots__ = ("changes", "next_page_token")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[DecisionChange]
+    next_page_token: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[DecisionChange, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RunSummary(_message.Message):
+    __slots__ = ("run", "decision", "forecast", "prob_beat_incumbent", "incumbent", "saved_steps")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
+    PROB_BEAT_INCUMBENT_FIELD_NUMBER: _ClassVar[int]
+    INCUMBENT_FIELD_NUMBER: _ClassVar[int]
+    SAVED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    decision: Decision
+    forecast: Forecast
+    prob_beat_incumbent: float
+    incumbent: float
+    saved_steps: int
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., forecast: _Optional[_Union[Forecast, _Mapping]] = ..., prob_beat_incumbent: _Optional[float] = ..., incumbent: _Optional[float] = ..., saved_steps: _Optional[int] = ...) -> None: ...
+
+class ListRunSummariesRequest(_message.Message):
+    __slots__ = ("study", "page_size", "page_token")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    study: str
+    page_size: int
+    page_token: str
+    def __init__(self, study: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRunSummariesResponse(_message.Message):
+    __slots__ = ("runs", "next_page_token")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[RunSummary]
+    next_page_token: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetRunSummaryRequest(_message.Message):
+    __slots__ = ("study", "run")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    study: str
+    run: str
+    def __init__(self, study: _Optional[str] = ..., run: _Optional[str] = ...) -> None: ...
+
+class GetRunSummaryResponse(_message.Message):
+    __slots__ = ("summary",)
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    summary: RunSummary
+    def __init__(self, summary: _Optional[_Union[RunSummary, _Mapping]] = ...) -> None: ...

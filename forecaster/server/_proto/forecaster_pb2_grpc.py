@@ -96,6 +96,31 @@ class CurveServiceStub:
                 request_serializer=forecaster_dot_v1_dot_forecaster__pb2.ForecastCurveRequest.SerializeToString,
                 response_deserializer=forecaster_dot_v1_dot_forecaster__pb2.ForecastCurveResponse.FromString,
                 _registered_method=True)
+        self.StopRun = channel.unary_unary(
+                '/forecaster.v1.CurveService/StopRun',
+                request_serializer=forecaster_dot_v1_dot_forecaster__pb2.StopRunRequest.SerializeToString,
+                response_deserializer=forecaster_dot_v1_dot_forecaster__pb2.StopRunResponse.FromString,
+                _registered_method=True)
+        self.ListPoints = channel.unary_unary(
+                '/forecaster.v1.CurveService/ListPoints',
+                request_serializer=forecaster_dot_v1_dot_forecaster__pb2.ListPointsRequest.SerializeToString,
+                response_deserializer=forecaster_dot_v1_dot_forecaster__pb2.ListPointsResponse.FromString,
+                _registered_method=True)
+        self.ListDecisionHistory = channel.unary_unary(
+                '/forecaster.v1.CurveService/ListDecisionHistory',
+                request_serializer=forecaster_dot_v1_dot_forecaster__pb2.ListDecisionHistoryRequest.SerializeToString,
+                response_deserializer=forecaster_dot_v1_dot_forecaster__pb2.ListDecisionHistoryResponse.FromString,
+                _registered_method=True)
+        self.ListRunSummaries = channel.unary_unary(
+                '/forecaster.v1.CurveService/ListRunSummaries',
+                request_serializer=forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesRequest.SerializeToString,
+                response_deserializer=forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesResponse.FromString,
+                _registered_method=True)
+        self.GetRunSummary = channel.unary_unary(
+                '/forecaster.v1.CurveService/GetRunSummary',
+                request_serializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryRequest.SerializeToString,
+                response_deserializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryResponse.FromString,
+                _registered_method=True)
 
 
 class CurveServiceServicer:
@@ -190,6 +215,45 @@ class CurveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StopRun(self, request, context):
+        """Asks a running run to stop: from now on its decision is STOP with REASON_MANUAL (the
+        trainer's plugin stops at its next report). Refused (FAILED_PRECONDITION) unless the
+        service runs with allow_manual_stop. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPoints(self, request, context):
+        """A run's stored points in step order, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDecisionHistory(self, request, context):
+        """A run's decision history: every change of action or reason, oldest first, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRunSummaries(self, request, context):
+        """A study's runs, each with its latest decision and a summary of its forecast at the
+        budget: what the dashboard, the CLI and the client API read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRunSummary(self, request, context):
+        """One run's summary, as ListRunSummaries gives it: what a trainer's plugin shows in its
+        printout and logs (the forecast of the final metric, P(beat the incumbent)).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +316,31 @@ def add_CurveServiceServicer_to_server(servicer, server):
                     servicer.ForecastCurve,
                     request_deserializer=forecaster_dot_v1_dot_forecaster__pb2.ForecastCurveRequest.FromString,
                     response_serializer=forecaster_dot_v1_dot_forecaster__pb2.ForecastCurveResponse.SerializeToString,
+            ),
+            'StopRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopRun,
+                    request_deserializer=forecaster_dot_v1_dot_forecaster__pb2.StopRunRequest.FromString,
+                    response_serializer=forecaster_dot_v1_dot_forecaster__pb2.StopRunResponse.SerializeToString,
+            ),
+            'ListPoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPoints,
+                    request_deserializer=forecaster_dot_v1_dot_forecaster__pb2.ListPointsRequest.FromString,
+                    response_serializer=forecaster_dot_v1_dot_forecaster__pb2.ListPointsResponse.SerializeToString,
+            ),
+            'ListDecisionHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDecisionHistory,
+                    request_deserializer=forecaster_dot_v1_dot_forecaster__pb2.ListDecisionHistoryRequest.FromString,
+                    response_serializer=forecaster_dot_v1_dot_forecaster__pb2.ListDecisionHistoryResponse.SerializeToString,
+            ),
+            'ListRunSummaries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRunSummaries,
+                    request_deserializer=forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesRequest.FromString,
+                    response_serializer=forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesResponse.SerializeToString,
+            ),
+            'GetRunSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRunSummary,
+                    request_deserializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryRequest.FromString,
+                    response_serializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -580,6 +669,141 @@ class CurveService:
             '/forecaster.v1.CurveService/ForecastCurve',
             forecaster_dot_v1_dot_forecaster__pb2.ForecastCurveRequest.SerializeToString,
             forecaster_dot_v1_dot_forecaster__pb2.ForecastCurveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forecaster.v1.CurveService/StopRun',
+            forecaster_dot_v1_dot_forecaster__pb2.StopRunRequest.SerializeToString,
+            forecaster_dot_v1_dot_forecaster__pb2.StopRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forecaster.v1.CurveService/ListPoints',
+            forecaster_dot_v1_dot_forecaster__pb2.ListPointsRequest.SerializeToString,
+            forecaster_dot_v1_dot_forecaster__pb2.ListPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDecisionHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forecaster.v1.CurveService/ListDecisionHistory',
+            forecaster_dot_v1_dot_forecaster__pb2.ListDecisionHistoryRequest.SerializeToString,
+            forecaster_dot_v1_dot_forecaster__pb2.ListDecisionHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRunSummaries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forecaster.v1.CurveService/ListRunSummaries',
+            forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesRequest.SerializeToString,
+            forecaster_dot_v1_dot_forecaster__pb2.ListRunSummariesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRunSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forecaster.v1.CurveService/GetRunSummary',
+            forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryRequest.SerializeToString,
+            forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryResponse.FromString,
             options,
             channel_credentials,
             insecure,
