@@ -1,29 +1,43 @@
 """SqliteStore: the embedded default store, one SQLite file in WAL mode.
 
-Durability: journal_mode=WAL with synchronous=FULL, and every write is one explicit
-transaction; a method returns only after COMMIT, so an acknowledged point survives a crash
-(SIGKILL, power loss) of the service. NaN and +/-inf round-trip exactly through a value kind
+Durability: journal_mode=WAL with synchronous=FULL, and a method that writes returns only
+after the COMMIT that holds its write, so an acknowledged point survives a crash (SIGKILL,
+power loss) of the service. Group commit: writes that arrive while one transaction commits
+wait for it, then go together into the next (each in its own SAVEPOINT, so one refused write
+leaves the others), one fsync for all of them. Reads use a connection per thread (WAL lets
+them read while a write commits). NaN and +/-inf round-trip exactly through a value kind
 column, because SQLite reads a stored NaN back as NULL.
+
+The file is watched: a write is refused, and check() fails, once the file at the path is no
+longer the one opened (deleted or replaced), instead of writing into an unlinked inode. With
+exclusive=True (the service) a lock file beside the database refuses a second service on it,
+and a corrupt database is refused when it opens.
+
+The SQL here is plain enough for PostgreSQL too: store/postgres.py reuses it, with its own
+connections, transactions and locking.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
 from forecaster.curves import Direction, LrSchedule, Points
 from forecaster.errors import (
     AlreadyExistsError,
+    ForecasterError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -40,7 +54,10 @@ from forecaster.store.base import (
     StudySpec,
     canonical_json,
 )
-from forecaster.store.schema import ValueKind
+from forecaster.store.schema import Dialect, ValueKind
+
+T = TypeVar("T")
+Cursor = Any  # sqlite3.Cursor here, a psycopg cursor in postgres.py: rows read by column name
 
 
 def encode_value(v: float) -> tuple[float | None, ValueKind]:
@@ -63,6 +80,25 @@ def decode_value(v: float | None, kind: int | None) -> float:
     return math.nan
 
 
+def points_of_rows(rows: list[tuple[Any, ...]]) -> Points:
+    """Points from (step, value, value_kind, lr, wall_time_s) rows, decoded column-wise with
+    numpy: a 10^6-point run is read in well under a second."""
+    if not rows:
+        return Points.of([], [])
+    steps, values, kinds, lr, wall_time_s = zip(*rows, strict=True)
+    kind = np.asarray(kinds, dtype=np.int8)
+    value = np.asarray(values, dtype=np.float64)  # None (a non-finite kind) reads as NaN
+    value[kind == ValueKind.NAN] = np.nan
+    value[kind == ValueKind.POS_INF] = np.inf
+    value[kind == ValueKind.NEG_INF] = -np.inf
+    return Points.of(
+        np.asarray(steps, dtype=np.int64),
+        value,
+        np.asarray(lr, dtype=np.float64),
+        np.asarray(wall_time_s, dtype=np.float64),
+    )
+
+
 def _none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
@@ -71,71 +107,214 @@ def _nan_if_none(x: float | None) -> float:
     return math.nan if x is None else float(x)
 
 
+@dataclass
+class _Pending:
+    """A write waiting for the group commit that will hold it."""
+
+    op: Callable[[Cursor], Any]
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
 class SqliteStore:
     """Studies, runs and points in one SQLite file.
+
+    Args:
+        path: the database file (":memory:" for tests of one connection).
+        exclusive: hold a lock file beside the database, so that a second service on the same
+            file is refused, and refuse a corrupt database at open (the service opens so).
+        clock: injected for tests; seconds since the epoch.
 
     Example:
         >>> store = SqliteStore("runs.db")
         >>> study, created = store.create_study(StudySpec("sweep", "val_loss", Direction.MIN))
     """
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    dialect: Dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        exclusive: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = str(path)
         self._clock = clock
-        self._lock = threading.Lock()
-        if self.path != ":memory:":
+        self._lock = threading.Lock()  # one committer at a time
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._closed = False
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock_file: IO[str] | None = None
+        self._identity: tuple[int, int] | None = None
+        self._memory = self.path == ":memory:"
+        if not self._memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if exclusive:
+                self._lock_file = _take_lock(self.path)
         try:
-            self._conn: sqlite3.Connection | None = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-            )
-            # Rows are read by column name (row["last_step"]), never by position.
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn: sqlite3.Connection | None = self._connect()
+            if exclusive and not self._memory:
+                _check_integrity(self._conn, self.path)
         except sqlite3.Error as e:
+            self._release_lock()
+            if _is_corruption(e):
+                raise StoreUnavailableError(_corrupt_message(self.path, str(e))) from e
             raise StoreUnavailableError(
                 f"cannot open the SQLite database at {self.path}: {e}. Check the path and "
                 "its permissions."
             ) from e
-        self._migrate()
+        if not self._memory:
+            self._identity = _identity(self.path)
+        try:
+            self._migrate()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        # Rows are read by column name (row["last_step"]), never by position.
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
 
     @classmethod
-    def from_url(cls, url: str) -> SqliteStore:
-        """sqlite:///relative.db, sqlite:////absolute/path.db or sqlite:///:memory:."""
-        path = url.removeprefix("sqlite://")
+    def from_url(cls, url: str, *, exclusive: bool = False) -> SqliteStore:
+        """sqlite:///relative.db, sqlite:////absolute/path.db, sqlite:///:memory:, or a bare
+        file path (what a user would type)."""
+        path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else "/" + url
         if path.startswith("/"):
             path = path[1:]
         if not path:
             raise InvalidArgumentError(f"no file in database URL {url!r}; e.g. sqlite:///runs.db")
-        return cls(Path(path).expanduser() if path != ":memory:" else path)
+        return cls(Path(path).expanduser() if path != ":memory:" else path, exclusive=exclusive)
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _tx(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
-        """One transaction under the store's lock; driver errors become StoreUnavailableError."""
+    def _wrap_error(self, e: Exception) -> StoreUnavailableError:
+        return StoreUnavailableError(f"SQLite error on {self.path}: {e}")
+
+    def check(self) -> None:
+        """Raises StoreUnavailableError when this store can no longer acknowledge writes: it
+        is closed, or the file at its path is no longer the one it opened."""
+        if self._closed:
+            raise StoreUnavailableError("the store is closed.")
+        if self._identity is None:
+            return
+        try:
+            now: tuple[int, int] | None = _identity(self.path)
+        except FileNotFoundError:
+            now = None
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StoreUnavailableError(
+                f"the database file {self.path} was {what} while the service ran: nothing "
+                "more is acknowledged. Restore the file (or move the new one aside) and "
+                "restart the service."
+            )
+
+    def _write(self, op: Callable[[Cursor], T]) -> T:
+        """Runs op(cursor) in a write transaction; returns once that transaction committed.
+
+        Group commit: the writer that holds the lock commits every write queued meanwhile.
+        """
+        pending = _Pending(op)
+        with self._queue_lock:
+            self._queue.append(pending)
         with self._lock:
-            if self._conn is None:
-                raise StoreUnavailableError("the store is closed.")
+            if not pending.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if pending.error is not None:
+            raise pending.error
+        result: T = pending.result
+        return result
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """One transaction for the batch, each write in its own savepoint."""
+        try:
+            self.check()
+            assert self._conn is not None
             cur = self._conn.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                yield cur
+                cur.execute("BEGIN IMMEDIATE")
+                for item in batch:
+                    cur.execute("SAVEPOINT one_write")
+                    try:
+                        item.result = item.op(cur)
+                    except Exception as e:
+                        cur.execute("ROLLBACK TO one_write")
+                        item.error = self._wrap_error(e) if isinstance(e, sqlite3.Error) else e
+                    cur.execute("RELEASE one_write")
                 cur.execute("COMMIT")
-            except BaseException as e:
+            except BaseException:
                 if self._conn.in_transaction:
                     cur.execute("ROLLBACK")
-                if isinstance(e, sqlite3.Error):
-                    raise StoreUnavailableError(f"SQLite error on {self.path}: {e}") from e
                 raise
             finally:
                 cur.close()
+            # A file deleted during the commit got the write, but the path no longer leads
+            # to it: refuse rather than acknowledge.
+            self.check()
+        except Exception as e:
+            # Nothing of the batch was committed: a write that had succeeded fails with it.
+            error = self._wrap_error(e) if isinstance(e, sqlite3.Error) else e
+            for item in batch:
+                if not isinstance(item.error, ForecasterError):
+                    item.error = error
+        finally:
+            for item in batch:
+                item.done = True
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed or self._conn is None:
+            raise StoreUnavailableError("the store is closed.")
+        if self._memory:
+            return self._conn
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._readers.conn = conn
+            with self._queue_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        """A read transaction (one snapshot) on this thread's connection."""
+        if self._memory:
+            with self._lock:
+                yield from self._read_on(self._reader())
+        else:
+            yield from self._read_on(self._reader())
+
+    def _read_on(self, conn: sqlite3.Connection) -> Iterator[Cursor]:
+        cur = conn.cursor()
+        try:
+            cur.execute("BEGIN")
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException as e:
+            if conn.in_transaction:
+                cur.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise self._wrap_error(e) from e
+            raise
+        finally:
+            cur.close()
 
     def _migrate(self) -> None:
-        with self._tx() as cur:
-            cur.execute(schema.CREATE_VERSION_TABLE)
+        def op(cur: Cursor) -> None:
+            cur.execute(schema.spell(schema.CREATE_VERSION_TABLE, self.dialect))
             current = (
                 cur.execute("SELECT MAX(version) AS v FROM schema_migrations").fetchone()["v"] or 0
             )
@@ -144,7 +323,7 @@ class SqliteStore:
                     f"the database {self.path} has schema version {current}, newer than this "
                     f"forecaster knows ({schema.LATEST_VERSION}). Upgrade forecaster."
                 )
-            for version, description, statements in schema.MIGRATIONS:
+            for version, description, statements in schema.migrations(self.dialect):
                 if version <= current:
                     continue
                 for sql in statements:
@@ -154,8 +333,10 @@ class SqliteStore:
                     (version, description, self._clock()),
                 )
 
+        self._write(op)
+
     def schema_version(self) -> int:
-        with self._tx(write=False) as cur:
+        with self._read() as cur:
             return int(
                 cur.execute("SELECT MAX(version) AS v FROM schema_migrations").fetchone()["v"]
             )
@@ -163,20 +344,33 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._closed = True
+                with self._queue_lock:
+                    readers, self._reader_conns = self._reader_conns, []
+                for conn in readers:
+                    conn.close()
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    pass  # a deleted or read-only file: nothing more to flush there
                 self._conn.close()
                 self._conn = None
+                self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing drops the flock
+            self._lock_file = None
 
     # -- studies ----------------------------------------------------------------------------
 
     _STUDY_COLS = (
         "s.id AS study_id, s.name, s.metric, s.direction, s.max_step, s.target, s.policy, "
-        "s.policy_params, s.forecaster, s.created_at, "
-        "(SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id) AS n_runs"
+        "s.policy_params, s.forecaster, s.created_at, s.n_runs, s.n_done"
     )
 
     @staticmethod
-    def _study(row: sqlite3.Row) -> Study:
+    def _study(row: Any) -> Study:
         spec = StudySpec(
             name=row["name"],
             metric=row["metric"],
@@ -187,31 +381,28 @@ class SqliteStore:
             policy_params=json.loads(row["policy_params"]),
             forecaster=row["forecaster"],
         )
-        return Study(spec, created_at_s=row["created_at"], n_runs=row["n_runs"])
+        return Study(
+            spec, created_at_s=row["created_at"], n_runs=row["n_runs"], n_done=row["n_done"]
+        )
 
-    def _study_row(self, cur: sqlite3.Cursor, name: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = cur.execute(
+    def _study_row(self, cur: Cursor, name: str) -> Any:
+        return cur.execute(
             f"SELECT {self._STUDY_COLS} FROM studies s WHERE s.name = ?", (name,)
         ).fetchone()
+
+    def _study_id(self, cur: Cursor, name: str) -> Any:
+        row = cur.execute("SELECT id, direction FROM studies WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no study named {name!r}; create it with CreateStudy first.")
         return row
 
     def create_study(self, spec: StudySpec) -> tuple[Study, bool]:
-        with self._tx() as cur:
-            row = self._study_row(cur, spec.name)
-            if row is not None:
-                existing = self._study(row)
-                diff = existing.spec.differences(spec)
-                if diff:
-                    raise AlreadyExistsError(
-                        f"study {spec.name!r} exists with another {', '.join(diff)} "
-                        f"(stored: {', '.join(f'{f}={getattr(existing.spec, f)!r}' for f in diff)}"
-                        "). Use another name, or send the same definition."
-                    )
-                return existing, False
+        def op(cur: Cursor) -> tuple[Study, bool]:
             now = self._clock()
-            cur.execute(
+            inserted = cur.execute(
                 "INSERT INTO studies (name, metric, direction, max_step, target, policy, "
-                "policy_params, forecaster, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "policy_params, forecaster, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
                 (
                     spec.name,
                     spec.metric,
@@ -223,18 +414,30 @@ class SqliteStore:
                     spec.forecaster,
                     now,
                 ),
-            )
-            return Study(spec, now, 0), True
+            ).rowcount
+            if inserted:
+                return Study(spec, now, 0), True
+            existing = self._study(self._study_row(cur, spec.name))
+            diff = existing.spec.differences(spec)
+            if diff:
+                raise AlreadyExistsError(
+                    f"study {spec.name!r} exists with another {', '.join(diff)} "
+                    f"(stored: {', '.join(f'{f}={getattr(existing.spec, f)!r}' for f in diff)}"
+                    "). Use another name, or send the same definition."
+                )
+            return existing, False
+
+        return self._write(op)
 
     def get_study(self, name: str) -> Study:
-        with self._tx(write=False) as cur:
+        with self._read() as cur:
             row = self._study_row(cur, name)
         if row is None:
             raise NotFoundError(f"no study named {name!r}; create it with CreateStudy first.")
         return self._study(row)
 
     def list_studies(self) -> list[Study]:
-        with self._tx(write=False) as cur:
+        with self._read() as cur:
             rows = cur.execute(f"SELECT {self._STUDY_COLS} FROM studies s ORDER BY s.id").fetchall()
         return [self._study(r) for r in rows]
 
@@ -245,9 +448,12 @@ class SqliteStore:
         "r.max_step, r.lr_schedule, r.state, r.created_at, r.finished_at, r.n_points, "
         "r.last_step, r.last_value, r.last_kind, r.best_value"
     )
+    # Appended to the SELECT of the run a write changes: locks its row until the commit
+    # (PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the whole database).
+    _FOR_UPDATE = ""
 
     @staticmethod
-    def _run(row: sqlite3.Row) -> Run:
+    def _run(row: Any) -> Run:
         stored_schedule = row["lr_schedule"]
         spec = RunSpec(
             name=row["run_name"],
@@ -271,52 +477,33 @@ class SqliteStore:
             best_value=_nan_if_none(row["best_value"]),
         )
 
-    def _run_row(self, cur: sqlite3.Cursor, study: str, run: str) -> sqlite3.Row:
-        row: sqlite3.Row | None = cur.execute(
+    def _run_row(self, cur: Cursor, study: str, run: str, *, lock: bool = False) -> Any:
+        row = cur.execute(
             f"SELECT {self._RUN_COLS} FROM runs r JOIN studies s ON r.study_id = s.id "
-            "WHERE s.name = ? AND r.name = ?",
+            "WHERE s.name = ? AND r.name = ?" + (self._FOR_UPDATE if lock else ""),
             (study, run),
         ).fetchone()
         if row is None:
-            if self._study_row(cur, study) is None:
-                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
+            self._study_id(cur, study)
             raise NotFoundError(
                 f"no run named {run!r} in study {study!r}; start it with StartRun first."
             )
         return row
 
+    @staticmethod
+    def _update_standing(cur: Cursor, run_id: int) -> None:
+        cur.execute(f"UPDATE runs SET standing = {schema.STANDING} WHERE id = ?", (run_id,))
+
     def start_run(self, study: str, spec: RunSpec) -> tuple[Run, bool]:
-        with self._tx() as cur:
-            srow = self._study_row(cur, study)
-            if srow is None:
-                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
-            try:
-                row = self._run_row(cur, study, spec.name)
-            except NotFoundError:
-                row = None
-            schedule = (
-                None if spec.lr_schedule is None else canonical_json(spec.lr_schedule.to_dict())
-            )
-            if row is not None:
-                existing = self._run(row)
-                diff = [d for d in existing.spec.differences(spec) if d != "lr_schedule"]
-                if diff:
-                    raise AlreadyExistsError(
-                        f"run {spec.name!r} of study {study!r} exists with another "
-                        f"{', '.join(diff)}. Use another run name, or send the same definition."
-                    )
-                if spec.lr_schedule is not None and spec.lr_schedule != existing.spec.lr_schedule:
-                    # The planned schedule is not identity: a re-attached job may re-plan it.
-                    cur.execute(
-                        "UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, row["run_id"])
-                    )
-                    return self._run(self._run_row(cur, study, spec.name)), False
-                return existing, False
-            cur.execute(
+        schedule = None if spec.lr_schedule is None else canonical_json(spec.lr_schedule.to_dict())
+
+        def op(cur: Cursor) -> tuple[Run, bool]:
+            study_id = self._study_id(cur, study)["id"]
+            inserted = cur.execute(
                 "INSERT INTO runs (study_id, name, config, max_step, lr_schedule, state, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (study_id, name) DO NOTHING",
                 (
-                    srow["study_id"],
+                    study_id,
                     spec.name,
                     canonical_json(spec.config),
                     spec.max_step,
@@ -324,33 +511,66 @@ class SqliteStore:
                     RunState.RUNNING.value,
                     self._clock(),
                 ),
-            )
-            return self._run(self._run_row(cur, study, spec.name)), True
+            ).rowcount
+            row = self._run_row(cur, study, spec.name, lock=True)
+            if inserted:
+                cur.execute("UPDATE studies SET n_runs = n_runs + 1 WHERE id = ?", (study_id,))
+                self._update_standing(cur, row["run_id"])
+                return self._run(row), True
+            existing = self._run(row)
+            diff = [d for d in existing.spec.differences(spec) if d != "lr_schedule"]
+            if diff:
+                raise AlreadyExistsError(
+                    f"run {spec.name!r} of study {study!r} exists with another "
+                    f"{', '.join(diff)}. Use another run name, or send the same definition."
+                )
+            if spec.lr_schedule is not None and spec.lr_schedule != existing.spec.lr_schedule:
+                # The planned schedule is not identity: a re-attached job may re-plan it.
+                cur.execute(
+                    "UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, row["run_id"])
+                )
+                return replace(existing, spec=replace(existing.spec, lr_schedule=spec.lr_schedule)), False
+            return existing, False
+
+        return self._write(op)
 
     def get_run(self, study: str, run: str) -> Run:
-        with self._tx(write=False) as cur:
+        with self._read() as cur:
             return self._run(self._run_row(cur, study, run))
 
     def list_runs(self, study: str, *, state: RunState | None = None) -> list[Run]:
-        with self._tx(write=False) as cur:
-            if self._study_row(cur, study) is None:
-                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
+        with self._read() as cur:
+            study_id = self._study_id(cur, study)["id"]
             sql = (
                 f"SELECT {self._RUN_COLS} FROM runs r JOIN studies s ON r.study_id = s.id "
-                "WHERE s.name = ?"
+                "WHERE r.study_id = ?"
             )
-            args: tuple[Any, ...] = (study,)
+            args: tuple[Any, ...] = (study_id,)
             if state is not None:
                 sql += " AND r.state = ?"
                 args += (state.value,)
             rows = cur.execute(sql + " ORDER BY r.id", args).fetchall()
         return [self._run(r) for r in rows]
 
+    def best_standings(self, study: str, n: int = 2) -> list[tuple[str, float]]:
+        """The n best standings of the study's runs (name, value), best first: bounded, one
+        step down an index whatever the study's size."""
+        with self._read() as cur:
+            row = self._study_id(cur, study)
+            order = "ASC" if Direction(row["direction"]) is Direction.MIN else "DESC"
+            rows = cur.execute(
+                "SELECT name, standing FROM runs WHERE study_id = ? AND standing IS NOT NULL "
+                f"ORDER BY standing {order}, id LIMIT ?",
+                (row["id"], n),
+            ).fetchall()
+        return [(r["name"], float(r["standing"])) for r in rows]
+
     def finish_run(self, study: str, run: str, state: RunState) -> Run:
         if state is RunState.RUNNING:
             raise InvalidArgumentError("FinishRun: state must be FINISHED, STOPPED or FAILED.")
-        with self._tx() as cur:
-            row = self._run_row(cur, study, run)
+
+        def op(cur: Cursor) -> Run:
+            row = self._run_row(cur, study, run, lock=True)
             current = RunState(row["state"])
             if current is state:
                 return self._run(row)
@@ -359,11 +579,20 @@ class SqliteStore:
                     f"run {run!r} of study {study!r} is already {current.value}; "
                     f"it cannot become {state.value}."
                 )
+            now = self._clock()
             cur.execute(
                 "UPDATE runs SET state = ?, finished_at = ? WHERE id = ?",
-                (state.value, self._clock(), row["run_id"]),
+                (state.value, now, row["run_id"]),
             )
-            return self._run(self._run_row(cur, study, run))
+            cur.execute(
+                "UPDATE studies SET n_done = n_done + 1 WHERE id = "
+                "(SELECT study_id FROM runs WHERE id = ?)",
+                (row["run_id"],),
+            )
+            self._update_standing(cur, row["run_id"])
+            return replace(self._run(row), state=state, finished_at_s=now)
+
+        return self._write(op)
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -373,7 +602,7 @@ class SqliteStore:
     )
 
     @staticmethod
-    def _decision(row: sqlite3.Row) -> StoredDecision:
+    def _decision(row: Any) -> StoredDecision:
         return StoredDecision(
             at_step=row["at_step"],
             fitted_points=row["fitted_points"],
@@ -390,12 +619,19 @@ class SqliteStore:
 
     def save_decision(self, study: str, run: str, decision: StoredDecision) -> None:
         final = decision.forecast_final
-        with self._tx() as cur:
-            run_id = self._run_row(cur, study, run)["run_id"]
+
+        def op(cur: Cursor) -> None:
+            run_id = self._run_row(cur, study, run, lock=True)["run_id"]
             cur.execute(
-                "INSERT OR REPLACE INTO decisions (run_id, at_step, fitted_points, votes_before, "
+                "INSERT INTO decisions (run_id, at_step, fitted_points, votes_before, "
                 "votes, action, reason, explanation, probabilities, expected_saved_steps, policy, "
-                "forecast_final, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "forecast_final, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET at_step = excluded.at_step, "
+                "fitted_points = excluded.fitted_points, votes_before = excluded.votes_before, "
+                "votes = excluded.votes, action = excluded.action, reason = excluded.reason, "
+                "explanation = excluded.explanation, probabilities = excluded.probabilities, "
+                "expected_saved_steps = excluded.expected_saved_steps, policy = excluded.policy, "
+                "forecast_final = excluded.forecast_final, decided_at = excluded.decided_at",
                 (
                     run_id,
                     decision.at_step,
@@ -412,9 +648,12 @@ class SqliteStore:
                     self._clock(),
                 ),
             )
+            self._update_standing(cur, run_id)
+
+        self._write(op)
 
     def get_decision(self, study: str, run: str) -> StoredDecision | None:
-        with self._tx(write=False) as cur:
+        with self._read() as cur:
             run_id = self._run_row(cur, study, run)["run_id"]
             row = cur.execute(
                 f"SELECT {self._DECISION_COLS} FROM decisions d WHERE d.run_id = ?", (run_id,)
@@ -422,14 +661,12 @@ class SqliteStore:
         return None if row is None else self._decision(row)
 
     def list_decisions(self, study: str) -> dict[str, StoredDecision]:
-        with self._tx(write=False) as cur:
-            if self._study_row(cur, study) is None:
-                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
+        with self._read() as cur:
+            study_id = self._study_id(cur, study)["id"]
             rows = cur.execute(
                 f"SELECT r.name AS run_name, {self._DECISION_COLS} FROM decisions d "
-                "JOIN runs r ON d.run_id = r.id JOIN studies s ON r.study_id = s.id "
-                "WHERE s.name = ?",
-                (study,),
+                "JOIN runs r ON d.run_id = r.id WHERE r.study_id = ?",
+                (study_id,),
             ).fetchall()
         return {row["run_name"]: self._decision(row) for row in rows}
 
@@ -440,8 +677,11 @@ class SqliteStore:
     ) -> AppendResult:
         if not len(points):
             raise InvalidArgumentError(f"ReportMetrics: the batch for run {run!r} is empty.")
-        with self._tx() as cur:
-            row = self._run_row(cur, study, run)
+        kinds_all = [encode_value(float(v)) for v in points.values]
+        schedule = None if lr_schedule is None else canonical_json(lr_schedule.to_dict())
+
+        def op(cur: Cursor) -> AppendResult:
+            row = self._run_row(cur, study, run, lock=True)
             run_id, last_step, state = row["run_id"], int(row["last_step"]), RunState(row["state"])
             if state is not RunState.RUNNING:
                 raise FailedPreconditionError(
@@ -452,20 +692,24 @@ class SqliteStore:
             if old.any():
                 self._check_retry(cur, run_id, study, run, points.take(old))
             new = points.take(~old)
+            best = _nan_if_none(row["best_value"])
             if len(new):
-                kinds = [encode_value(float(v)) for v in new.values]
+                kinds = [kv for kv, o in zip(kinds_all, old.tolist(), strict=True) if not o]
                 cur.executemany(
                     "INSERT INTO points (run_id, step, value, value_kind, lr, wall_time_s) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (run_id, int(s), kv[0], kv[1], _none_if_nan(lr), _none_if_nan(w))
+                        (run_id, s, kv[0], int(kv[1]), _none_if_nan(lr), _none_if_nan(w))
                         for s, kv, lr, w in zip(
-                            new.steps, kinds, new.lr, new.wall_time_s, strict=True
+                            new.steps.tolist(),
+                            kinds,
+                            new.lr.tolist(),
+                            new.wall_time_s.tolist(),
+                            strict=True,
                         )
                     ],
                 )
                 direction = Direction(row["direction"])
-                best = _nan_if_none(row["best_value"])
                 finite = new.values[np.isfinite(new.values)]
                 if len(finite):
                     batch_best = float(finite.min() if direction is Direction.MIN else finite.max())
@@ -479,16 +723,14 @@ class SqliteStore:
                         len(new),
                         int(new.steps[-1]),
                         last_value,
-                        last_kind,
+                        int(last_kind),
                         _none_if_nan(best),
                         run_id,
                     ),
                 )
-            if lr_schedule is not None:
-                cur.execute(
-                    "UPDATE runs SET lr_schedule = ? WHERE id = ?",
-                    (canonical_json(lr_schedule.to_dict()), run_id),
-                )
+                self._update_standing(cur, run_id)
+            if schedule is not None:
+                cur.execute("UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, run_id))
             # The run as it now is, without reading back the row this transaction just wrote.
             updated = self._run(row)
             if len(new):
@@ -501,10 +743,12 @@ class SqliteStore:
                 )
             if lr_schedule is not None:
                 updated = replace(updated, spec=replace(updated.spec, lr_schedule=lr_schedule))
-        return AppendResult(updated, len(new), last_step, new)
+            return AppendResult(updated, len(new), last_step, new)
+
+        return self._write(op)
 
     @staticmethod
-    def _check_retry(cur: sqlite3.Cursor, run_id: int, study: str, run: str, old: Points) -> None:
+    def _check_retry(cur: Cursor, run_id: int, study: str, run: str, old: Points) -> None:
         """Points at or below the last stored step must be an exact retry of stored ones."""
         stored = {
             row["step"]: decode_value(row["value"], row["value_kind"])
@@ -512,7 +756,7 @@ class SqliteStore:
                 "SELECT step, value, value_kind FROM points WHERE run_id = ? "
                 "AND step BETWEEN ? AND ?",
                 (run_id, int(old.steps[0]), int(old.steps[-1])),
-            )
+            ).fetchall()
         }
         for step, value in zip(old.steps.tolist(), old.values.tolist(), strict=True):
             if step not in stored:
@@ -528,22 +772,68 @@ class SqliteStore:
                 )
 
     def get_points(self, study: str, run: str) -> Points:
-        with self._tx(write=False) as cur:
+        with self._read() as cur:
             run_id = self._run_row(cur, study, run)["run_id"]
-            # The hot path (every cold read of a curve): plain tuples, unpacked by the names of
-            # the SELECT beside them; a sqlite3.Row per point costs ~10% of a report under load.
-            cur.row_factory = None
-            rows = cur.execute(
-                "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = ? "
-                "ORDER BY step",
-                (run_id,),
-            ).fetchall()
-        if not rows:
-            return Points.of([], [])
-        steps, values, kinds, lr, wall_time_s = zip(*rows, strict=True)
-        return Points.of(
-            steps,
-            [decode_value(v, k) for v, k in zip(values, kinds, strict=True)],
-            lr,
-            wall_time_s,
-        )
+            rows = self._point_rows(cur, run_id)
+        return points_of_rows(rows)
+
+    @staticmethod
+    def _point_rows(cur: Cursor, run_id: int) -> list[tuple[Any, ...]]:
+        # The hot path (every cold read of a curve): plain tuples, unpacked by the names of
+        # the SELECT beside them; a sqlite3.Row per point costs ~10% of a report under load.
+        cur.row_factory = None
+        rows: list[tuple[Any, ...]] = cur.execute(
+            "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = ? "
+            "ORDER BY step",
+            (run_id,),
+        ).fetchall()
+        return rows
+
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _take_lock(path: str) -> IO[str]:
+    """An exclusive lock on <database>.lock, held while the service runs; released by the
+    kernel when the process ends, however it ends."""
+    lock_path = f"{path}.lock"
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the store's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StoreUnavailableError(
+            f"the SQLite database {path} is in use by another forecaster service ({holder}); "
+            "stop it first, or give this one its own --db. Several replicas on one database "
+            "need PostgreSQL (a postgresql:// URL)."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _check_integrity(conn: sqlite3.Connection, path: str) -> None:
+    """Refuses a database whose pages are corrupt (PRAGMA quick_check), at open."""
+    rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    if rows != ["ok"]:
+        raise sqlite3.DatabaseError("database disk image is malformed: " + "; ".join(rows[:3]))
+
+
+def _is_corruption(e: sqlite3.Error) -> bool:
+    """SQLITE_CORRUPT and SQLITE_NOTADB (not a permission or a missing folder)."""
+    text = str(e)
+    return "malformed" in text or "not a database" in text
+
+
+def _corrupt_message(path: str, why: str) -> str:
+    return (
+        f"the SQLite database {path} is corrupt or not a database ({why}). Stop here and "
+        f"keep the file: restore it from a backup, or recover what is readable with "
+        f"`sqlite3 {path} .recover | sqlite3 recovered.db` and start on recovered.db, or move "
+        "it aside to start with an empty database."
+    )

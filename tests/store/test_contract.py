@@ -1,8 +1,8 @@
 """The Store contract: every backend in BACKENDS passes every check here.
 
-A new backend (PostgreSQL) runs the whole suite by adding one entry to BACKENDS: a function
-that gives, for a test's temporary folder, the URL `open_store` opens it by (a fresh database
-or schema per test). The backend's own checks (migrations, pragmas, file permissions) live in
+A backend runs the whole suite by its one entry in BACKENDS: a function that gives, for a
+test's temporary folder (or the session's PostgreSQL server), the URL `open_store` opens it by
+(a fresh database or schema per test). The backend's own checks (migrations, pragmas, file permissions) live in
 its own file, as tests/store/test_sqlite.py.
 """
 
@@ -29,9 +29,12 @@ from forecaster.errors import (
 )
 from forecaster.store import RunSpec, RunState, Store, StoredDecision, StudySpec, open_store
 
-# backend name -> (tmp_path -> the URL of a fresh, empty store that survives close/reopen).
-BACKENDS: dict[str, Callable[[Path], str]] = {
-    "sqlite": lambda tmp_path: f"sqlite:///{tmp_path}/contract.db",  # a real file
+# backend name -> ((tmp_path, request) -> the URL of a fresh, empty store that survives
+# close/reopen).
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], str]] = {
+    "sqlite": lambda tmp_path, _: f"sqlite:///{tmp_path}/contract.db",  # a real file
+    # A schema of its own on the session's private PostgreSQL server (tests/postgres.py).
+    "postgresql": lambda _, request: request.getfixturevalue("postgres_server").fresh_url(),
 }
 
 FINAL_STATES = [s for s in RunState if s is not RunState.RUNNING]
@@ -40,7 +43,7 @@ FINAL_STATES = [s for s in RunState if s is not RunState.RUNNING]
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     """Opens the test's store; each call opens it again (the same data), for reopen checks."""
-    url = BACKENDS[request.param](tmp_path)
+    url = BACKENDS[request.param](tmp_path, request)
     opened: list[Store] = []
 
     def open_() -> Store:
