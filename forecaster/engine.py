@@ -23,17 +23,12 @@ import numpy as np
 from forecaster import models, policies
 from forecaster.curves import Curve, LrSchedule, Points
 from forecaster.errors import AlreadyExistsError, InvalidArgumentError
-from forecaster.judging import (
-    HistoryHolder,
-    fit_forecast,
-    judge,
-    standing_of,
-    study_context,
-)
+from forecaster.judging import HistoryHolder, fit_forecast, judge
 from forecaster.models import Prediction, StudyHistory
 from forecaster.models.artifacts import ModelBank
 from forecaster.models.prediction import ForecastSummary, summarize
 from forecaster.policies import Decision, RunView, StoppingPolicy, StudyContext
+from forecaster.policies.base import Peers
 from forecaster.store import (
     Run,
     RunSpec,
@@ -99,6 +94,7 @@ class Engine:
         self._studies: dict[str, _StudyEntry] = {}
         self._runs: OrderedDict[tuple[str, str], _RunEntry] = OrderedDict()
         self._histories: dict[str, HistoryHolder] = {}
+        self._history_at: dict[str, tuple[int, StudyHistory]] = {}  # study -> (n_done, history)
 
     def forget_forecasts(self) -> None:
         """Drops cached forecasts (the models changed); the next read fits again."""
@@ -284,12 +280,17 @@ class Engine:
         return [curve.max_step]
 
     def _history(self, study: str) -> StudyHistory:
-        """The study's completed runs as curves; re-read only when one more has completed."""
-        done = [r for r in self.store.list_runs(study) if r.state is not RunState.RUNNING]
+        """The study's completed runs as curves; re-read only when one more has completed
+        (the study's summary row counts them, so asking costs one row, not the study)."""
+        n_done = self.store.get_study(study).n_done
         with self._lock:
             holder = self._histories.setdefault(study, HistoryHolder(study))
+            known = self._history_at.get(study)
+        if known is not None and known[0] == n_done:
+            return known[1]
+        done = [r for r in self.store.list_runs(study) if r.state is not RunState.RUNNING]
         entry = self._study(study)
-        return holder.get(
+        history = holder.get(
             ((r.name, r.last_step) for r in done),
             lambda: (
                 curve_of(entry.study, r, self.store.get_points(study, r.name))
@@ -297,6 +298,9 @@ class Engine:
                 if r.last_step >= 0
             ),
         )
+        with self._lock:
+            self._history_at[study] = (len(done), history)
+        return history
 
     def _current(self, study: str, run: str) -> tuple[_StudyEntry, _RunEntry]:
         entry = self._study(study)
@@ -307,26 +311,23 @@ class Engine:
             return entry, cached
         return entry, self._evaluate(entry, stored, None)
 
-    def _context(
-        self, entry: _StudyEntry, run: str
-    ) -> tuple[StudyContext, dict[str, StoredDecision]]:
-        """The study as a policy sees it from run (the incumbent, and lazily the peers), and
-        the saved decisions of the study's runs (this run's too) it was read from."""
+    def _context(self, entry: _StudyEntry, run: str) -> StudyContext:
+        """The study as a policy sees it from run: the incumbent (the best standing of the
+        other runs, which the store keeps, so one bounded query whatever the study's size),
+        and the peers' curves, read only when a policy asks for them."""
         spec = entry.study.spec
-        others = [r for r in self.store.list_runs(spec.name) if r.name != run]
-        decisions = self.store.list_decisions(spec.name)
-        context = study_context(
-            spec.name,
-            spec.direction,
-            spec.max_step,
-            spec.target,
-            (
-                standing_of(r, r.spec.max_step or spec.max_step, decisions.get(r.name))
-                for r in others
-            ),
-            lambda: [self._stored_curve(entry, r) for r in others],
+        incumbent = next(
+            (value for name, value in self.store.best_standings(spec.name, 2) if name != run),
+            None,
         )
-        return context, decisions
+
+        def peers() -> list[Curve]:
+            others = [r for r in self.store.list_runs(spec.name) if r.name != run]
+            return [self._stored_curve(entry, r) for r in others]
+
+        return StudyContext(
+            spec.name, spec.direction, spec.max_step, spec.target, incumbent, Peers(peers)
+        )
 
     def _stored_curve(self, entry: _StudyEntry, run: Run) -> Curve:
         with self._lock:
@@ -346,8 +347,12 @@ class Engine:
         key = (run.study, run.name)
         with self._lock:
             previous = self._runs.get(key)
-        context, decisions = self._context(entry, run.name)
-        record = previous.record if previous is not None else decisions.get(run.name)
+        context = self._context(entry, run.name)
+        record = (
+            previous.record
+            if previous is not None
+            else self.store.get_decision(run.study, run.name)
+        )
         cached = None if previous is None else (previous.fitted_points, previous.prediction)
         judged = judge(
             entry.policy,
