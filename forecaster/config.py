@@ -40,6 +40,10 @@ class Settings:
     # package, "none" = parametric models only.
     models_dir: str = ""
     models_reload_s: float = 30.0  # how often to look for new artifacts (0 = only on SIGHUP)
+    # issue 18: storage and scale
+    db_pool_size: int = 8  # PostgreSQL connections per process (the most store calls at once)
+    store_check_s: float = 1.0  # how often health asks the store (a deleted SQLite file...)
+    processes: int = 1  # server processes on one port (SO_REUSEPORT); > 1 needs PostgreSQL
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -47,6 +51,11 @@ class Settings:
         for name in ("max_points_per_batch", "max_message_bytes", "workers"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        for name in ("db_pool_size", "processes"):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.store_check_s <= 0:
+            raise InvalidArgumentError(f"store_check_s must be > 0; got {self.store_check_s}.")
         if self.models_reload_s < 0:
             raise InvalidArgumentError(f"models_reload_s must be >= 0; got {self.models_reload_s}.")
         if self.log_format not in ("json", "text"):

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from forecaster.config import Settings
 from forecaster.engine import Engine
+from forecaster.errors import ForecasterError
 from forecaster.models.artifacts import ModelBank
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
@@ -38,6 +39,7 @@ class RunningServer:
     executor: ThreadPoolExecutor
     models: ModelBank
     watcher: asyncio.Task[None] | None = None
+    store_watcher: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -61,10 +63,38 @@ class RunningServer:
             except Exception:  # a watcher bug must not stop the service
                 log.exception("reloading the models failed")
 
+    async def _watch_store(self, every_s: float) -> None:
+        """Health follows the store: NOT_SERVING, with the reason logged, once it can no
+        longer acknowledge writes (its SQLite file deleted or replaced); SERVING again when
+        it can (the file put back)."""
+        loop = asyncio.get_running_loop()
+        serving = True
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await loop.run_in_executor(self.executor, self.engine.store.check)
+                ok, why = True, ""
+            except ForecasterError as e:
+                ok, why = False, str(e)
+            except Exception as e:  # a watcher bug must not stop the service
+                log.exception("checking the store failed")
+                ok, why = False, str(e)
+            if ok != serving:
+                serving = ok
+                status = health_pb2.HealthCheckResponse
+                for name in ("", SERVICE_NAME):
+                    await self.health.set(name, status.SERVING if ok else status.NOT_SERVING)
+                if ok:
+                    log.info("the store is usable again: SERVING")
+                else:
+                    log.error("the store cannot acknowledge writes: NOT_SERVING: %s", why)
+
     async def stop(self, grace_s: float) -> None:
         """Health goes NOT_SERVING, in-flight RPCs drain for up to grace_s, the store closes."""
         if self.watcher is not None:
             self.watcher.cancel()
+        if self.store_watcher is not None:
+            self.store_watcher.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.executor.shutdown(wait=True)
@@ -82,7 +112,8 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # Several processes of one service share the port (settings.processes).
+            ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
         ],
     )
     executor = ThreadPoolExecutor(
@@ -118,13 +149,14 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
     running = RunningServer(server, port, health, engine, executor, bank)
     if settings.models_reload_s > 0:
         running.watcher = asyncio.create_task(running._watch_models(settings.models_reload_s))
+    running.store_watcher = asyncio.create_task(running._watch_store(settings.store_check_s))
     return running
 
 
 def build_engine(settings: Settings) -> Engine:
     """The engine the settings describe: its store opened, its learned models loaded."""
     return Engine(
-        open_store(settings.db_url),
+        open_store(settings.db_url, exclusive=True, pool_size=settings.db_pool_size),
         models=ModelBank.load(settings.models_dir),
         cache_size=settings.forecast_cache_size,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import Any, NoReturn, TypeVar
@@ -39,11 +40,30 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
         self.max_points = max_points_per_batch
 
     async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any) -> T:
-        """Runs fn(*args) in the executor (with this RPC's request id); errors become statuses."""
+        """Runs fn(*args) in the executor (with this RPC's request id); errors become statuses.
+
+        Work whose deadline passed while it waited for a worker is dropped before it touches
+        the store: its client has given up, so storing it would only delay the others.
+        """
         ctx = contextvars.copy_context()
         loop = asyncio.get_running_loop()
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+
+        def guarded(*a: Any) -> T:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _DeadlinePassed
+            return fn(*a)
+
         try:
-            return await loop.run_in_executor(self.executor, ctx.run, fn, *args)
+            return await loop.run_in_executor(self.executor, ctx.run, guarded, *args)
+        except _DeadlinePassed:
+            await _abort(
+                context,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the deadline passed before the service could start on the request; nothing "
+                "was done. Retry with a longer deadline.",
+            )
         except ForecasterError as e:
             await _abort(context, status_code(e), str(e))
         except Exception:
@@ -197,6 +217,10 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             return pb.ForecastCurveResponse(forecast=convert.forecast_to_proto(summary))
 
         return await self._run(context, work)
+
+
+class _DeadlinePassed(Exception):
+    """The RPC's deadline passed before its work started."""
 
 
 async def _abort(
