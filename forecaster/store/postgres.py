@@ -178,12 +178,12 @@ class PostgresStore(SqliteStore):
                 self._pool.close()
 
     @staticmethod
-    def _point_rows(cur: Cursor, run_id: int) -> list[tuple[Any, ...]]:
+    def _point_rows(cur: Cursor, run_id: int, after_step: int = -1) -> list[tuple[Any, ...]]:
         raw: psycopg.Cursor[Any] = cur.raw
         with raw.connection.cursor(row_factory=tuple_row) as tuples:
             tuples.execute(
                 "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = %s "
-                "ORDER BY step",
-                (run_id,),
+                "AND step > %s ORDER BY step",
+                (run_id, after_step),
             )
             return tuples.fetchall()

@@ -57,6 +57,8 @@ from forecaster.store.base import (
 from forecaster.store.schema import Dialect, ValueKind
 
 T = TypeVar("T")
+# Points per chunk of store.schema's point_chunks: a 10^6-point run is read as ~250 arrays.
+CHUNK_POINTS = 4096
 Cursor = Any  # sqlite3.Cursor here, a psycopg cursor in postgres.py: rows read by column name
 
 
@@ -729,6 +731,8 @@ class SqliteStore:
                     ),
                 )
                 self._update_standing(cur, run_id)
+            if len(new):
+                self._pack(cur, run_id)
             if schedule is not None:
                 cur.execute("UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, run_id))
             # The run as it now is, without reading back the row this transaction just wrote.
@@ -771,22 +775,74 @@ class SqliteStore:
                     f"stored with value {was!r}; got {value!r}. Steps are write-once."
                 )
 
+    def _pack(self, cur: Cursor, run_id: int) -> None:
+        """Packs the run's unpacked points into one chunk once there are CHUNK_POINTS of
+        them: each point is packed once, and a read is a few chunks and a short tail."""
+        row = cur.execute(
+            "SELECT n_points, packed_points, packed_last_step FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        if row["n_points"] - row["packed_points"] < CHUNK_POINTS:
+            return
+        tail = points_of_rows(self._point_rows(cur, run_id, row["packed_last_step"]))
+        cur.execute(
+            "INSERT INTO point_chunks (run_id, first_step, last_step, n, steps, vals, lr, "
+            "wall_time_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                int(tail.steps[0]),
+                int(tail.steps[-1]),
+                len(tail),
+                tail.steps.astype("<i8").tobytes(),
+                tail.values.astype("<f8").tobytes(),
+                tail.lr.astype("<f8").tobytes(),
+                tail.wall_time_s.astype("<f8").tobytes(),
+            ),
+        )
+        cur.execute(
+            "UPDATE runs SET packed_points = packed_points + ?, packed_last_step = ? "
+            "WHERE id = ?",
+            (len(tail), int(tail.steps[-1]), run_id),
+        )
+
     def get_points(self, study: str, run: str) -> Points:
         with self._read() as cur:
             run_id = self._run_row(cur, study, run)["run_id"]
-            rows = self._point_rows(cur, run_id)
-        return points_of_rows(rows)
+            packed_last_step = cur.execute(
+                "SELECT packed_last_step FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()["packed_last_step"]
+            chunks = cur.execute(
+                "SELECT steps, vals, lr, wall_time_s FROM point_chunks WHERE run_id = ? "
+                "ORDER BY first_step",
+                (run_id,),
+            ).fetchall()
+            tail = points_of_rows(self._point_rows(cur, run_id, packed_last_step))
+        if not chunks:
+            return tail
+        columns = [
+            [np.frombuffer(bytes(c[name]), dtype=dtype) for c in chunks] + [getattr(tail, attr)]
+            for name, attr, dtype in (
+                ("steps", "steps", "<i8"),
+                ("vals", "values", "<f8"),
+                ("lr", "lr", "<f8"),
+                ("wall_time_s", "wall_time_s", "<f8"),
+            )
+        ]
+        steps, values, lr, wall_time_s = (np.concatenate(c) for c in columns)
+        return Points(steps.astype(np.int64), values.astype(np.float64), lr, wall_time_s)
 
     @staticmethod
-    def _point_rows(cur: Cursor, run_id: int) -> list[tuple[Any, ...]]:
-        # The hot path (every cold read of a curve): plain tuples, unpacked by the names of
-        # the SELECT beside them; a sqlite3.Row per point costs ~10% of a report under load.
-        cur.row_factory = None
-        rows: list[tuple[Any, ...]] = cur.execute(
-            "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = ? "
-            "ORDER BY step",
-            (run_id,),
-        ).fetchall()
+    def _point_rows(cur: Cursor, run_id: int, after_step: int = -1) -> list[tuple[Any, ...]]:
+        # The hot path (every cold read of a curve's tail): plain tuples, unpacked by the
+        # names of the SELECT beside them; a sqlite3.Row per point costs ~10% of a report.
+        factory, cur.row_factory = cur.row_factory, None
+        try:
+            rows: list[tuple[Any, ...]] = cur.execute(
+                "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = ? "
+                "AND step > ? ORDER BY step",
+                (run_id, after_step),
+            ).fetchall()
+        finally:
+            cur.row_factory = factory
         return rows
 
 def _identity(path: str) -> tuple[int, int]:

@@ -29,6 +29,7 @@ from forecaster.errors import (
 )
 from forecaster.judging import incumbent_of, standing_of
 from forecaster.store import RunSpec, RunState, Store, StoredDecision, StudySpec, open_store
+from forecaster.store.sqlite import CHUNK_POINTS
 
 # backend name -> ((tmp_path, request) -> the URL of a fresh, empty store that survives
 # close/reopen).
@@ -619,3 +620,28 @@ def test_two_stores_appending_to_one_run_at_once_lose_and_duplicate_nothing(back
     got = one.get_points("s", "r")
     assert got.steps.tolist() == list(range(200))
     assert two.get_run("s", "r").n_points == 200
+
+
+def test_a_long_run_reads_back_exactly_across_packed_chunks(backend):
+    """Points pack into chunks as a run grows (store/sqlite.py CHUNK_POINTS): a long run reads
+    back point for point, NaN, inf and unknown lr included, across a reopen."""
+    store = backend()
+    store.create_study(StudySpec("s", "loss", Direction.MIN))
+    store.start_run("s", RunSpec("r"))
+    n = 2 * CHUNK_POINTS + 123
+    rng = np.random.default_rng(3)
+    steps = np.cumsum(rng.integers(1, 4, n))
+    values = rng.normal(size=n)
+    values[::97] = math.nan
+    values[5::131] = math.inf
+    lr = np.where(rng.uniform(size=n) < 0.5, rng.uniform(size=n), math.nan)
+    for lo in range(0, n, 1000):  # batches that straddle the chunk boundaries
+        sl = slice(lo, lo + 1000)
+        store.append_points("s", "r", Points(steps[sl], values[sl], lr[sl], steps[sl] * 0.5))
+    store.append_points("s", "r", Points(steps[:10], values[:10], lr[:10], steps[:10] * 0.5))
+    for got in (store.get_points("s", "r"), backend().get_points("s", "r")):
+        np.testing.assert_array_equal(got.steps, steps)
+        np.testing.assert_array_equal(got.values, values)
+        np.testing.assert_array_equal(got.lr, lr)
+        np.testing.assert_array_equal(got.wall_time_s, steps * 0.5)
+    assert store.get_run("s", "r").n_points == n
