@@ -22,8 +22,17 @@ def add_parser(commands: Commands) -> None:
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 50051; 0 = any)")
-    parser.add_argument("--db", help="database URL (default sqlite:/// in the user data dir)")
+    parser.add_argument(
+        "--db",
+        help="database: a file path or sqlite:///path (default: in the user data dir), or "
+        "postgresql://user@host:port/database for several replicas",
+    )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="server processes sharing the port (default 1; more need a postgresql:// --db)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -32,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from forecaster.server.app import serve
 
     settings = Settings.from_env(
-        host=args.host, port=args.port, db=args.db, log_level=args.log_level
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        log_level=args.log_level,
+        processes=args.processes,
     )
     logs.configure(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))

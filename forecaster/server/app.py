@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from forecaster.errors import ForecasterError
 from forecaster.models.artifacts import ModelBank
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
+from forecaster.server import processes
 from forecaster.server.interceptors import RequestIdInterceptor, TokenAuthInterceptor
 from forecaster.server.servicer import CurveServicer
 from forecaster.store import open_store
@@ -163,9 +165,12 @@ def build_engine(settings: Settings) -> Engine:
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
-    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully (with the processes it
+    started, when settings.processes > 1)."""
+    processes.check(settings)
     engine = build_engine(settings)
     running = await start_server(engine, settings)
+    siblings = processes.start_siblings(settings)
     host = settings.host
     shown = f"[{host}]" if ":" in host else host
     loaded = ", ".join(running.models.names()) or "none"
@@ -181,6 +186,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    if siblings:
+        log.info("processes", extra={"fields": {"pids": [os.getpid()] + [p.pid for p in siblings]}})
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(running.reload_models()))
@@ -188,4 +195,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         ready.set()
     await stop.wait()
     log.info("shutting down", extra={"fields": {"grace_s": settings.grace_s}})
-    await running.stop(settings.grace_s)
+    await asyncio.gather(
+        running.stop(settings.grace_s),
+        loop.run_in_executor(None, processes.stop_siblings, siblings, settings.grace_s),
+    )

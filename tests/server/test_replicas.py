@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -108,3 +112,79 @@ def test_two_replicas_lose_and_duplicate_nothing_and_answer_alike(replicas):
     finally:
         for c in channels:
             c.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _answers(address: str, tries: int) -> int:
+    """How many fresh connections (each a new TCP connection) get an answer within 3 s."""
+    answered = 0
+    for _ in range(tries):
+        with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as c:
+            try:
+                pb_grpc.CurveServiceStub(c).ListStudies(pb.ListStudiesRequest(), timeout=3)
+                answered += 1
+            except grpc.RpcError:
+                pass
+    return answered
+
+
+def test_processes_share_one_port_and_stop_together(postgres_server: PostgresServer):
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forecaster.cli", "serve", "--port", str(port), "--processes",
+         "2", "--db", postgres_server.fresh_url()],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "FORECASTER_MODELS_DIR": "none"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and "listening" in proc.stdout.readline()
+        deadline = time.monotonic() + 60
+        while not _children(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (sibling,) = _children(proc.pid)
+        while _answers(address, 1) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # the sibling binds after its own start-up
+        # With the first process frozen, the sibling alone answers on the same port: new
+        # connections the kernel gives the frozen one time out, the others are served.
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            served = _answers(address, 12)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        assert served >= 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not Path(f"/proc/{sibling}").exists() or _zombie(sibling)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_processes_with_sqlite_are_refused_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "forecaster.cli", "serve", "--port", str(_free_port()),
+         "--processes", "2", "--db", str(tmp_path / "x.db")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "needs a PostgreSQL database" in proc.stderr
+    assert "Traceback" not in proc.stderr
