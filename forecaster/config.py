@@ -41,7 +41,7 @@ class Settings:
     models_dir: str = ""
     models_reload_s: float = 30.0  # how often to look for new artifacts (0 = only on SIGHUP)
     # issue 18: storage and scale
-    db_pool_size: int = 8  # PostgreSQL connections per process (the most store calls at once)
+    db_pool_size: int = 16  # PostgreSQL connections per process (2 x workers: reports, reads)
     store_check_s: float = 1.0  # how often health asks the store (a deleted SQLite file...)
     processes: int = 1  # server processes on one port (SO_REUSEPORT); > 1 needs PostgreSQL
 

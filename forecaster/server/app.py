@@ -40,6 +40,7 @@ class RunningServer:
     engine: Engine
     executor: ThreadPoolExecutor
     models: ModelBank
+    reads: ThreadPoolExecutor | None = None
     watcher: asyncio.Task[None] | None = None
     store_watcher: asyncio.Task[None] | None = None
 
@@ -100,6 +101,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.executor.shutdown(wait=True)
+        if self.reads is not None:
+            self.reads.shutdown(wait=True)
         self.engine.store.close()
         log.info("stopped; the store is closed")
 
@@ -121,8 +124,9 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
     executor = ThreadPoolExecutor(
         max_workers=settings.workers, thread_name_prefix="forecaster-engine"
     )
+    reads = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="forecaster-read")
     pb_grpc.add_CurveServiceServicer_to_server(
-        CurveServicer(engine, executor, settings.max_points_per_batch), server
+        CurveServicer(engine, executor, settings.max_points_per_batch, reads), server
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -144,11 +148,12 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
     port = server.add_insecure_port(settings.address)
     if port == 0:
         executor.shutdown()
+        reads.shutdown()
         raise OSError(f"cannot listen on {settings.address}: is the port already in use?")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, health, engine, executor, bank)
+    running = RunningServer(server, port, health, engine, executor, bank, reads)
     if settings.models_reload_s > 0:
         running.watcher = asyncio.create_task(running._watch_models(settings.models_reload_s))
     running.store_watcher = asyncio.create_task(running._watch_store(settings.store_check_s))

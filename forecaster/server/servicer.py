@@ -32,14 +32,29 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
         executor: where engine work runs, so a slow fit or a disk write never blocks the
             event loop (and the health check).
         max_points_per_batch: the limit a batch is checked against (RESOURCE_EXHAUSTED).
+        reads: where the quick reads (GetDecision, GetRun) run, so that they never queue
+            behind reports and fits (default: executor).
     """
 
-    def __init__(self, engine: Engine, executor: Executor, max_points_per_batch: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        executor: Executor,
+        max_points_per_batch: int,
+        reads: Executor | None = None,
+    ) -> None:
         self.engine = engine
         self.executor = executor
+        self.reads = reads or executor
         self.max_points = max_points_per_batch
 
-    async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(
+        self,
+        context: grpc.aio.ServicerContext,
+        fn: Callable[..., T],
+        *args: Any,
+        pool: Executor | None = None,
+    ) -> T:
         """Runs fn(*args) in the executor (with this RPC's request id); errors become statuses.
 
         Work whose deadline passed while it waited for a worker is dropped before it touches
@@ -56,7 +71,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             return fn(*a)
 
         try:
-            return await loop.run_in_executor(self.executor, ctx.run, guarded, *args)
+            return await loop.run_in_executor(pool or self.executor, ctx.run, guarded, *args)
         except _DeadlinePassed:
             await _abort(
                 context,
@@ -151,7 +166,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             decision = self.engine.decision(request.study, request.run)
             return pb.GetDecisionResponse(decision=convert.decision_to_proto(decision))
 
-        return await self._run(context, work)
+        return await self._run(context, work, pool=self.reads)
 
     async def FinishRun(
         self, request: pb.FinishRunRequest, context: grpc.aio.ServicerContext
@@ -175,7 +190,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             run = self.engine.get_run(request.study, request.run)
             return pb.GetRunResponse(run=convert.run_to_proto(run))
 
-        return await self._run(context, work)
+        return await self._run(context, work, pool=self.reads)
 
     async def ListRuns(
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext

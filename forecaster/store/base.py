@@ -261,7 +261,7 @@ def curve_of(study: Study, run: Run, points: Points) -> Curve:
     )
 
 
-def open_store(url: str, *, exclusive: bool = False, pool_size: int = 8) -> Store:
+def open_store(url: str, *, exclusive: bool = False, pool_size: int = 16) -> Store:
     """Opens the store a URL names: "sqlite:///path/to/file.db" (the embedded default; a bare
     file path means the same), or "postgresql://user@host:port/db" for several replicas.
 

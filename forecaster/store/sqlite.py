@@ -448,7 +448,8 @@ class SqliteStore:
     _RUN_COLS = (
         "s.name AS study_name, s.direction, r.id AS run_id, r.name AS run_name, r.config, "
         "r.max_step, r.lr_schedule, r.state, r.created_at, r.finished_at, r.n_points, "
-        "r.last_step, r.last_value, r.last_kind, r.best_value"
+        "r.last_step, r.last_value, r.last_kind, r.best_value, r.packed_points, "
+        "r.packed_last_step"
     )
     # Appended to the SELECT of the run a write changes: locks its row until the commit
     # (PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the whole database).
@@ -558,14 +559,22 @@ class SqliteStore:
         """The n best standings of the study's runs (name, value), best first: bounded, one
         step down an index whatever the study's size."""
         with self._read() as cur:
-            row = self._study_id(cur, study)
-            order = "ASC" if Direction(row["direction"]) is Direction.MIN else "DESC"
+            # Both orders in one statement (an index walk each way, LIMIT n): the direction
+            # is the study row's, so no second round trip to learn it first.
             rows = cur.execute(
-                "SELECT name, standing FROM runs WHERE study_id = ? AND standing IS NOT NULL "
-                f"ORDER BY standing {order}, id LIMIT ?",
-                (row["id"], n),
+                "SELECT * FROM (SELECT r.name, r.standing, r.id, s.direction FROM runs r JOIN studies s "
+                "ON r.study_id = s.id WHERE s.name = ? AND s.direction = 'min' "
+                "AND r.standing IS NOT NULL ORDER BY r.standing ASC, r.id LIMIT ?) AS lo "
+                "UNION ALL SELECT * FROM (SELECT r.name, r.standing, r.id, s.direction FROM runs r "
+                "JOIN studies s ON r.study_id = s.id WHERE s.name = ? AND s.direction = 'max' "
+                "AND r.standing IS NOT NULL ORDER BY r.standing DESC, r.id LIMIT ?) AS hi",
+                (study, n, study, n),
             ).fetchall()
-        return [(r["name"], float(r["standing"])) for r in rows]
+            if not rows:
+                self._study_id(cur, study)  # NotFoundError for a study that is not there
+        sign = -1.0 if rows and rows[0]["direction"] == Direction.MAX.value else 1.0
+        ordered = sorted(rows, key=lambda r: (sign * float(r["standing"]), r["id"]))
+        return [(r["name"], float(r["standing"])) for r in ordered]
 
     def finish_run(self, study: str, run: str, state: RunState) -> Run:
         if state is RunState.RUNNING:
@@ -732,7 +741,7 @@ class SqliteStore:
                 )
                 self._update_standing(cur, run_id)
             if len(new):
-                self._pack(cur, run_id)
+                self._pack(cur, run_id, int(row["n_points"]) + len(new), row)
             if schedule is not None:
                 cur.execute("UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, run_id))
             # The run as it now is, without reading back the row this transaction just wrote.
@@ -775,13 +784,11 @@ class SqliteStore:
                     f"stored with value {was!r}; got {value!r}. Steps are write-once."
                 )
 
-    def _pack(self, cur: Cursor, run_id: int) -> None:
+    def _pack(self, cur: Cursor, run_id: int, n_points: int, row: Any) -> None:
         """Packs the run's unpacked points into one chunk once there are CHUNK_POINTS of
-        them: each point is packed once, and a read is a few chunks and a short tail."""
-        row = cur.execute(
-            "SELECT n_points, packed_points, packed_last_step FROM runs WHERE id = ?", (run_id,)
-        ).fetchone()
-        if row["n_points"] - row["packed_points"] < CHUNK_POINTS:
+        them (n_points: the run's count after this write; row: its row before): each point
+        is packed once, and a read is a few chunks and a short tail."""
+        if n_points - row["packed_points"] < CHUNK_POINTS:
             return
         tail = points_of_rows(self._point_rows(cur, run_id, row["packed_last_step"]))
         cur.execute(
@@ -806,10 +813,8 @@ class SqliteStore:
 
     def get_points(self, study: str, run: str) -> Points:
         with self._read() as cur:
-            run_id = self._run_row(cur, study, run)["run_id"]
-            packed_last_step = cur.execute(
-                "SELECT packed_last_step FROM runs WHERE id = ?", (run_id,)
-            ).fetchone()["packed_last_step"]
+            row = self._run_row(cur, study, run)
+            run_id, packed_last_step = row["run_id"], row["packed_last_step"]
             chunks = cur.execute(
                 "SELECT steps, vals, lr, wall_time_s FROM point_chunks WHERE run_id = ? "
                 "ORDER BY first_step",
