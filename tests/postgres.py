@@ -29,7 +29,7 @@ def _bin_dir() -> Path:
     """The folder of initdb and pg_ctl; installs Debian's postgresql when neither is found."""
     found = shutil.which("initdb") and shutil.which("pg_ctl")
     if found:
-        return Path(found).parent
+        return Path(found).resolve().parent  # /usr/local/bin/initdb may be a link
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not candidates:
         if os.geteuid() != 0:
