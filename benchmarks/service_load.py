@@ -404,6 +404,7 @@ def first_decision_after_restart(url: str, n_points: int) -> tuple[float, float]
     try:
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.CurveServiceStub(channel)
+            stub.GetStudy(pb.GetStudyRequest(name="long"), timeout=60)  # connected, serving
             t0 = time.perf_counter()
             stub.GetDecision(pb.GetDecisionRequest(study="long", run="r"), timeout=120)
             first = time.perf_counter() - t0

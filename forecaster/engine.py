@@ -363,16 +363,7 @@ class Engine:
             lambda head: self._fit(entry, run, head),
         )
         new = judged.record
-        if record is None or (
-            (new.fitted_points, new.votes, new.action, new.reason, new.forecast_final)
-            != (
-                record.fitted_points,
-                record.votes,
-                record.action,
-                record.reason,
-                record.forecast_final,
-            )
-        ):
+        if _worth_saving(record, new):
             self.store.save_decision(run.study, run.name, new)
         run_entry = _RunEntry(
             curve=curve,
@@ -392,6 +383,24 @@ class Engine:
                 self._runs.move_to_end(key)
                 while len(self._runs) > self._cache_size:
                     self._runs.popitem(last=False)
+
+
+def _worth_saving(stored: StoredDecision | None, new: StoredDecision) -> bool:
+    """Whether the new record says anything the stored one does not: another action, reason,
+    vote count or forecast final value, or another forecast while stop votes are counted. A
+    forecast refitted on more points with no votes on either side counts on from zero
+    whichever record a replica reads, so it costs no write (most reports of a healthy run)."""
+    if stored is None:
+        return True
+    if (new.votes, new.action, new.reason, new.forecast_final) != (
+        stored.votes,
+        stored.action,
+        stored.reason,
+        stored.forecast_final,
+    ):
+        return True
+    no_votes = new.votes == new.votes_before == stored.votes == stored.votes_before == 0
+    return new.fitted_points != stored.fitted_points and not no_votes
 
 
 def _alias_of(stored: str, name: str) -> bool:

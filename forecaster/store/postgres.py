@@ -178,6 +178,18 @@ class PostgresStore(SqliteStore):
                 self._pool.close()
 
     @staticmethod
+    def _chunk_rows(cur: Cursor, run_id: int) -> list[Any]:
+        raw: psycopg.Cursor[Any] = cur.raw
+        # Binary results: the arrays come as bytes, not as hex text to decode.
+        raw.execute(
+            "SELECT steps, vals, lr, wall_time_s FROM point_chunks WHERE run_id = %s "
+            "ORDER BY first_step",
+            (run_id,),
+            binary=True,
+        )
+        return raw.fetchall()
+
+    @staticmethod
     def _point_rows(cur: Cursor, run_id: int, after_step: int = -1) -> list[tuple[Any, ...]]:
         raw: psycopg.Cursor[Any] = cur.raw
         with raw.connection.cursor(row_factory=tuple_row) as tuples:
@@ -185,5 +197,6 @@ class PostgresStore(SqliteStore):
                 "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = %s "
                 "AND step > %s ORDER BY step",
                 (run_id, after_step),
+                binary=True,
             )
             return tuples.fetchall()

@@ -815,11 +815,7 @@ class SqliteStore:
         with self._read() as cur:
             row = self._run_row(cur, study, run)
             run_id, packed_last_step = row["run_id"], row["packed_last_step"]
-            chunks = cur.execute(
-                "SELECT steps, vals, lr, wall_time_s FROM point_chunks WHERE run_id = ? "
-                "ORDER BY first_step",
-                (run_id,),
-            ).fetchall()
+            chunks = self._chunk_rows(cur, run_id)
             tail = points_of_rows(self._point_rows(cur, run_id, packed_last_step))
         if not chunks:
             return tail
@@ -834,6 +830,15 @@ class SqliteStore:
         ]
         steps, values, lr, wall_time_s = (np.concatenate(c) for c in columns)
         return Points(steps.astype(np.int64), values.astype(np.float64), lr, wall_time_s)
+
+    @staticmethod
+    def _chunk_rows(cur: Cursor, run_id: int) -> list[Any]:
+        rows: list[Any] = cur.execute(
+            "SELECT steps, vals, lr, wall_time_s FROM point_chunks WHERE run_id = ? "
+            "ORDER BY first_step",
+            (run_id,),
+        ).fetchall()
+        return rows
 
     @staticmethod
     def _point_rows(cur: Cursor, run_id: int, after_step: int = -1) -> list[tuple[Any, ...]]:
