@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -355,7 +356,8 @@ def populate_study(url: str, study: str, n_runs: int) -> None:
     store = open_store(url)
     store.create_study(StudySpec(study, "val_loss", Direction.MIN, max_step=1000))
     steps = np.arange(1, 21)
-    for i in range(n_runs):
+
+    def one(i: int) -> None:
         name = f"old-{i}"
         store.start_run(study, RunSpec(name, {"lr": 1e-3 * (1 + i % 7), "layers": i % 5}))
         store.append_points(study, name, Points.of(steps, curve(i, steps)))
@@ -366,6 +368,10 @@ def populate_study(url: str, study: str, n_runs: int) -> None:
         )  # fmt: skip
         if i % 2:
             store.finish_run(study, name, RunState.FINISHED)
+
+    # Many writers at once: their commits group (SQLite) or overlap (PostgreSQL).
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(n_runs)))
     for j in range(20):
         store.start_run(study, RunSpec(f"probe-{j}"))
     store.close()

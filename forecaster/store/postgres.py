@@ -160,7 +160,7 @@ class PostgresStore(SqliteStore):
             raise self._wrap_error(e) from e
 
     @contextmanager
-    def _read(self) -> Iterator[Cursor]:
+    def _read(self, snapshot: bool = True) -> Iterator[Cursor]:
         with self._transaction() as cur:
             yield cur
 

@@ -291,20 +291,24 @@ class SqliteStore:
         return conn
 
     @contextmanager
-    def _read(self) -> Iterator[Cursor]:
-        """A read transaction (one snapshot) on this thread's connection."""
+    def _read(self, snapshot: bool = True) -> Iterator[Cursor]:
+        """A read on this thread's connection: in one transaction (one snapshot) when it
+        reads more than once; a single statement is its own (snapshot=False saves the
+        BEGIN and COMMIT on the hot paths)."""
         if self._memory:
             with self._lock:
-                yield from self._read_on(self._reader())
+                yield from self._read_on(self._reader(), snapshot)
         else:
-            yield from self._read_on(self._reader())
+            yield from self._read_on(self._reader(), snapshot)
 
-    def _read_on(self, conn: sqlite3.Connection) -> Iterator[Cursor]:
+    def _read_on(self, conn: sqlite3.Connection, snapshot: bool) -> Iterator[Cursor]:
         cur = conn.cursor()
         try:
-            cur.execute("BEGIN")
+            if snapshot:
+                cur.execute("BEGIN")
             yield cur
-            cur.execute("COMMIT")
+            if snapshot:
+                cur.execute("COMMIT")
         except BaseException as e:
             if conn.in_transaction:
                 cur.execute("ROLLBACK")
@@ -432,7 +436,7 @@ class SqliteStore:
         return self._write(op)
 
     def get_study(self, name: str) -> Study:
-        with self._read() as cur:
+        with self._read(snapshot=False) as cur:
             row = self._study_row(cur, name)
         if row is None:
             raise NotFoundError(f"no study named {name!r}; create it with CreateStudy first.")
@@ -538,7 +542,7 @@ class SqliteStore:
         return self._write(op)
 
     def get_run(self, study: str, run: str) -> Run:
-        with self._read() as cur:
+        with self._read(snapshot=False) as cur:  # one statement (two only when not found)
             return self._run(self._run_row(cur, study, run))
 
     def list_runs(self, study: str, *, state: RunState | None = None) -> list[Run]:
@@ -558,7 +562,7 @@ class SqliteStore:
     def best_standings(self, study: str, n: int = 2) -> list[tuple[str, float]]:
         """The n best standings of the study's runs (name, value), best first: bounded, one
         step down an index whatever the study's size."""
-        with self._read() as cur:
+        with self._read(snapshot=False) as cur:
             # Both orders in one statement (an index walk each way, LIMIT n): the direction
             # is the study row's, so no second round trip to learn it first.
             rows = cur.execute(
