@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 
@@ -177,9 +178,12 @@ class SqliteStore:
             self._release_lock()
             raise
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, create: bool = True) -> sqlite3.Connection:
+        """A connection with the store's pragmas; create=False (the readers) never makes a
+        new empty file where the database was deleted."""
+        target = self.path if create else f"file:{quote(self.path)}?mode=rw"
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            target, isolation_level=None, check_same_thread=False, timeout=10.0, uri=not create
         )
         # Rows are read by column name (row["last_step"]), never by position.
         conn.row_factory = sqlite3.Row
@@ -284,7 +288,11 @@ class SqliteStore:
             return self._conn
         conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
         if conn is None:
-            conn = self._connect()
+            try:
+                conn = self._connect(create=False)
+            except sqlite3.Error as e:
+                self.check()  # names a deleted or replaced file
+                raise self._wrap_error(e) from e
             self._readers.conn = conn
             with self._queue_lock:
                 self._reader_conns.append(conn)

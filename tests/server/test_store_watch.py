@@ -152,3 +152,17 @@ def test_work_whose_deadline_passed_is_dropped_before_the_store(tmp_path):
             assert run.n_points == 10  # nothing of the late batch stored
     finally:
         server.stop()
+
+
+def test_reads_after_a_deletion_leave_no_new_empty_file(watched):
+    db = watched.db_path
+    with grpc.insecure_channel(watched.address) as channel:
+        stub = pb_grpc.CurveServiceStub(channel)
+        _setup(stub)
+        db.unlink()
+        for _ in range(20):  # reads on every worker thread, some on fresh connections
+            try:
+                stub.GetRun(pb.GetRunRequest(study="s", run="r"), timeout=10)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE
+        assert not db.exists()
