@@ -270,8 +270,12 @@ def open_store(url: str, *, exclusive: bool = False, pool_size: int = 16) -> Sto
     pool_size: PostgreSQL connections kept open.
     """
     if url.startswith(("postgresql://", "postgres://")):
-        from forecaster.store.postgres import PostgresStore
-
+        try:
+            from forecaster.store.postgres import PostgresStore
+        except ImportError as e:
+            raise InvalidArgumentError(
+                f"a postgresql:// database needs psycopg ({e}): pip install 'forecaster[postgres]'."
+            ) from None
         return PostgresStore(url, pool_size=pool_size)
     if url.startswith("sqlite://") or "://" not in url:
         from forecaster.store.sqlite import SqliteStore
