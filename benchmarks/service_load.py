@@ -384,7 +384,9 @@ async def probe_reports(address: str, study: str, reports: int) -> float:
         stub = pb_grpc.CurveServiceStub(channel)
         for k in range(reports):
             run, lo = f"probe-{k % 20}", 10 * (k // 20) + 1
-            pts = [pb.Point(step=s, value=2.0 + 3.0 * (s / 10.0) ** -0.5) for s in range(lo, lo + 10)]
+            pts = [
+                pb.Point(step=s, value=2.0 + 3.0 * (s / 10.0) ** -0.5) for s in range(lo, lo + 10)
+            ]
             t0 = time.perf_counter()
             await stub.ReportMetrics(pb.ReportMetricsRequest(study=study, run=run, points=pts))
             latencies.append((time.perf_counter() - t0) * 1e3)
@@ -403,7 +405,9 @@ def first_decision_after_restart(url: str, n_points: int) -> tuple[float, float]
     values = curve(1, steps)
     t0 = time.perf_counter()
     for lo in range(0, n_points, 10_000):
-        store.append_points("long", "r", Points.of(steps[lo : lo + 10_000], values[lo : lo + 10_000]))
+        store.append_points(
+            "long", "r", Points.of(steps[lo : lo + 10_000], values[lo : lo + 10_000])
+        )
     wrote = time.perf_counter() - t0
     store.close()
     proc, address = start_service(url)
@@ -459,7 +463,7 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         size_rows: list[list[object]] = []
         for n_runs in tqdm(args.study_sizes, desc="study size", unit="study"):
             row: list[object] = [f"{n_runs:,}"]
-            for label, url_of, _ in backends[:2]:
+            for _, url_of, _ in backends[:2]:
                 url = url_of()
                 populate_study(url, "big", n_runs)
                 proc, address = start_service(url)
@@ -478,7 +482,8 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
     base = [float(v) for v in size_rows[0][1:]]
     last = [float(v) for v in size_rows[-1][1:]]
     ratios = ", ".join(
-        f"{label.split(',')[0]} {b / a:.2f}x" for (label, _, _), a, b in zip(backends, base, last)
+        f"{label.split(',')[0]} {b / a:.2f}x"
+        for (label, _, _), a, b in zip(backends[:2], base, last, strict=True)
     )
     load_table = markdown_table(
         ["store", "load", "offered points", "acknowledged", "stored", "durable points/s",

@@ -30,9 +30,7 @@ def compose() -> dict[str, Any]:
 
 def interpolate(value: str, env: dict[str, str]) -> str:
     """Compose's ${NAME:-default}."""
-    return re.sub(
-        r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), str(value)
-    )
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), str(value))
 
 
 def test_compose_builds_this_image_and_keeps_its_commands():
@@ -60,8 +58,10 @@ def test_compose_builds_this_image_and_keeps_its_commands():
 def test_compose_commands_serve_two_processes_on_postgres(postgres_server: PostgresServer):
     services = compose()["services"]
     db = services["postgres"]["environment"]
-    user, password, name = db["POSTGRES_USER"], interpolate(db["POSTGRES_PASSWORD"], {}), (
-        db["POSTGRES_DB"]
+    user, password, name = (
+        db["POSTGRES_USER"],
+        interpolate(db["POSTGRES_PASSWORD"], {}),
+        (db["POSTGRES_DB"]),
     )
     with psycopg.connect(postgres_server.url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")

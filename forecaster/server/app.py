@@ -18,9 +18,9 @@ from forecaster.config import Settings
 from forecaster.engine import Engine
 from forecaster.errors import ForecasterError
 from forecaster.models.artifacts import ModelBank
+from forecaster.server import processes
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
-from forecaster.server import processes
 from forecaster.server.interceptors import RequestIdInterceptor, TokenAuthInterceptor
 from forecaster.server.servicer import CurveServicer
 from forecaster.store import open_store

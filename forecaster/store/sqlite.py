@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -38,8 +38,8 @@ import numpy as np
 from forecaster.curves import Direction, LrSchedule, Points
 from forecaster.errors import (
     AlreadyExistsError,
-    ForecasterError,
     FailedPreconditionError,
+    ForecasterError,
     InvalidArgumentError,
     NotFoundError,
     StoreUnavailableError,
@@ -363,10 +363,9 @@ class SqliteStore:
                     readers, self._reader_conns = self._reader_conns, []
                 for conn in readers:
                     conn.close()
-                try:
+                # A deleted or read-only file: nothing more to flush there.
+                with suppress(sqlite3.Error):
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                except sqlite3.Error:
-                    pass  # a deleted or read-only file: nothing more to flush there
                 self._conn.close()
                 self._conn = None
                 self._release_lock()
@@ -544,7 +543,9 @@ class SqliteStore:
                 cur.execute(
                     "UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, row["run_id"])
                 )
-                return replace(existing, spec=replace(existing.spec, lr_schedule=spec.lr_schedule)), False
+                return replace(
+                    existing, spec=replace(existing.spec, lr_schedule=spec.lr_schedule)
+                ), False
             return existing, False
 
         return self._write(op)
@@ -574,8 +575,8 @@ class SqliteStore:
             # Both orders in one statement (an index walk each way, LIMIT n): the direction
             # is the study row's, so no second round trip to learn it first.
             rows = cur.execute(
-                "SELECT * FROM (SELECT r.name, r.standing, r.id, s.direction FROM runs r JOIN studies s "
-                "ON r.study_id = s.id WHERE s.name = ? AND s.direction = 'min' "
+                "SELECT * FROM (SELECT r.name, r.standing, r.id, s.direction FROM runs r "
+                "JOIN studies s ON r.study_id = s.id WHERE s.name = ? AND s.direction = 'min' "
                 "AND r.standing IS NOT NULL ORDER BY r.standing ASC, r.id LIMIT ?) AS lo "
                 "UNION ALL SELECT * FROM (SELECT r.name, r.standing, r.id, s.direction FROM runs r "
                 "JOIN studies s ON r.study_id = s.id WHERE s.name = ? AND s.direction = 'max' "
@@ -818,8 +819,7 @@ class SqliteStore:
             ),
         )
         cur.execute(
-            "UPDATE runs SET packed_points = packed_points + ?, packed_last_step = ? "
-            "WHERE id = ?",
+            "UPDATE runs SET packed_points = packed_points + ?, packed_last_step = ? WHERE id = ?",
             (len(tail), int(tail.steps[-1]), run_id),
         )
 
@@ -866,6 +866,7 @@ class SqliteStore:
         finally:
             cur.row_factory = factory
         return rows
+
 
 def _identity(path: str) -> tuple[int, int]:
     st = os.stat(path)

@@ -2,8 +2,8 @@
 
 A backend runs the whole suite by its one entry in BACKENDS: a function that gives, for a
 test's temporary folder (or the session's PostgreSQL server), the URL `open_store` opens it by
-(a fresh database or schema per test). The backend's own checks (migrations, pragmas, file permissions) live in
-its own file, as tests/store/test_sqlite.py.
+(a fresh database or schema per test). The backend's own checks (migrations, pragmas, file
+permissions) live in its own file, as tests/store/test_sqlite.py and tests/store/test_postgres.py.
 """
 
 from __future__ import annotations

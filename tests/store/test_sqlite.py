@@ -13,8 +13,7 @@ from forecaster.errors import (
     InvalidArgumentError,
     StoreUnavailableError,
 )
-from forecaster.store import RunSpec, StudySpec, open_store
-from forecaster.store import schema
+from forecaster.store import RunSpec, StudySpec, open_store, schema
 from forecaster.store.schema import LATEST_VERSION, ValueKind
 from forecaster.store.sqlite import SqliteStore
 
