@@ -95,6 +95,8 @@ class Engine:
         self._runs: OrderedDict[tuple[str, str], _RunEntry] = OrderedDict()
         self._histories: dict[str, HistoryHolder] = {}
         self._history_at: dict[str, tuple[int, StudyHistory]] = {}  # study -> (n_done, history)
+        # Other runs' curves read for peers and histories, so each is read from the store once.
+        self._curves: OrderedDict[tuple[str, str], Curve] = OrderedDict()
 
     def forget_forecasts(self) -> None:
         """Drops cached forecasts (the models changed); the next read fits again."""
@@ -292,11 +294,7 @@ class Engine:
         entry = self._study(study)
         history = holder.get(
             ((r.name, r.last_step) for r in done),
-            lambda: (
-                curve_of(entry.study, r, self.store.get_points(study, r.name))
-                for r in done
-                if r.last_step >= 0
-            ),
+            lambda: (self._stored_curve(entry, r) for r in done if r.last_step >= 0),
         )
         with self._lock:
             self._history_at[study] = (len(done), history)
@@ -330,11 +328,24 @@ class Engine:
         )
 
     def _stored_curve(self, entry: _StudyEntry, run: Run) -> Curve:
+        """Another run's curve (a peer, a completed run of the history): from the forecast
+        cache, else from the curves read before, else read once and kept (LRU)."""
+        key = (run.study, run.name)
         with self._lock:
-            cached = self._runs.get((run.study, run.name))
-        if cached is not None and cached.curve.last_step == run.last_step:
-            return cached.curve
-        return curve_of(entry.study, run, self.store.get_points(run.study, run.name))
+            cached = self._runs.get(key)
+            if cached is not None and cached.curve.last_step == run.last_step:
+                return cached.curve
+            seen = self._curves.get(key)
+            if seen is not None and seen.last_step == run.last_step:
+                self._curves.move_to_end(key)
+                return seen
+        curve = curve_of(entry.study, run, self.store.get_points(run.study, run.name))
+        with self._lock:
+            self._curves[key] = curve
+            self._curves.move_to_end(key)
+            while len(self._curves) > self._cache_size:
+                self._curves.popitem(last=False)
+        return curve
 
     def _fit(self, entry: _StudyEntry, run: Run, head: Curve) -> Prediction | None:
         name, where = entry.study.spec.forecaster, f"{run.study}/{run.name}"
