@@ -8,23 +8,35 @@ points of the same curves, bounded in count and time. Prints a table and writes 
 docs/benchmarks.md.
 
     python benchmarks/service_load.py [--trainers 50] [--points 1000] [--batch 10]
+
+With --scale, instead: 1,000 trainers each sending 10 points every 2 s, and a closed loop, on
+SQLite and on PostgreSQL (one process, and two on one port); ReportMetrics latency against the
+size of the study (10 to 10,000 runs); the first decision on a 10^6-point run after a restart.
+
+    python benchmarks/service_load.py --scale [--duration 30] [--no-postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import os
 import platform
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import numpy as np
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import markdown_table, write_section  # noqa: E402
@@ -185,6 +197,327 @@ def run_optuna(
     }
 
 
+# -- scale: many trainers, several backends, large studies, long runs (issue 18) ------------
+
+
+def start_service(
+    db: str, *, processes: int = 1, port: int = 0, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`forecaster serve` on db (any URL), with `processes` processes on one port."""
+    env = {**os.environ, "FORECASTER_MODELS_DIR": os.environ.get("FORECASTER_MODELS_DIR", "")}
+    env.update(extra_env or {})
+    if processes > 1 and port == 0:
+        port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forecaster.cli", "serve", "--port", str(port), "--db", db,
+         "--log-level", "WARNING", "--processes", str(processes)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    match = re.search(r":(\d+) ", proc.stdout.readline())
+    if not match:
+        proc.kill()
+        raise SystemExit(f"the service on {db} did not start")
+    address = f"127.0.0.1:{match.group(1)}"
+    if processes > 1:
+        time.sleep(3.0)  # the other processes bind after their own start-up
+    return proc, address
+
+
+def stop_service(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def trainers_load(
+    address: str,
+    *,
+    trainers: int,
+    batch: int,
+    period_s: float,
+    duration_s: float,
+    study: str,
+    channels: int = 4,
+) -> dict[str, float]:
+    """`trainers` jobs, each sending `batch` points every period_s (open loop; period_s = 0:
+    closed loop, each sends again as soon as answered) for duration_s, and asking GetDecision
+    once a period half-way between its reports. Counts what was acknowledged and stored."""
+    report_ms: list[float] = []
+    decision_ms: list[float] = []
+    failed: dict[str, int] = {}
+    chans = [
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(channels)
+    ]
+    stubs = [pb_grpc.CurveServiceStub(c) for c in chans]
+    stub = stubs[0]
+    await stub.CreateStudy(
+        pb.CreateStudyRequest(
+            study=pb.StudySpec(
+                name=study, metric="val_loss", direction=pb.DIRECTION_MINIMIZE,
+                max_step=1_000_000, target=2.2,
+            )
+        )
+    )  # fmt: skip
+    sem = asyncio.Semaphore(200)
+    for lo in range(0, trainers, 200):
+        await asyncio.gather(
+            *(
+                stubs[i % channels].StartRun(
+                    pb.StartRunRequest(study=study, run=pb.RunSpec(name=f"t{i}"))
+                )
+                for i in range(lo, min(lo + 200, trainers))
+            )
+        )
+    start = time.monotonic() + 0.5
+    end = start + duration_s
+
+    async def trainer(i: int) -> int:
+        my = stubs[i % channels]
+        run = f"t{i}"
+        acked = 0
+        step = 0
+        k = 0
+        offset = (i / trainers) * period_s
+        asked = start + offset + period_s / 2
+        while True:
+            due = start + offset + k * period_s
+            now = time.monotonic()
+            if due >= end or (period_s == 0 and now >= end):
+                return acked
+            if due > now:
+                await asyncio.sleep(due - now)
+            pts = [
+                pb.Point(step=step + j + 1, value=2.0 + 3.0 * ((step + j + 1) / 10.0) ** -0.5)
+                for j in range(batch)
+            ]
+            t0 = time.perf_counter()
+            try:
+                resp = await my.ReportMetrics(
+                    pb.ReportMetricsRequest(study=study, run=run, points=pts),
+                    timeout=max(period_s, 5.0),
+                )
+                report_ms.append((time.perf_counter() - t0) * 1e3)
+                acked += resp.n_stored
+                step += batch
+            except grpc.aio.AioRpcError as e:
+                failed[e.code().name] = failed.get(e.code().name, 0) + 1
+            k += 1
+            if period_s and time.monotonic() >= asked and asked < end:
+                asked += period_s
+                async with sem:
+                    t0 = time.perf_counter()
+                    try:
+                        await my.GetDecision(
+                            pb.GetDecisionRequest(study=study, run=run), timeout=5.0
+                        )
+                        decision_ms.append((time.perf_counter() - t0) * 1e3)
+                    except grpc.aio.AioRpcError as e:
+                        failed[e.code().name] = failed.get(e.code().name, 0) + 1
+
+    t0 = time.perf_counter()
+    acked = await asyncio.gather(*(trainer(i) for i in range(trainers)))
+    seconds = time.perf_counter() - t0
+    runs = (await stub.ListRuns(pb.ListRunsRequest(study=study), timeout=60)).runs
+    stored = sum(r.n_points for r in runs)
+    for c in chans:
+        await c.close()
+    pct = lambda xs, q: float(np.percentile(xs, q)) if xs else math.nan  # noqa: E731
+    return {
+        "acked": float(sum(acked)),
+        "stored": float(stored),
+        "points_per_s": stored / seconds,
+        "report_p50_ms": pct(report_ms, 50),
+        "report_p99_ms": pct(report_ms, 99),
+        "decision_p50_ms": pct(decision_ms, 50),
+        "decision_p99_ms": pct(decision_ms, 99),
+        "failed": float(sum(failed.values())),
+        "failed_codes": ", ".join(f"{k} {v}" for k, v in sorted(failed.items())) or "-",
+    }
+
+
+def populate_study(url: str, study: str, n_runs: int) -> None:
+    """A study of n_runs runs written straight into the store (half finished, 20 points each,
+    a decision each), as a service would have left it; plus 20 running probe runs."""
+    from forecaster.curves import Direction, Points
+    from forecaster.store import RunSpec, RunState, StoredDecision, StudySpec, open_store
+
+    store = open_store(url)
+    store.create_study(StudySpec(study, "val_loss", Direction.MIN, max_step=1000))
+    steps = np.arange(1, 21)
+
+    def one(i: int) -> None:
+        name = f"old-{i}"
+        store.start_run(study, RunSpec(name, {"lr": 1e-3 * (1 + i % 7), "layers": i % 5}))
+        store.append_points(study, name, Points.of(steps, curve(i, steps)))
+        store.save_decision(
+            study, name,
+            StoredDecision(20, 20, 0, 0, "continue", "promising", "", {}, 0, "forecast",
+                           float(2.0 + (i % 97) / 100)),
+        )  # fmt: skip
+        if i % 2:
+            store.finish_run(study, name, RunState.FINISHED)
+
+    # Many writers at once: their commits group (SQLite) or overlap (PostgreSQL).
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(n_runs)))
+    for j in range(20):
+        store.start_run(study, RunSpec(f"probe-{j}"))
+    store.close()
+
+
+async def probe_reports(address: str, study: str, reports: int) -> float:
+    """ReportMetrics p50 (ms) over `reports` sequential batches of 10 to the 20 probe runs."""
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.CurveServiceStub(channel)
+        for k in range(reports):
+            run, lo = f"probe-{k % 20}", 10 * (k // 20) + 1
+            pts = [
+                pb.Point(step=s, value=2.0 + 3.0 * (s / 10.0) ** -0.5) for s in range(lo, lo + 10)
+            ]
+            t0 = time.perf_counter()
+            await stub.ReportMetrics(pb.ReportMetricsRequest(study=study, run=run, points=pts))
+            latencies.append((time.perf_counter() - t0) * 1e3)
+    return float(np.percentile(latencies[20:], 50))  # after each probe's first (cold) report
+
+
+def first_decision_after_restart(url: str, n_points: int) -> tuple[float, float]:
+    """(seconds to write, seconds to the first GetDecision after a restart) of a n_points run."""
+    from forecaster.curves import Direction, Points
+    from forecaster.store import RunSpec, StudySpec, open_store
+
+    store = open_store(url)
+    store.create_study(StudySpec("long", "val_loss", Direction.MIN, max_step=2 * n_points))
+    store.start_run("long", RunSpec("r"))
+    steps = np.arange(1, n_points + 1)
+    values = curve(1, steps)
+    t0 = time.perf_counter()
+    for lo in range(0, n_points, 10_000):
+        store.append_points(
+            "long", "r", Points.of(steps[lo : lo + 10_000], values[lo : lo + 10_000])
+        )
+    wrote = time.perf_counter() - t0
+    store.close()
+    proc, address = start_service(url)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.CurveServiceStub(channel)
+            stub.GetStudy(pb.GetStudyRequest(name="long"), timeout=60)  # connected, serving
+            t0 = time.perf_counter()
+            stub.GetDecision(pb.GetDecisionRequest(study="long", run="r"), timeout=120)
+            first = time.perf_counter() - t0
+    finally:
+        stop_service(proc)
+    return wrote, first
+
+
+def run_scale(args: argparse.Namespace, tmp: Path) -> str:
+    """The scale phases; returns the markdown section."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.postgres import PostgresServer
+
+    pg = PostgresServer.start() if not args.no_postgres else None
+    backends: list[tuple[str, Callable[[], str], int]] = [
+        ("SQLite, 1 process", lambda: str(tmp / f"scale-{time.monotonic_ns()}.db"), 1),
+    ]
+    if pg is not None:
+        backends += [
+            ("PostgreSQL, 1 process", pg.fresh_url, 1),
+            ("PostgreSQL, 2 processes on one port", pg.fresh_url, 2),
+        ]
+    load_rows: list[list[object]] = []
+    try:
+        for label, url_of, processes in tqdm(backends, desc="load", unit="backend"):
+            for mode, period in (("paced", args.period), ("closed loop", 0.0)):
+                proc, address = start_service(url_of(), processes=processes)
+                try:
+                    trainers = args.scale_trainers if period else args.closed_trainers
+                    r = asyncio.run(
+                        trainers_load(
+                            address, trainers=trainers, batch=args.batch, period_s=period,
+                            duration_s=args.duration, study="load",
+                        )
+                    )  # fmt: skip
+                finally:
+                    stop_service(proc)
+                offered = f"{trainers * args.batch / period:,.0f}/s" if period else "as answered"
+                load_rows.append([
+                    label, f"{mode}, {trainers} trainers", offered, f"{r['acked']:.0f}",
+                    f"{r['stored']:.0f}", f"{r['points_per_s']:,.0f}",
+                    f"{r['report_p50_ms']:.1f}", f"{r['report_p99_ms']:.1f}",
+                    f"{r['decision_p50_ms']:.1f}", f"{r['decision_p99_ms']:.1f}",
+                    r["failed_codes"],
+                ])  # fmt: skip
+        size_rows: list[list[object]] = []
+        for n_runs in tqdm(args.study_sizes, desc="study size", unit="study"):
+            row: list[object] = [f"{n_runs:,}"]
+            for _, url_of, _ in backends[:2]:
+                url = url_of()
+                populate_study(url, "big", n_runs)
+                proc, address = start_service(url)
+                try:
+                    row.append(f"{asyncio.run(probe_reports(address, 'big', args.probes)):.1f}")
+                finally:
+                    stop_service(proc)
+            size_rows.append(row)
+        long_rows: list[list[object]] = []
+        for label, url_of, _ in backends[:2]:
+            wrote, first = first_decision_after_restart(url_of(), args.long_points)
+            long_rows.append([label, f"{args.long_points:,}", f"{wrote:.1f}", f"{first:.2f}"])
+    finally:
+        if pg is not None:
+            pg.stop()
+    base = [float(v) for v in size_rows[0][1:]]
+    last = [float(v) for v in size_rows[-1][1:]]
+    ratios = ", ".join(
+        f"{label.split(',')[0]} {b / a:.2f}x"
+        for (label, _, _), a, b in zip(backends[:2], base, last, strict=True)
+    )
+    load_table = markdown_table(
+        ["store", "load", "offered points", "acknowledged", "stored", "durable points/s",
+         "report p50 ms", "report p99 ms", "GetDecision p50 ms", "GetDecision p99 ms",
+         "failed calls"],
+        load_rows,
+    )  # fmt: skip
+    size_table = markdown_table(
+        ["runs in the study"] + [f"{b[0].split(',')[0]} report p50 ms" for b in backends[:2]],
+        size_rows,
+    )
+    long_table = markdown_table(
+        ["store", "points in the run", "seconds to write", "first GetDecision after restart (s)"],
+        long_rows,
+    )
+    return (
+        "## Service at scale (`python benchmarks/service_load.py --scale`)\n\n"
+        f"Each row a fresh `forecaster serve` (SQLite: one file, group commit; PostgreSQL: a "
+        f"private cluster started by the script, fsync on; two processes: `--processes 2` on "
+        f"one port, SO_REUSEPORT). Paced: {args.scale_trainers} simulated trainers, each a "
+        f"batch of {args.batch} points every {args.period:g} s and a GetDecision half-way "
+        f"between, for {args.duration:g} s; closed loop: {args.closed_trainers} trainers each "
+        f"sending its next batch as soon as the last is answered. One asyncio load generator "
+        f"on the same {os.cpu_count()} cores as the service. 'stored' is what the service "
+        f"holds afterwards (ListRuns), 'acknowledged' what the trainers were told.\n\n"
+        f"{load_table}\n\n"
+        f"ReportMetrics p50 against the size of the study (runs written into the store "
+        f"beforehand, half finished, each with a decision; {args.probes} reports of 10 points "
+        f"to 20 running runs, their first reports left out). p50 at {args.study_sizes[-1]:,} "
+        f"runs / at {args.study_sizes[0]:,}: {ratios}.\n\n{size_table}\n\n"
+        f"The first decision on a long run after a restart of the service:\n\n{long_table}\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trainers", type=int, default=50)
@@ -203,7 +536,25 @@ def main() -> None:
         "--paced-points", type=int, default=400, help="points per trainer in the paced phase"
     )
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    scale = parser.add_argument_group("scale (--scale: its own section of docs/benchmarks.md)")
+    scale.add_argument("--scale", action="store_true", help="run the scale phases only")
+    scale.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    scale.add_argument("--scale-trainers", type=int, default=1000)
+    scale.add_argument("--closed-trainers", type=int, default=200)
+    scale.add_argument("--period", type=float, default=2.0, help="seconds between batches")
+    scale.add_argument("--duration", type=float, default=30.0, help="seconds per load phase")
+    scale.add_argument("--study-sizes", type=int, nargs="+", default=[10, 100, 1000, 10000])
+    scale.add_argument("--probes", type=int, default=200, help="reports per study size")
+    scale.add_argument("--long-points", type=int, default=1_000_000)
     args = parser.parse_args()
+
+    if args.scale:
+        with tempfile.TemporaryDirectory() as tmp:
+            body = run_scale(args, Path(tmp))
+        print(body)
+        if not args.no_write:
+            print(f"wrote {write_section('service_scale', body)}")
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         proc, address = start_server(Path(tmp) / "load.db")

@@ -44,6 +44,10 @@ class Settings:
     http_port: int = 0  # the dashboard, on host:http_port over HTTP (0 = no dashboard)
     allow_manual_stop: bool = False  # StopRun and the dashboard's stop button are allowed
     dashboard_refresh_s: float = 5.0  # how often an open dashboard page refreshes (0 = never)
+    # issue 18: storage and scale
+    db_pool_size: int = 16  # PostgreSQL connections per process (2 x workers: reports, reads)
+    store_check_s: float = 1.0  # how often health asks the store (a deleted SQLite file...)
+    processes: int = 1  # server processes on one port (SO_REUSEPORT); > 1 needs PostgreSQL
 
     def __post_init__(self) -> None:
         for name in ("port", "http_port"):
@@ -58,6 +62,11 @@ class Settings:
         for name in ("max_points_per_batch", "max_message_bytes", "workers"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        for name in ("db_pool_size", "processes"):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.store_check_s <= 0:
+            raise InvalidArgumentError(f"store_check_s must be > 0; got {self.store_check_s}.")
         if self.models_reload_s < 0:
             raise InvalidArgumentError(f"models_reload_s must be >= 0; got {self.models_reload_s}.")
         if self.log_format not in ("json", "text"):

@@ -33,12 +33,12 @@ from forecaster.judging import (
     manual_stop,
     record_of,
     standing_of,
-    study_context,
 )
 from forecaster.models import Prediction, StudyHistory
 from forecaster.models.artifacts import ModelBank
 from forecaster.models.prediction import ForecastSummary, summarize
 from forecaster.policies import Decision, RunView, StoppingPolicy, StudyContext
+from forecaster.policies.base import Peers
 from forecaster.store import (
     DecisionChange,
     Run,
@@ -120,6 +120,9 @@ class Engine:
         self._studies: dict[str, _StudyEntry] = {}
         self._runs: OrderedDict[tuple[str, str], _RunEntry] = OrderedDict()
         self._histories: dict[str, HistoryHolder] = {}
+        self._history_at: dict[str, tuple[int, StudyHistory]] = {}  # study -> (n_done, history)
+        # Other runs' curves read for peers and histories, so each is read from the store once.
+        self._curves: OrderedDict[tuple[str, str], Curve] = OrderedDict()
 
     def forget_forecasts(self) -> None:
         """Drops cached forecasts (the models changed); the next read fits again."""
@@ -398,19 +401,23 @@ class Engine:
         return [curve.max_step]
 
     def _history(self, study: str) -> StudyHistory:
-        """The study's completed runs as curves; re-read only when one more has completed."""
-        done = [r for r in self.store.list_runs(study) if r.state is not RunState.RUNNING]
+        """The study's completed runs as curves; re-read only when one more has completed
+        (the study's summary row counts them, so asking costs one row, not the study)."""
+        n_done = self.store.get_study(study).n_done
         with self._lock:
             holder = self._histories.setdefault(study, HistoryHolder(study))
+            known = self._history_at.get(study)
+        if known is not None and known[0] == n_done:
+            return known[1]
+        done = [r for r in self.store.list_runs(study) if r.state is not RunState.RUNNING]
         entry = self._study(study)
-        return holder.get(
+        history = holder.get(
             ((r.name, r.last_step) for r in done),
-            lambda: (
-                curve_of(entry.study, r, self.store.get_points(study, r.name))
-                for r in done
-                if r.last_step >= 0
-            ),
+            lambda: (self._stored_curve(entry, r) for r in done if r.last_step >= 0),
         )
+        with self._lock:
+            self._history_at[study] = (len(done), history)
+        return history
 
     def _current(self, study: str, run: str) -> tuple[_StudyEntry, _RunEntry]:
         entry = self._study(study)
@@ -421,33 +428,43 @@ class Engine:
             return entry, cached
         return entry, self._evaluate(entry, stored, None)
 
-    def _context(
-        self, entry: _StudyEntry, run: str
-    ) -> tuple[StudyContext, dict[str, StoredDecision]]:
-        """The study as a policy sees it from run (the incumbent, and lazily the peers), and
-        the saved decisions of the study's runs (this run's too) it was read from."""
+    def _context(self, entry: _StudyEntry, run: str) -> StudyContext:
+        """The study as a policy sees it from run: the incumbent (the best standing of the
+        other runs, which the store keeps, so one bounded query whatever the study's size),
+        and the peers' curves, read only when a policy asks for them."""
         spec = entry.study.spec
-        others = [r for r in self.store.list_runs(spec.name) if r.name != run]
-        decisions = self.store.list_decisions(spec.name)
-        context = study_context(
-            spec.name,
-            spec.direction,
-            spec.max_step,
-            spec.target,
-            (
-                standing_of(r, r.spec.max_step or spec.max_step, decisions.get(r.name))
-                for r in others
-            ),
-            lambda: [self._stored_curve(entry, r) for r in others],
+        incumbent = next(
+            (value for name, value in self.store.best_standings(spec.name, 2) if name != run),
+            None,
         )
-        return context, decisions
+
+        def peers() -> list[Curve]:
+            others = [r for r in self.store.list_runs(spec.name) if r.name != run]
+            return [self._stored_curve(entry, r) for r in others]
+
+        return StudyContext(
+            spec.name, spec.direction, spec.max_step, spec.target, incumbent, Peers(peers)
+        )
 
     def _stored_curve(self, entry: _StudyEntry, run: Run) -> Curve:
+        """Another run's curve (a peer, a completed run of the history): from the forecast
+        cache, else from the curves read before, else read once and kept (LRU)."""
+        key = (run.study, run.name)
         with self._lock:
-            cached = self._runs.get((run.study, run.name))
-        if cached is not None and cached.curve.last_step == run.last_step:
-            return cached.curve
-        return curve_of(entry.study, run, self.store.get_points(run.study, run.name))
+            cached = self._runs.get(key)
+            if cached is not None and cached.curve.last_step == run.last_step:
+                return cached.curve
+            seen = self._curves.get(key)
+            if seen is not None and seen.last_step == run.last_step:
+                self._curves.move_to_end(key)
+                return seen
+        curve = curve_of(entry.study, run, self.store.get_points(run.study, run.name))
+        with self._lock:
+            self._curves[key] = curve
+            self._curves.move_to_end(key)
+            while len(self._curves) > self._cache_size:
+                self._curves.popitem(last=False)
+        return curve
 
     def _fit(self, entry: _StudyEntry, run: Run, head: Curve) -> Prediction | None:
         name, where = entry.study.spec.forecaster, f"{run.study}/{run.name}"
@@ -460,8 +477,12 @@ class Engine:
         key = (run.study, run.name)
         with self._lock:
             previous = self._runs.get(key)
-        context, decisions = self._context(entry, run.name)
-        record = previous.record if previous is not None else decisions.get(run.name)
+        context = self._context(entry, run.name)
+        record = (
+            previous.record
+            if previous is not None
+            else self.store.get_decision(run.study, run.name)
+        )
         cached = None if previous is None else (previous.fitted_points, previous.prediction)
         if run.stop_request is not None:  # a person stopped it: no policy is asked
             decision = manual_stop(
@@ -486,16 +507,7 @@ class Engine:
                 lambda head: self._fit(entry, run, head),
             )
         new = judged.record
-        if record is None or (
-            (new.fitted_points, new.votes, new.action, new.reason, new.forecast_final)
-            != (
-                record.fitted_points,
-                record.votes,
-                record.action,
-                record.reason,
-                record.forecast_final,
-            )
-        ):
+        if _worth_saving(record, new):
             self.store.save_decision(run.study, run.name, new)
         run_entry = _RunEntry(
             curve=curve,
@@ -515,6 +527,24 @@ class Engine:
                 self._runs.move_to_end(key)
                 while len(self._runs) > self._cache_size:
                     self._runs.popitem(last=False)
+
+
+def _worth_saving(stored: StoredDecision | None, new: StoredDecision) -> bool:
+    """Whether the new record says anything the stored one does not: another action, reason,
+    vote count or forecast final value, or another forecast while stop votes are counted. A
+    forecast refitted on more points with no votes on either side counts on from zero
+    whichever record a replica reads, so it costs no write (most reports of a healthy run)."""
+    if stored is None:
+        return True
+    if (new.votes, new.action, new.reason, new.forecast_final) != (
+        stored.votes,
+        stored.action,
+        stored.reason,
+        stored.forecast_final,
+    ):
+        return True
+    no_votes = new.votes == new.votes_before == stored.votes == stored.votes_before == 0
+    return new.fitted_points != stored.fitted_points and not no_votes
 
 
 def _alias_of(stored: str, name: str) -> bool:

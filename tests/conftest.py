@@ -1,4 +1,5 @@
-"""Shared fixtures: a real server on a free loopback port, with a real SQLite file."""
+"""Shared fixtures: a real server on a free loopback port, with a real SQLite file; a real
+PostgreSQL server (tests/postgres.py) for the tests that ask for one."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from forecaster.models.artifacts import ModelBank
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
 from forecaster.server.app import RunningServer, build_engine, start_server
+from tests.postgres import PostgresServer
 
 
 @dataclass
@@ -107,3 +109,11 @@ def trained_models(synthetic_corpus: Path, tmp_path_factory: pytest.TempPathFact
         finetune_epochs=2, gbm_rounds=25, workers=1, progress=False,
     )  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster for the session (tests/postgres.py), torn down after."""
+    server = PostgresServer.start()
+    yield server
+    server.stop()

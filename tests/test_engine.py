@@ -117,3 +117,38 @@ def test_a_grace_setting_beyond_the_budget_is_refused_for_every_policy_that_has_
         engine.create_study(
             StudySpec(policy, "loss", Direction.MIN, 1000, None, policy, {setting: 500})
         )
+
+
+class CountingStore(SqliteStore):
+    """A real SQLite store that counts whose points it reads."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.reads: dict[str, int] = {}
+
+    def get_points(self, study: str, run: str) -> Points:
+        self.reads[run] = self.reads.get(run, 0) + 1
+        return super().get_points(study, run)
+
+
+def test_a_peers_points_are_read_once_not_on_every_report(tmp_path):
+    """The median rule reads the other runs' curves on every decision: from the store once."""
+    from forecaster.store import RunState
+
+    store = CountingStore(tmp_path / "e.db")
+    engine = Engine(store, models=None)
+    engine.create_study(StudySpec("s", "loss", Direction.MIN, max_step=200, policy="median"))
+    steps = np.arange(1, 101)
+    for i in range(5):
+        engine.start_run("s", RunSpec(f"done-{i}"))
+        engine.report("s", f"done-{i}", Points.of(steps, 2.0 + i * 0.1 + 1 / steps))
+        engine.finish_run("s", f"done-{i}", RunState.FINISHED)
+    engine.start_run("s", RunSpec("live"))
+    engine = Engine(store, models=None)  # restarted: nothing cached
+    store.reads.clear()
+    for lo in range(1, 100, 10):
+        engine.report(
+            "s", "live", Points.of(steps[lo - 1 : lo + 9], 2.5 + 1 / steps[lo - 1 : lo + 9])
+        )
+    assert sum(store.reads.get(f"done-{i}", 0) for i in range(5)) > 0  # the rule read them
+    assert all(store.reads.get(f"done-{i}", 0) <= 1 for i in range(5)), store.reads

@@ -22,7 +22,11 @@ def add_parser(commands: Commands) -> None:
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 50051; 0 = any)")
-    parser.add_argument("--db", help="database URL (default sqlite:/// in the user data dir)")
+    parser.add_argument(
+        "--db",
+        help="database: a file path or sqlite:///path (default: in the user data dir), or "
+        "postgresql://user@host:port/database for several replicas",
+    )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     # issue 20: dashboard
     parser.add_argument(
@@ -33,6 +37,11 @@ def add_parser(commands: Commands) -> None:
         action="store_true",
         default=None,
         help="allow StopRun and the dashboard's stop button (default off)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="server processes sharing the port (default 1; more need a postgresql:// --db)",
     )
     parser.set_defaults(func=run)
 
@@ -48,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         http_port=args.http_port,
         allow_manual_stop=args.allow_manual_stop,
+        processes=args.processes,
     )
     logs.configure(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from grpc_reflection.v1alpha import reflection
 
 from forecaster.config import Settings
 from forecaster.engine import Engine
+from forecaster.errors import ForecasterError
 from forecaster.models.artifacts import ModelBank
+from forecaster.server import processes
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
 from forecaster.server.http import HttpSide, start_http
@@ -38,8 +41,10 @@ class RunningServer:
     engine: Engine
     executor: ThreadPoolExecutor
     models: ModelBank
+    reads: ThreadPoolExecutor | None = None
     watcher: asyncio.Task[None] | None = None
     http: HttpSide | None = None  # the dashboard, when http_port is set
+    store_watcher: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -63,15 +68,45 @@ class RunningServer:
             except Exception:  # a watcher bug must not stop the service
                 log.exception("reloading the models failed")
 
+    async def _watch_store(self, every_s: float) -> None:
+        """Health follows the store: NOT_SERVING, with the reason logged, once it can no
+        longer acknowledge writes (its SQLite file deleted or replaced); SERVING again when
+        it can (the file put back)."""
+        loop = asyncio.get_running_loop()
+        serving = True
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await loop.run_in_executor(self.executor, self.engine.store.check)
+                ok, why = True, ""
+            except ForecasterError as e:
+                ok, why = False, str(e)
+            except Exception as e:  # a watcher bug must not stop the service
+                log.exception("checking the store failed")
+                ok, why = False, str(e)
+            if ok != serving:
+                serving = ok
+                status = health_pb2.HealthCheckResponse
+                for name in ("", SERVICE_NAME):
+                    await self.health.set(name, status.SERVING if ok else status.NOT_SERVING)
+                if ok:
+                    log.info("the store is usable again: SERVING")
+                else:
+                    log.error("the store cannot acknowledge writes: NOT_SERVING: %s", why)
+
     async def stop(self, grace_s: float) -> None:
         """Health goes NOT_SERVING, in-flight RPCs drain for up to grace_s, the store closes."""
         if self.watcher is not None:
             self.watcher.cancel()
         if self.http is not None:
             await self.http.stop()
+        if self.store_watcher is not None:
+            self.store_watcher.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.executor.shutdown(wait=True)
+        if self.reads is not None:
+            self.reads.shutdown(wait=True)
         self.engine.store.close()
         log.info("stopped; the store is closed")
 
@@ -86,14 +121,16 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # Several processes of one service share the port (settings.processes).
+            ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
         ],
     )
     executor = ThreadPoolExecutor(
         max_workers=settings.workers, thread_name_prefix="forecaster-engine"
     )
+    reads = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="forecaster-read")
     pb_grpc.add_CurveServiceServicer_to_server(
-        CurveServicer(engine, executor, settings.max_points_per_batch), server
+        CurveServicer(engine, executor, settings.max_points_per_batch, reads), server
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -115,11 +152,12 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
     port = server.add_insecure_port(settings.address)
     if port == 0:
         executor.shutdown()
+        reads.shutdown()
         raise OSError(f"cannot listen on {settings.address}: is the port already in use?")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, health, engine, executor, bank)
+    running = RunningServer(server, port, health, engine, executor, bank, reads)
     if settings.http_port:
         try:
             running.http = await start_http(
@@ -136,13 +174,14 @@ async def start_server(engine: Engine, settings: Settings) -> RunningServer:
             raise
     if settings.models_reload_s > 0:
         running.watcher = asyncio.create_task(running._watch_models(settings.models_reload_s))
+    running.store_watcher = asyncio.create_task(running._watch_store(settings.store_check_s))
     return running
 
 
 def build_engine(settings: Settings) -> Engine:
     """The engine the settings describe: its store opened, its learned models loaded."""
     return Engine(
-        open_store(settings.db_url),
+        open_store(settings.db_url, exclusive=True, pool_size=settings.db_pool_size),
         models=ModelBank.load(settings.models_dir),
         cache_size=settings.forecast_cache_size,
         allow_manual_stop=settings.allow_manual_stop,
@@ -150,9 +189,12 @@ def build_engine(settings: Settings) -> Engine:
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
-    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully (with the processes it
+    started, when settings.processes > 1)."""
+    processes.check(settings)
     engine = build_engine(settings)
     running = await start_server(engine, settings)
+    siblings = processes.start_siblings(settings)
     host = settings.host
     shown = f"[{host}]" if ":" in host else host
     loaded = ", ".join(running.models.names()) or "none"
@@ -170,6 +212,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    if siblings:
+        log.info("processes", extra={"fields": {"pids": [os.getpid()] + [p.pid for p in siblings]}})
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(running.reload_models()))
@@ -177,4 +221,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         ready.set()
     await stop.wait()
     log.info("shutting down", extra={"fields": {"grace_s": settings.grace_s}})
-    await running.stop(settings.grace_s)
+    await asyncio.gather(
+        running.stop(settings.grace_s),
+        loop.run_in_executor(None, processes.stop_siblings, siblings, settings.grace_s),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import Any, NoReturn, TypeVar
@@ -32,19 +33,53 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
         executor: where engine work runs, so a slow fit or a disk write never blocks the
             event loop (and the health check).
         max_points_per_batch: the limit a batch is checked against (RESOURCE_EXHAUSTED).
+        reads: where the quick reads (GetDecision, GetRun) run, so that they never queue
+            behind reports and fits (default: executor).
     """
 
-    def __init__(self, engine: Engine, executor: Executor, max_points_per_batch: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        executor: Executor,
+        max_points_per_batch: int,
+        reads: Executor | None = None,
+    ) -> None:
         self.engine = engine
         self.executor = executor
+        self.reads = reads or executor
         self.max_points = max_points_per_batch
 
-    async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any) -> T:
-        """Runs fn(*args) in the executor (with this RPC's request id); errors become statuses."""
+    async def _run(
+        self,
+        context: grpc.aio.ServicerContext,
+        fn: Callable[..., T],
+        *args: Any,
+        pool: Executor | None = None,
+    ) -> T:
+        """Runs fn(*args) in the executor (with this RPC's request id); errors become statuses.
+
+        Work whose deadline passed while it waited for a worker is dropped before it touches
+        the store: its client has given up, so storing it would only delay the others.
+        """
         ctx = contextvars.copy_context()
         loop = asyncio.get_running_loop()
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+
+        def guarded(*a: Any) -> T:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _DeadlinePassed
+            return fn(*a)
+
         try:
-            return await loop.run_in_executor(self.executor, ctx.run, fn, *args)
+            return await loop.run_in_executor(pool or self.executor, ctx.run, guarded, *args)
+        except _DeadlinePassed:
+            await _abort(
+                context,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the deadline passed before the service could start on the request; nothing "
+                "was done. Retry with a longer deadline.",
+            )
         except ForecasterError as e:
             await _abort(context, status_code(e), str(e))
         except Exception:
@@ -132,7 +167,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             decision = self.engine.decision(request.study, request.run)
             return pb.GetDecisionResponse(decision=convert.decision_to_proto(decision))
 
-        return await self._run(context, work)
+        return await self._run(context, work, pool=self.reads)
 
     async def FinishRun(
         self, request: pb.FinishRunRequest, context: grpc.aio.ServicerContext
@@ -156,7 +191,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             run = self.engine.get_run(request.study, request.run)
             return pb.GetRunResponse(run=convert.run_to_proto(run))
 
-        return await self._run(context, work)
+        return await self._run(context, work, pool=self.reads)
 
     async def ListRuns(
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext
@@ -267,6 +302,10 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             return pb.GetRunSummaryResponse(summary=convert.run_summary_to_proto(summary))
 
         return await self._run(context, work)
+
+
+class _DeadlinePassed(Exception):
+    """The RPC's deadline passed before its work started."""
 
 
 async def _abort(

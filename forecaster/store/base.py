@@ -93,6 +93,7 @@ class Study:
     spec: StudySpec
     created_at_s: float
     n_runs: int = 0
+    n_done: int = 0  # runs no longer running: the study history changes only when it grows
 
     @property
     def name(self) -> str:
@@ -281,6 +282,18 @@ class Store(Protocol):
         """The latest saved decision of every run of the study that has one, by run name."""
         ...
 
+    def best_standings(self, study: str, n: int = 2) -> list[tuple[str, float]]:
+        """The n best standings (run name, value) of the study's runs, best first, in a bounded
+        query. A run's standing is the value it offers the incumbent (judging.standing_of):
+        none when it failed; its last value once done (not running, or at its budget); else
+        its latest decision's forecast final value. Kept by every write that changes it."""
+        ...
+
+    def check(self) -> None:
+        """Raises StoreUnavailableError when the store can no longer acknowledge writes (closed;
+        for SQLite, its file deleted or replaced). The service's health follows it."""
+        ...
+
     def close(self) -> None:
         """Flushes and closes. Further calls fail with StoreUnavailableError."""
         ...
@@ -298,14 +311,27 @@ def curve_of(study: Study, run: Run, points: Points) -> Curve:
     )
 
 
-def open_store(url: str) -> Store:
-    """Opens the store a URL names: "sqlite:///path/to/file.db" (the embedded default)."""
-    if url.startswith("sqlite://"):
+def open_store(url: str, *, exclusive: bool = False, pool_size: int = 16) -> Store:
+    """Opens the store a URL names: "sqlite:///path/to/file.db" (the embedded default; a bare
+    file path means the same), or "postgresql://user@host:port/db" for several replicas.
+
+    exclusive: the service's own open. SQLite: a lock file refuses a second service on the
+    same file, and a corrupt file is refused. PostgreSQL is shared by design, so it ignores it.
+    pool_size: PostgreSQL connections kept open.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from forecaster.store.postgres import PostgresStore
+        except ImportError as e:
+            raise InvalidArgumentError(
+                f"a postgresql:// database needs psycopg ({e}): pip install 'forecaster[postgres]'."
+            ) from None
+        return PostgresStore(url, pool_size=pool_size)
+    if url.startswith("sqlite://") or "://" not in url:
         from forecaster.store.sqlite import SqliteStore
 
-        return SqliteStore.from_url(url)
-    if url.startswith(("postgresql://", "postgres://")):
-        raise InvalidArgumentError(
-            "the PostgreSQL store is not part of this version yet; use a sqlite:/// URL."
-        )
-    raise InvalidArgumentError(f"unknown database URL {url!r}; use sqlite:///path/to/file.db.")
+        return SqliteStore.from_url(url, exclusive=exclusive)
+    raise InvalidArgumentError(
+        f"unknown database URL {url!r}; use sqlite:///path/to/file.db (or a file path) or "
+        "postgresql://user@host:port/database."
+    )

@@ -1,23 +1,37 @@
 """SqliteStore: the embedded default store, one SQLite file in WAL mode.
 
-Durability: journal_mode=WAL with synchronous=FULL, and every write is one explicit
-transaction; a method returns only after COMMIT, so an acknowledged point survives a crash
-(SIGKILL, power loss) of the service. NaN and +/-inf round-trip exactly through a value kind
+Durability: journal_mode=WAL with synchronous=FULL, and a method that writes returns only
+after the COMMIT that holds its write, so an acknowledged point survives a crash (SIGKILL,
+power loss) of the service. Group commit: writes that arrive while one transaction commits
+wait for it, then go together into the next (each in its own SAVEPOINT, so one refused write
+leaves the others), one fsync for all of them. Reads use a connection per thread (WAL lets
+them read while a write commits). NaN and +/-inf round-trip exactly through a value kind
 column, because SQLite reads a stored NaN back as NULL.
+
+The file is watched: a write is refused, and check() fails, once the file at the path is no
+longer the one opened (deleted or replaced), instead of writing into an unlinked inode. With
+exclusive=True (the service) a lock file beside the database refuses a second service on it,
+and a corrupt database is refused when it opens.
+
+The SQL here is plain enough for PostgreSQL too: store/postgres.py reuses it, with its own
+connections, transactions and locking.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 
@@ -25,6 +39,7 @@ from forecaster.curves import Direction, LrSchedule, Points
 from forecaster.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
+    ForecasterError,
     InvalidArgumentError,
     NotFoundError,
     StoreUnavailableError,
@@ -43,7 +58,14 @@ from forecaster.store.base import (
     canonical_json,
     shown,
 )
-from forecaster.store.schema import ValueKind
+from forecaster.store.schema import Dialect, ValueKind
+
+T = TypeVar("T")
+# LIMIT for "no limit": SQLite's -1 means none, PostgreSQL's does not.
+_MANY = 2**62
+# Points per chunk of store.schema's point_chunks: a 10^6-point run is read as ~250 arrays.
+CHUNK_POINTS = 4096
+Cursor = Any  # sqlite3.Cursor here, a psycopg cursor in postgres.py: rows read by column name
 
 
 def encode_value(v: float) -> tuple[float | None, ValueKind]:
@@ -66,6 +88,25 @@ def decode_value(v: float | None, kind: int | None) -> float:
     return math.nan
 
 
+def points_of_rows(rows: list[tuple[Any, ...]]) -> Points:
+    """Points from (step, value, value_kind, lr, wall_time_s) rows, decoded column-wise with
+    numpy: a 10^6-point run is read in well under a second."""
+    if not rows:
+        return Points.of([], [])
+    steps, values, kinds, lr, wall_time_s = zip(*rows, strict=True)
+    kind = np.asarray(kinds, dtype=np.int8)
+    value = np.asarray(values, dtype=np.float64)  # None (a non-finite kind) reads as NaN
+    value[kind == ValueKind.NAN] = np.nan
+    value[kind == ValueKind.POS_INF] = np.inf
+    value[kind == ValueKind.NEG_INF] = -np.inf
+    return Points.of(
+        np.asarray(steps, dtype=np.int64),
+        value,
+        np.asarray(lr, dtype=np.float64),
+        np.asarray(wall_time_s, dtype=np.float64),
+    )
+
+
 def _none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
@@ -74,71 +115,225 @@ def _nan_if_none(x: float | None) -> float:
     return math.nan if x is None else float(x)
 
 
+@dataclass
+class _Pending:
+    """A write waiting for the group commit that will hold it."""
+
+    op: Callable[[Cursor], Any]
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
 class SqliteStore:
     """Studies, runs and points in one SQLite file.
+
+    Args:
+        path: the database file (":memory:" for tests of one connection).
+        exclusive: hold a lock file beside the database, so that a second service on the same
+            file is refused, and refuse a corrupt database at open (the service opens so).
+        clock: injected for tests; seconds since the epoch.
 
     Example:
         >>> store = SqliteStore("runs.db")
         >>> study, created = store.create_study(StudySpec("sweep", "val_loss", Direction.MIN))
     """
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    dialect: Dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        exclusive: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = str(path)
         self._clock = clock
-        self._lock = threading.Lock()
-        if self.path != ":memory:":
+        self._lock = threading.Lock()  # one committer at a time
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._closed = False
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock_file: IO[str] | None = None
+        self._identity: tuple[int, int] | None = None
+        self._memory = self.path == ":memory:"
+        if not self._memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if exclusive:
+                self._lock_file = _take_lock(self.path)
         try:
-            self._conn: sqlite3.Connection | None = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-            )
-            # Rows are read by column name (row["last_step"]), never by position.
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn: sqlite3.Connection | None = self._connect()
+            if exclusive and not self._memory:
+                _check_integrity(self._conn, self.path)
         except sqlite3.Error as e:
+            self._release_lock()
+            if _is_corruption(e):
+                raise StoreUnavailableError(_corrupt_message(self.path, str(e))) from e
             raise StoreUnavailableError(
                 f"cannot open the SQLite database at {self.path}: {e}. Check the path and "
                 "its permissions."
             ) from e
-        self._migrate()
+        if not self._memory:
+            self._identity = _identity(self.path)
+        try:
+            self._migrate()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _connect(self, create: bool = True) -> sqlite3.Connection:
+        """A connection with the store's pragmas; create=False (the readers) never makes a
+        new empty file where the database was deleted."""
+        target = self.path if create else f"file:{quote(self.path)}?mode=rw"
+        conn = sqlite3.connect(
+            target, isolation_level=None, check_same_thread=False, timeout=10.0, uri=not create
+        )
+        # Rows are read by column name (row["last_step"]), never by position.
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
 
     @classmethod
-    def from_url(cls, url: str) -> SqliteStore:
-        """sqlite:///relative.db, sqlite:////absolute/path.db or sqlite:///:memory:."""
-        path = url.removeprefix("sqlite://")
+    def from_url(cls, url: str, *, exclusive: bool = False) -> SqliteStore:
+        """sqlite:///relative.db, sqlite:////absolute/path.db, sqlite:///:memory:, or a bare
+        file path (what a user would type)."""
+        path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else "/" + url
         if path.startswith("/"):
             path = path[1:]
         if not path:
             raise InvalidArgumentError(f"no file in database URL {url!r}; e.g. sqlite:///runs.db")
-        return cls(Path(path).expanduser() if path != ":memory:" else path)
+        return cls(Path(path).expanduser() if path != ":memory:" else path, exclusive=exclusive)
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _tx(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
-        """One transaction under the store's lock; driver errors become StoreUnavailableError."""
+    def _wrap_error(self, e: Exception) -> StoreUnavailableError:
+        return StoreUnavailableError(f"SQLite error on {self.path}: {e}")
+
+    def check(self) -> None:
+        """Raises StoreUnavailableError when this store can no longer acknowledge writes: it
+        is closed, or the file at its path is no longer the one it opened."""
+        if self._closed:
+            raise StoreUnavailableError("the store is closed.")
+        if self._identity is None:
+            return
+        try:
+            now: tuple[int, int] | None = _identity(self.path)
+        except FileNotFoundError:
+            now = None
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StoreUnavailableError(
+                f"the database file {self.path} was {what} while the service ran: nothing "
+                "more is acknowledged. Restore the file (or move the new one aside) and "
+                "restart the service."
+            )
+
+    def _write(self, op: Callable[[Cursor], T]) -> T:
+        """Runs op(cursor) in a write transaction; returns once that transaction committed.
+
+        Group commit: the writer that holds the lock commits every write queued meanwhile.
+        """
+        pending = _Pending(op)
+        with self._queue_lock:
+            self._queue.append(pending)
         with self._lock:
-            if self._conn is None:
-                raise StoreUnavailableError("the store is closed.")
+            if not pending.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if pending.error is not None:
+            raise pending.error
+        result: T = pending.result
+        return result
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """One transaction for the batch, each write in its own savepoint."""
+        try:
+            self.check()
+            assert self._conn is not None
             cur = self._conn.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                yield cur
+                cur.execute("BEGIN IMMEDIATE")
+                for item in batch:
+                    cur.execute("SAVEPOINT one_write")
+                    try:
+                        item.result = item.op(cur)
+                    except Exception as e:
+                        cur.execute("ROLLBACK TO one_write")
+                        item.error = self._wrap_error(e) if isinstance(e, sqlite3.Error) else e
+                    cur.execute("RELEASE one_write")
                 cur.execute("COMMIT")
-            except BaseException as e:
+            except BaseException:
                 if self._conn.in_transaction:
                     cur.execute("ROLLBACK")
-                if isinstance(e, sqlite3.Error):
-                    raise StoreUnavailableError(f"SQLite error on {self.path}: {e}") from e
                 raise
             finally:
                 cur.close()
+            # A file deleted during the commit got the write, but the path no longer leads
+            # to it: refuse rather than acknowledge.
+            self.check()
+        except Exception as e:
+            # Nothing of the batch was committed: a write that had succeeded fails with it.
+            error = self._wrap_error(e) if isinstance(e, sqlite3.Error) else e
+            for item in batch:
+                if not isinstance(item.error, ForecasterError):
+                    item.error = error
+        finally:
+            for item in batch:
+                item.done = True
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed or self._conn is None:
+            raise StoreUnavailableError("the store is closed.")
+        if self._memory:
+            return self._conn
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            try:
+                conn = self._connect(create=False)
+            except sqlite3.Error as e:
+                self.check()  # names a deleted or replaced file
+                raise self._wrap_error(e) from e
+            self._readers.conn = conn
+            with self._queue_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _read(self, snapshot: bool = True) -> Iterator[Cursor]:
+        """A read on this thread's connection: in one transaction (one snapshot) when it
+        reads more than once; a single statement is its own (snapshot=False saves the
+        BEGIN and COMMIT on the hot paths)."""
+        if self._memory:
+            with self._lock:
+                yield from self._read_on(self._reader(), snapshot)
+        else:
+            yield from self._read_on(self._reader(), snapshot)
+
+    def _read_on(self, conn: sqlite3.Connection, snapshot: bool) -> Iterator[Cursor]:
+        cur = conn.cursor()
+        try:
+            if snapshot:
+                cur.execute("BEGIN")
+            yield cur
+            if snapshot:
+                cur.execute("COMMIT")
+        except BaseException as e:
+            if conn.in_transaction:
+                cur.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise self._wrap_error(e) from e
+            raise
+        finally:
+            cur.close()
 
     def _migrate(self) -> None:
-        with self._tx() as cur:
-            cur.execute(schema.CREATE_VERSION_TABLE)
+        def op(cur: Cursor) -> None:
+            cur.execute(schema.spell(schema.CREATE_VERSION_TABLE, self.dialect))
             current = (
                 cur.execute("SELECT MAX(version) AS v FROM schema_migrations").fetchone()["v"] or 0
             )
@@ -147,7 +342,7 @@ class SqliteStore:
                     f"the database {self.path} has schema version {current}, newer than this "
                     f"forecaster knows ({schema.LATEST_VERSION}). Upgrade forecaster."
                 )
-            for version, description, statements in schema.MIGRATIONS:
+            for version, description, statements in schema.migrations(self.dialect):
                 if version <= current:
                     continue
                 for sql in statements:
@@ -157,8 +352,10 @@ class SqliteStore:
                     (version, description, self._clock()),
                 )
 
+        self._write(op)
+
     def schema_version(self) -> int:
-        with self._tx(write=False) as cur:
+        with self._read() as cur:
             return int(
                 cur.execute("SELECT MAX(version) AS v FROM schema_migrations").fetchone()["v"]
             )
@@ -166,20 +363,32 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._closed = True
+                with self._queue_lock:
+                    readers, self._reader_conns = self._reader_conns, []
+                for conn in readers:
+                    conn.close()
+                # A deleted or read-only file: nothing more to flush there.
+                with suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.close()
                 self._conn = None
+                self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing drops the flock
+            self._lock_file = None
 
     # -- studies ----------------------------------------------------------------------------
 
     _STUDY_COLS = (
         "s.id AS study_id, s.name, s.metric, s.direction, s.max_step, s.target, s.policy, "
-        "s.policy_params, s.forecaster, s.created_at, "
-        "(SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id) AS n_runs"
+        "s.policy_params, s.forecaster, s.created_at, s.n_runs, s.n_done"
     )
 
     @staticmethod
-    def _study(row: sqlite3.Row) -> Study:
+    def _study(row: Any) -> Study:
         spec = StudySpec(
             name=row["name"],
             metric=row["metric"],
@@ -190,31 +399,28 @@ class SqliteStore:
             policy_params=json.loads(row["policy_params"]),
             forecaster=row["forecaster"],
         )
-        return Study(spec, created_at_s=row["created_at"], n_runs=row["n_runs"])
+        return Study(
+            spec, created_at_s=row["created_at"], n_runs=row["n_runs"], n_done=row["n_done"]
+        )
 
-    def _study_row(self, cur: sqlite3.Cursor, name: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = cur.execute(
+    def _study_row(self, cur: Cursor, name: str) -> Any:
+        return cur.execute(
             f"SELECT {self._STUDY_COLS} FROM studies s WHERE s.name = ?", (name,)
         ).fetchone()
+
+    def _study_id(self, cur: Cursor, name: str) -> Any:
+        row = cur.execute("SELECT id, direction FROM studies WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no study named {name!r}; create it with CreateStudy first.")
         return row
 
     def create_study(self, spec: StudySpec) -> tuple[Study, bool]:
-        with self._tx() as cur:
-            row = self._study_row(cur, spec.name)
-            if row is not None:
-                existing = self._study(row)
-                diff = existing.spec.differences(spec)
-                if diff:
-                    stored = ", ".join(f"{f}={shown(getattr(existing.spec, f))}" for f in diff)
-                    raise AlreadyExistsError(
-                        f"study {spec.name!r} exists with another {', '.join(diff)} "
-                        f"(stored: {stored}). Use another name, or send the same definition."
-                    )
-                return existing, False
+        def op(cur: Cursor) -> tuple[Study, bool]:
             now = self._clock()
-            cur.execute(
+            inserted = cur.execute(
                 "INSERT INTO studies (name, metric, direction, max_step, target, policy, "
-                "policy_params, forecaster, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "policy_params, forecaster, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
                 (
                     spec.name,
                     spec.metric,
@@ -226,18 +432,30 @@ class SqliteStore:
                     spec.forecaster,
                     now,
                 ),
-            )
-            return Study(spec, now, 0), True
+            ).rowcount
+            if inserted:
+                return Study(spec, now, 0), True
+            existing = self._study(self._study_row(cur, spec.name))
+            diff = existing.spec.differences(spec)
+            if diff:
+                stored = ", ".join(f"{f}={shown(getattr(existing.spec, f))}" for f in diff)
+                raise AlreadyExistsError(
+                    f"study {spec.name!r} exists with another {', '.join(diff)} "
+                    f"(stored: {stored}). Use another name, or send the same definition."
+                )
+            return existing, False
+
+        return self._write(op)
 
     def get_study(self, name: str) -> Study:
-        with self._tx(write=False) as cur:
+        with self._read(snapshot=False) as cur:
             row = self._study_row(cur, name)
         if row is None:
             raise NotFoundError(f"no study named {name!r}; create it with CreateStudy first.")
         return self._study(row)
 
     def list_studies(self) -> list[Study]:
-        with self._tx(write=False) as cur:
+        with self._read() as cur:
             rows = cur.execute(f"SELECT {self._STUDY_COLS} FROM studies s ORDER BY s.id").fetchall()
         return [self._study(r) for r in rows]
 
@@ -246,17 +464,20 @@ class SqliteStore:
     _RUN_COLS = (
         "s.name AS study_name, s.direction, r.id AS run_id, r.name AS run_name, r.config, "
         "r.max_step, r.lr_schedule, r.state, r.created_at, r.finished_at, r.n_points, "
-        "r.last_step, r.last_value, r.last_kind, r.best_value, "
-        "q.requested_at AS stop_requested_at, q.note AS stop_note"
+        "r.last_step, r.last_value, r.last_kind, r.best_value, r.packed_points, "
+        "r.packed_last_step, q.requested_at AS stop_requested_at, q.note AS stop_note"
     )
     # Every read of runs: `SELECT {_RUN_COLS} {_RUN_FROM} WHERE ...`.
     _RUN_FROM = (
         "FROM runs r JOIN studies s ON r.study_id = s.id "
         "LEFT JOIN stop_requests q ON q.run_id = r.id"
     )
+    # Appended to the SELECT of the run a write changes: locks its row until the commit
+    # (PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the whole database).
+    _FOR_UPDATE = ""
 
     @staticmethod
-    def _run(row: sqlite3.Row) -> Run:
+    def _run(row: Any) -> Run:
         stored_schedule = row["lr_schedule"]
         spec = RunSpec(
             name=row["run_name"],
@@ -285,51 +506,33 @@ class SqliteStore:
             ),
         )
 
-    def _run_row(self, cur: sqlite3.Cursor, study: str, run: str) -> sqlite3.Row:
-        row: sqlite3.Row | None = cur.execute(
-            f"SELECT {self._RUN_COLS} {self._RUN_FROM} WHERE s.name = ? AND r.name = ?",
+    def _run_row(self, cur: Cursor, study: str, run: str, *, lock: bool = False) -> Any:
+        row = cur.execute(
+            f"SELECT {self._RUN_COLS} {self._RUN_FROM} "
+            "WHERE s.name = ? AND r.name = ?" + (self._FOR_UPDATE if lock else ""),
             (study, run),
         ).fetchone()
         if row is None:
-            if self._study_row(cur, study) is None:
-                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
+            self._study_id(cur, study)
             raise NotFoundError(
                 f"no run named {run!r} in study {study!r}; start it with StartRun first."
             )
         return row
 
+    @staticmethod
+    def _update_standing(cur: Cursor, run_id: int) -> None:
+        cur.execute(f"UPDATE runs SET standing = {schema.STANDING} WHERE id = ?", (run_id,))
+
     def start_run(self, study: str, spec: RunSpec) -> tuple[Run, bool]:
-        with self._tx() as cur:
-            srow = self._study_row(cur, study)
-            if srow is None:
-                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
-            try:
-                row = self._run_row(cur, study, spec.name)
-            except NotFoundError:
-                row = None
-            schedule = (
-                None if spec.lr_schedule is None else canonical_json(spec.lr_schedule.to_dict())
-            )
-            if row is not None:
-                existing = self._run(row)
-                diff = [d for d in existing.spec.differences(spec) if d != "lr_schedule"]
-                if diff:
-                    raise AlreadyExistsError(
-                        f"run {spec.name!r} of study {study!r} exists with another "
-                        f"{', '.join(diff)}. Use another run name, or send the same definition."
-                    )
-                if spec.lr_schedule is not None and spec.lr_schedule != existing.spec.lr_schedule:
-                    # The planned schedule is not identity: a re-attached job may re-plan it.
-                    cur.execute(
-                        "UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, row["run_id"])
-                    )
-                    return self._run(self._run_row(cur, study, spec.name)), False
-                return existing, False
-            cur.execute(
+        schedule = None if spec.lr_schedule is None else canonical_json(spec.lr_schedule.to_dict())
+
+        def op(cur: Cursor) -> tuple[Run, bool]:
+            study_id = self._study_id(cur, study)["id"]
+            inserted = cur.execute(
                 "INSERT INTO runs (study_id, name, config, max_step, lr_schedule, state, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (study_id, name) DO NOTHING",
                 (
-                    srow["study_id"],
+                    study_id,
                     spec.name,
                     canonical_json(spec.config),
                     spec.max_step,
@@ -337,30 +540,73 @@ class SqliteStore:
                     RunState.RUNNING.value,
                     self._clock(),
                 ),
-            )
-            return self._run(self._run_row(cur, study, spec.name)), True
+            ).rowcount
+            row = self._run_row(cur, study, spec.name, lock=True)
+            if inserted:
+                cur.execute("UPDATE studies SET n_runs = n_runs + 1 WHERE id = ?", (study_id,))
+                self._update_standing(cur, row["run_id"])
+                return self._run(row), True
+            existing = self._run(row)
+            diff = [d for d in existing.spec.differences(spec) if d != "lr_schedule"]
+            if diff:
+                raise AlreadyExistsError(
+                    f"run {spec.name!r} of study {study!r} exists with another "
+                    f"{', '.join(diff)}. Use another run name, or send the same definition."
+                )
+            if spec.lr_schedule is not None and spec.lr_schedule != existing.spec.lr_schedule:
+                # The planned schedule is not identity: a re-attached job may re-plan it.
+                cur.execute(
+                    "UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, row["run_id"])
+                )
+                return replace(
+                    existing, spec=replace(existing.spec, lr_schedule=spec.lr_schedule)
+                ), False
+            return existing, False
+
+        return self._write(op)
 
     def get_run(self, study: str, run: str) -> Run:
-        with self._tx(write=False) as cur:
+        with self._read(snapshot=False) as cur:  # one statement (two only when not found)
             return self._run(self._run_row(cur, study, run))
 
     def list_runs(self, study: str, *, state: RunState | None = None) -> list[Run]:
-        with self._tx(write=False) as cur:
-            if self._study_row(cur, study) is None:
-                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
-            sql = f"SELECT {self._RUN_COLS} {self._RUN_FROM} WHERE s.name = ?"
-            args: tuple[Any, ...] = (study,)
+        with self._read() as cur:
+            study_id = self._study_id(cur, study)["id"]
+            sql = f"SELECT {self._RUN_COLS} {self._RUN_FROM} WHERE r.study_id = ?"
+            args: tuple[Any, ...] = (study_id,)
             if state is not None:
                 sql += " AND r.state = ?"
                 args += (state.value,)
             rows = cur.execute(sql + " ORDER BY r.id", args).fetchall()
         return [self._run(r) for r in rows]
 
+    def best_standings(self, study: str, n: int = 2) -> list[tuple[str, float]]:
+        """The n best standings of the study's runs (name, value), best first: bounded, one
+        step down an index whatever the study's size."""
+        with self._read(snapshot=False) as cur:
+            # Both orders in one statement (an index walk each way, LIMIT n): the direction
+            # is the study row's, so no second round trip to learn it first.
+            rows = cur.execute(
+                "SELECT * FROM (SELECT r.name, r.standing, r.id, s.direction FROM runs r "
+                "JOIN studies s ON r.study_id = s.id WHERE s.name = ? AND s.direction = 'min' "
+                "AND r.standing IS NOT NULL ORDER BY r.standing ASC, r.id LIMIT ?) AS lo "
+                "UNION ALL SELECT * FROM (SELECT r.name, r.standing, r.id, s.direction FROM runs r "
+                "JOIN studies s ON r.study_id = s.id WHERE s.name = ? AND s.direction = 'max' "
+                "AND r.standing IS NOT NULL ORDER BY r.standing DESC, r.id LIMIT ?) AS hi",
+                (study, n, study, n),
+            ).fetchall()
+            if not rows:
+                self._study_id(cur, study)  # NotFoundError for a study that is not there
+        sign = -1.0 if rows and rows[0]["direction"] == Direction.MAX.value else 1.0
+        ordered = sorted(rows, key=lambda r: (sign * float(r["standing"]), r["id"]))
+        return [(r["name"], float(r["standing"])) for r in ordered]
+
     def finish_run(self, study: str, run: str, state: RunState) -> Run:
         if state is RunState.RUNNING:
             raise InvalidArgumentError("FinishRun: state must be FINISHED, STOPPED or FAILED.")
-        with self._tx() as cur:
-            row = self._run_row(cur, study, run)
+
+        def op(cur: Cursor) -> Run:
+            row = self._run_row(cur, study, run, lock=True)
             current = RunState(row["state"])
             if current is state:
                 return self._run(row)
@@ -369,11 +615,20 @@ class SqliteStore:
                     f"run {run!r} of study {study!r} is already {current.value}; "
                     f"it cannot become {state.value}."
                 )
+            now = self._clock()
             cur.execute(
                 "UPDATE runs SET state = ?, finished_at = ? WHERE id = ?",
-                (state.value, self._clock(), row["run_id"]),
+                (state.value, now, row["run_id"]),
             )
-            return self._run(self._run_row(cur, study, run))
+            cur.execute(
+                "UPDATE studies SET n_done = n_done + 1 WHERE id = "
+                "(SELECT study_id FROM runs WHERE id = ?)",
+                (row["run_id"],),
+            )
+            self._update_standing(cur, row["run_id"])
+            return replace(self._run(row), state=state, finished_at_s=now)
+
+        return self._write(op)
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -383,7 +638,7 @@ class SqliteStore:
     )
 
     @staticmethod
-    def _decision(row: sqlite3.Row) -> StoredDecision:
+    def _decision(row: Any) -> StoredDecision:
         return StoredDecision(
             at_step=row["at_step"],
             fitted_points=row["fitted_points"],
@@ -400,20 +655,20 @@ class SqliteStore:
 
     def save_decision(self, study: str, run: str, decision: StoredDecision) -> None:
         final = decision.forecast_final
+
         final = None if final is None or not math.isfinite(final) else float(final)
         now = self._clock()
         probabilities = json.dumps(decision.probabilities, sort_keys=True)
-        with self._tx() as cur:
-            run_id = self._run_row(cur, study, run)["run_id"]
+
+        def op(cur: Cursor) -> None:
+            run_id = self._run_row(cur, study, run, lock=True)["run_id"]
             last = cur.execute(
                 "SELECT idx, action, reason FROM decision_history WHERE run_id = ? "
                 "ORDER BY idx DESC LIMIT 1",
                 (run_id,),
             ).fetchone()
-            if last is None or (last["action"], last["reason"]) != (
-                decision.action,
-                decision.reason,
-            ):
+            changed = (decision.action, decision.reason)
+            if last is None or (last["action"], last["reason"]) != changed:
                 cur.execute(
                     "INSERT INTO decision_history (run_id, idx, at_step, action, reason, "
                     "explanation, probabilities, policy, forecast_final, decided_at) "
@@ -432,9 +687,15 @@ class SqliteStore:
                     ),
                 )
             cur.execute(
-                "INSERT OR REPLACE INTO decisions (run_id, at_step, fitted_points, votes_before, "
+                "INSERT INTO decisions (run_id, at_step, fitted_points, votes_before, "
                 "votes, action, reason, explanation, probabilities, expected_saved_steps, policy, "
-                "forecast_final, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "forecast_final, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET at_step = excluded.at_step, "
+                "fitted_points = excluded.fitted_points, votes_before = excluded.votes_before, "
+                "votes = excluded.votes, action = excluded.action, reason = excluded.reason, "
+                "explanation = excluded.explanation, probabilities = excluded.probabilities, "
+                "expected_saved_steps = excluded.expected_saved_steps, policy = excluded.policy, "
+                "forecast_final = excluded.forecast_final, decided_at = excluded.decided_at",
                 (
                     run_id,
                     decision.at_step,
@@ -451,17 +712,20 @@ class SqliteStore:
                     now,
                 ),
             )
+            self._update_standing(cur, run_id)
+
+        self._write(op)
 
     def decision_history(
         self, study: str, run: str, *, start: int = 0, limit: int | None = None
     ) -> list[DecisionChange]:
-        with self._tx(write=False) as cur:
+        with self._read() as cur:
             run_id = self._run_row(cur, study, run)["run_id"]
             rows = cur.execute(
                 "SELECT idx, at_step, action, reason, explanation, probabilities, policy, "
                 "forecast_final, decided_at FROM decision_history WHERE run_id = ? AND idx >= ? "
                 "ORDER BY idx LIMIT ?",
-                (run_id, max(int(start), 0), -1 if limit is None else max(int(limit), 0)),
+                (run_id, max(int(start), 0), _MANY if limit is None else max(int(limit), 0)),
             ).fetchall()
         return [
             DecisionChange(
@@ -479,8 +743,8 @@ class SqliteStore:
         ]
 
     def request_stop(self, study: str, run: str, note: str = "") -> Run:
-        with self._tx() as cur:
-            row = self._run_row(cur, study, run)
+        def op(cur: Cursor) -> Run:
+            row = self._run_row(cur, study, run, lock=True)
             if row["stop_requested_at"] is not None:
                 return self._run(row)
             state = RunState(row["state"])
@@ -495,8 +759,10 @@ class SqliteStore:
             )
             return self._run(self._run_row(cur, study, run))
 
+        return self._write(op)
+
     def get_decision(self, study: str, run: str) -> StoredDecision | None:
-        with self._tx(write=False) as cur:
+        with self._read() as cur:
             run_id = self._run_row(cur, study, run)["run_id"]
             row = cur.execute(
                 f"SELECT {self._DECISION_COLS} FROM decisions d WHERE d.run_id = ?", (run_id,)
@@ -504,14 +770,12 @@ class SqliteStore:
         return None if row is None else self._decision(row)
 
     def list_decisions(self, study: str) -> dict[str, StoredDecision]:
-        with self._tx(write=False) as cur:
-            if self._study_row(cur, study) is None:
-                raise NotFoundError(f"no study named {study!r}; create it with CreateStudy first.")
+        with self._read() as cur:
+            study_id = self._study_id(cur, study)["id"]
             rows = cur.execute(
                 f"SELECT r.name AS run_name, {self._DECISION_COLS} FROM decisions d "
-                "JOIN runs r ON d.run_id = r.id JOIN studies s ON r.study_id = s.id "
-                "WHERE s.name = ?",
-                (study,),
+                "JOIN runs r ON d.run_id = r.id WHERE r.study_id = ?",
+                (study_id,),
             ).fetchall()
         return {row["run_name"]: self._decision(row) for row in rows}
 
@@ -522,8 +786,11 @@ class SqliteStore:
     ) -> AppendResult:
         if not len(points):
             raise InvalidArgumentError(f"ReportMetrics: the batch for run {run!r} is empty.")
-        with self._tx() as cur:
-            row = self._run_row(cur, study, run)
+        kinds_all = [encode_value(float(v)) for v in points.values]
+        schedule = None if lr_schedule is None else canonical_json(lr_schedule.to_dict())
+
+        def op(cur: Cursor) -> AppendResult:
+            row = self._run_row(cur, study, run, lock=True)
             run_id, last_step, state = row["run_id"], int(row["last_step"]), RunState(row["state"])
             if state is not RunState.RUNNING:
                 raise FailedPreconditionError(
@@ -534,20 +801,24 @@ class SqliteStore:
             if old.any():
                 self._check_retry(cur, run_id, study, run, points.take(old))
             new = points.take(~old)
+            best = _nan_if_none(row["best_value"])
             if len(new):
-                kinds = [encode_value(float(v)) for v in new.values]
+                kinds = [kv for kv, o in zip(kinds_all, old.tolist(), strict=True) if not o]
                 cur.executemany(
                     "INSERT INTO points (run_id, step, value, value_kind, lr, wall_time_s) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (run_id, int(s), kv[0], kv[1], _none_if_nan(lr), _none_if_nan(w))
+                        (run_id, s, kv[0], int(kv[1]), _none_if_nan(lr), _none_if_nan(w))
                         for s, kv, lr, w in zip(
-                            new.steps, kinds, new.lr, new.wall_time_s, strict=True
+                            new.steps.tolist(),
+                            kinds,
+                            new.lr.tolist(),
+                            new.wall_time_s.tolist(),
+                            strict=True,
                         )
                     ],
                 )
                 direction = Direction(row["direction"])
-                best = _nan_if_none(row["best_value"])
                 finite = new.values[np.isfinite(new.values)]
                 if len(finite):
                     batch_best = float(finite.min() if direction is Direction.MIN else finite.max())
@@ -561,16 +832,16 @@ class SqliteStore:
                         len(new),
                         int(new.steps[-1]),
                         last_value,
-                        last_kind,
+                        int(last_kind),
                         _none_if_nan(best),
                         run_id,
                     ),
                 )
-            if lr_schedule is not None:
-                cur.execute(
-                    "UPDATE runs SET lr_schedule = ? WHERE id = ?",
-                    (canonical_json(lr_schedule.to_dict()), run_id),
-                )
+                self._update_standing(cur, run_id)
+            if len(new):
+                self._pack(cur, run_id, int(row["n_points"]) + len(new), row)
+            if schedule is not None:
+                cur.execute("UPDATE runs SET lr_schedule = ? WHERE id = ?", (schedule, run_id))
             # The run as it now is, without reading back the row this transaction just wrote.
             updated = self._run(row)
             if len(new):
@@ -583,10 +854,12 @@ class SqliteStore:
                 )
             if lr_schedule is not None:
                 updated = replace(updated, spec=replace(updated.spec, lr_schedule=lr_schedule))
-        return AppendResult(updated, len(new), last_step, new)
+            return AppendResult(updated, len(new), last_step, new)
+
+        return self._write(op)
 
     @staticmethod
-    def _check_retry(cur: sqlite3.Cursor, run_id: int, study: str, run: str, old: Points) -> None:
+    def _check_retry(cur: Cursor, run_id: int, study: str, run: str, old: Points) -> None:
         """Points at or below the last stored step must be an exact retry of stored ones."""
         stored = {
             row["step"]: decode_value(row["value"], row["value_kind"])
@@ -594,7 +867,7 @@ class SqliteStore:
                 "SELECT step, value, value_kind FROM points WHERE run_id = ? "
                 "AND step BETWEEN ? AND ?",
                 (run_id, int(old.steps[0]), int(old.steps[-1])),
-            )
+            ).fetchall()
         }
         for step, value in zip(old.steps.tolist(), old.values.tolist(), strict=True):
             if step not in stored:
@@ -609,25 +882,135 @@ class SqliteStore:
                     f"stored with value {was!r}; got {value!r}. Steps are write-once."
                 )
 
+    def _pack(self, cur: Cursor, run_id: int, n_points: int, row: Any) -> None:
+        """Packs the run's unpacked points into one chunk once there are CHUNK_POINTS of
+        them (n_points: the run's count after this write; row: its row before): each point
+        is packed once, and a read is a few chunks and a short tail."""
+        if n_points - row["packed_points"] < CHUNK_POINTS:
+            return
+        tail = points_of_rows(self._point_rows(cur, run_id, row["packed_last_step"]))
+        cur.execute(
+            "INSERT INTO point_chunks (run_id, first_step, last_step, n, steps, vals, lr, "
+            "wall_time_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                int(tail.steps[0]),
+                int(tail.steps[-1]),
+                len(tail),
+                tail.steps.astype("<i8").tobytes(),
+                tail.values.astype("<f8").tobytes(),
+                tail.lr.astype("<f8").tobytes(),
+                tail.wall_time_s.astype("<f8").tobytes(),
+            ),
+        )
+        cur.execute(
+            "UPDATE runs SET packed_points = packed_points + ?, packed_last_step = ? WHERE id = ?",
+            (len(tail), int(tail.steps[-1]), run_id),
+        )
+
     def get_points(
         self, study: str, run: str, *, after_step: int = -1, limit: int | None = None
     ) -> Points:
-        with self._tx(write=False) as cur:
-            run_id = self._run_row(cur, study, run)["run_id"]
-            # The hot path (every cold read of a curve): plain tuples, unpacked by the names of
-            # the SELECT beside them; a sqlite3.Row per point costs ~10% of a report under load.
-            cur.row_factory = None
-            rows = cur.execute(
-                "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = ? "
-                "AND step > ? ORDER BY step LIMIT ?",
-                (run_id, int(after_step), -1 if limit is None else max(int(limit), 0)),
-            ).fetchall()
-        if not rows:
-            return Points.of([], [])
-        steps, values, kinds, lr, wall_time_s = zip(*rows, strict=True)
-        return Points.of(
-            steps,
-            [decode_value(v, k) for v, k in zip(values, kinds, strict=True)],
-            lr,
-            wall_time_s,
+        points = self._all_points(study, run)
+        if after_step < 0 and limit is None:
+            return points
+        start = int(np.searchsorted(points.steps, after_step, side="right"))
+        end = len(points) if limit is None else start + max(int(limit), 0)
+        cut = slice(start, end)
+        return Points(
+            points.steps[cut], points.values[cut], points.lr[cut], points.wall_time_s[cut]
         )
+
+    def _all_points(self, study: str, run: str) -> Points:
+        with self._read() as cur:
+            row = self._run_row(cur, study, run)
+            run_id, packed_last_step = row["run_id"], row["packed_last_step"]
+            chunks = self._chunk_rows(cur, run_id)
+            tail = points_of_rows(self._point_rows(cur, run_id, packed_last_step))
+        if not chunks:
+            return tail
+        columns = [
+            [np.frombuffer(bytes(c[name]), dtype=dtype) for c in chunks] + [getattr(tail, attr)]
+            for name, attr, dtype in (
+                ("steps", "steps", "<i8"),
+                ("vals", "values", "<f8"),
+                ("lr", "lr", "<f8"),
+                ("wall_time_s", "wall_time_s", "<f8"),
+            )
+        ]
+        steps, values, lr, wall_time_s = (np.concatenate(c) for c in columns)
+        return Points(steps.astype(np.int64), values.astype(np.float64), lr, wall_time_s)
+
+    @staticmethod
+    def _chunk_rows(cur: Cursor, run_id: int) -> list[Any]:
+        rows: list[Any] = cur.execute(
+            "SELECT steps, vals, lr, wall_time_s FROM point_chunks WHERE run_id = ? "
+            "ORDER BY first_step",
+            (run_id,),
+        ).fetchall()
+        return rows
+
+    @staticmethod
+    def _point_rows(cur: Cursor, run_id: int, after_step: int = -1) -> list[tuple[Any, ...]]:
+        # The hot path (every cold read of a curve's tail): plain tuples, unpacked by the
+        # names of the SELECT beside them; a sqlite3.Row per point costs ~10% of a report.
+        factory, cur.row_factory = cur.row_factory, None
+        try:
+            rows: list[tuple[Any, ...]] = cur.execute(
+                "SELECT step, value, value_kind, lr, wall_time_s FROM points WHERE run_id = ? "
+                "AND step > ? ORDER BY step",
+                (run_id, after_step),
+            ).fetchall()
+        finally:
+            cur.row_factory = factory
+        return rows
+
+
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _take_lock(path: str) -> IO[str]:
+    """An exclusive lock on <database>.lock, held while the service runs; released by the
+    kernel when the process ends, however it ends."""
+    lock_path = f"{path}.lock"
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the store's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StoreUnavailableError(
+            f"the SQLite database {path} is in use by another forecaster service ({holder}); "
+            "stop it first, or give this one its own --db. Several replicas on one database "
+            "need PostgreSQL (a postgresql:// URL)."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _check_integrity(conn: sqlite3.Connection, path: str) -> None:
+    """Refuses a database whose pages are corrupt (PRAGMA quick_check), at open."""
+    rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    if rows != ["ok"]:
+        raise sqlite3.DatabaseError("database disk image is malformed: " + "; ".join(rows[:3]))
+
+
+def _is_corruption(e: sqlite3.Error) -> bool:
+    """SQLITE_CORRUPT and SQLITE_NOTADB (not a permission or a missing folder)."""
+    text = str(e)
+    return "malformed" in text or "not a database" in text
+
+
+def _corrupt_message(path: str, why: str) -> str:
+    return (
+        f"the SQLite database {path} is corrupt or not a database ({why}). Stop here and "
+        f"keep the file: restore it from a backup, or recover what is readable with "
+        f"`sqlite3 {path} .recover | sqlite3 recovered.db` and start on recovered.db, or move "
+        "it aside to start with an empty database."
+    )

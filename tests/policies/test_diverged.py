@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from forecaster import policies
-from forecaster.curves import Curve, Direction
+from forecaster.curves import Curve, Direction, smoothed_levels
 from forecaster.errors import InvalidArgumentError
 from forecaster.policies import Reason, RunView, StudyContext
-from forecaster.curves import smoothed_levels
 
 STUDY = StudyContext("s", Direction.MIN, 2000)
 REPORT_EVERY = 10  # points per report, as a trainer batches them

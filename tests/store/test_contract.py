@@ -1,9 +1,9 @@
 """The Store contract: every backend in BACKENDS passes every check here.
 
-A new backend (PostgreSQL) runs the whole suite by adding one entry to BACKENDS: a function
-that gives, for a test's temporary folder, the URL `open_store` opens it by (a fresh database
-or schema per test). The backend's own checks (migrations, pragmas, file permissions) live in
-its own file, as tests/store/test_sqlite.py.
+A backend runs the whole suite by its one entry in BACKENDS: a function that gives, for a
+test's temporary folder (or the session's PostgreSQL server), the URL `open_store` opens it by
+(a fresh database or schema per test). The backend's own checks (migrations, pragmas, file
+permissions) live in its own file, as tests/store/test_sqlite.py and tests/store/test_postgres.py.
 """
 
 from __future__ import annotations
@@ -27,11 +27,16 @@ from forecaster.errors import (
     NotFoundError,
     StoreUnavailableError,
 )
+from forecaster.judging import incumbent_of, standing_of
 from forecaster.store import RunSpec, RunState, Store, StoredDecision, StudySpec, open_store
+from forecaster.store.sqlite import CHUNK_POINTS
 
-# backend name -> (tmp_path -> the URL of a fresh, empty store that survives close/reopen).
-BACKENDS: dict[str, Callable[[Path], str]] = {
-    "sqlite": lambda tmp_path: f"sqlite:///{tmp_path}/contract.db",  # a real file
+# backend name -> ((tmp_path, request) -> the URL of a fresh, empty store that survives
+# close/reopen).
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], str]] = {
+    "sqlite": lambda tmp_path, _: f"sqlite:///{tmp_path}/contract.db",  # a real file
+    # A schema of its own on the session's private PostgreSQL server (tests/postgres.py).
+    "postgresql": lambda _, request: request.getfixturevalue("postgres_server").fresh_url(),
 }
 
 FINAL_STATES = [s for s in RunState if s is not RunState.RUNNING]
@@ -40,7 +45,7 @@ FINAL_STATES = [s for s in RunState if s is not RunState.RUNNING]
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     """Opens the test's store; each call opens it again (the same data), for reopen checks."""
-    url = BACKENDS[request.param](tmp_path)
+    url = BACKENDS[request.param](tmp_path, request)
     opened: list[Store] = []
 
     def open_() -> Store:
@@ -619,3 +624,120 @@ def test_a_closed_store_refuses_every_call(store):
         store.create_study(StudySpec("t", "loss", Direction.MIN))
     with pytest.raises(StoreUnavailableError, match="closed"):
         store.list_studies()
+
+
+# -- summary rows: what a decision reads, kept by the writes ---------------------------------
+
+
+def _incumbent_from_everything(store: Store, study: str, run: str) -> float | None:
+    """The incumbent as judging computes it from every run and decision (the replay's way)."""
+    spec = store.get_study(study).spec
+    decisions = store.list_decisions(study)
+    return incumbent_of(
+        spec.direction,
+        (
+            standing_of(r, r.spec.max_step or spec.max_step, decisions.get(r.name))
+            for r in store.list_runs(study)
+            if r.name != run
+        ),
+    )
+
+
+@pytest.mark.parametrize("direction", list(Direction))
+def test_best_standings_give_the_incumbent_judging_computes(backend, direction):
+    store = backend()
+    store.create_study(StudySpec("s", "loss", direction, max_step=50))
+    rng = np.random.default_rng(7)
+    names = [f"r{i}" for i in range(12)]
+    for name in names:
+        store.start_run("s", RunSpec(name, max_step=int(rng.choice([0, 30])) or None))
+    for i in range(80):  # appends, decisions, finishes in a random order
+        name = names[int(rng.integers(len(names)))]
+        run = store.get_run("s", name)
+        kind = rng.integers(4)
+        if run.state is RunState.RUNNING and kind <= 1:
+            step = run.last_step + 1 + int(rng.integers(20))
+            value = float(rng.choice([rng.normal(), math.nan, math.inf]))
+            store.append_points("s", name, Points.of([step], [value]))
+        elif run.state is RunState.RUNNING and kind == 2:
+            final = float(rng.choice([rng.normal(), math.nan]))
+            store.save_decision("s", name, decision(i, forecast_final=final))
+        elif run.state is RunState.RUNNING:
+            store.finish_run("s", name, FINAL_STATES[int(rng.integers(len(FINAL_STATES)))])
+        for probe in names[:4]:
+            got = next((v for n, v in store.best_standings("s", 2) if n != probe), None)
+            assert got == _incumbent_from_everything(store, "s", probe)
+    reopened = backend()
+    assert reopened.best_standings("s", 5) == store.best_standings("s", 5)
+
+
+def test_best_standings_are_bounded_and_ordered(store):
+    for i, value in enumerate([0.5, 0.2, 0.9]):
+        store.start_run("s", RunSpec(f"q{i}"))
+        store.append_points("s", f"q{i}", Points.of([1], [value]))
+        store.finish_run("s", f"q{i}", RunState.FINISHED)
+    assert store.best_standings("s", 2) == [("q1", 0.2), ("q0", 0.5)]
+    with pytest.raises(NotFoundError, match="nope"):
+        store.best_standings("nope")
+
+
+def test_study_counts_runs_and_done_runs(store):
+    store.start_run("s", RunSpec("r2"))
+    store.start_run("s", RunSpec("r2"))  # idempotent: counted once
+    store.finish_run("s", "r2", RunState.STOPPED)
+    store.finish_run("s", "r2", RunState.STOPPED)  # a no-op
+    study = store.get_study("s")
+    assert (study.n_runs, study.n_done) == (2, 1)
+    assert [(s.n_runs, s.n_done) for s in store.list_studies()] == [(2, 1)]
+
+
+def test_two_stores_appending_to_one_run_at_once_lose_and_duplicate_nothing(backend):
+    """Two replicas on one store, each retrying its batches: every point once, in order."""
+    one, two = backend(), backend()
+    one.create_study(StudySpec("s", "loss", Direction.MIN))
+    one.start_run("s", RunSpec("r"))
+    batches = [Points.of(range(i * 5, i * 5 + 5), np.linspace(2, 1, 5)) for i in range(40)]
+    errors: list[BaseException] = []
+
+    def send(store: Store) -> None:
+        try:
+            for batch in batches:
+                for _ in range(2):  # every batch twice: a retry after a lost answer
+                    store.append_points("s", "r", batch)
+        except BaseException as e:  # pragma: no cover - shown by the assert
+            errors.append(e)
+
+    threads = [threading.Thread(target=send, args=(s,)) for s in (one, two)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    got = one.get_points("s", "r")
+    assert got.steps.tolist() == list(range(200))
+    assert two.get_run("s", "r").n_points == 200
+
+
+def test_a_long_run_reads_back_exactly_across_packed_chunks(backend):
+    """Points pack into chunks as a run grows (store/sqlite.py CHUNK_POINTS): a long run reads
+    back point for point, NaN, inf and unknown lr included, across a reopen."""
+    store = backend()
+    store.create_study(StudySpec("s", "loss", Direction.MIN))
+    store.start_run("s", RunSpec("r"))
+    n = 2 * CHUNK_POINTS + 123
+    rng = np.random.default_rng(3)
+    steps = np.cumsum(rng.integers(1, 4, n))
+    values = rng.normal(size=n)
+    values[::97] = math.nan
+    values[5::131] = math.inf
+    lr = np.where(rng.uniform(size=n) < 0.5, rng.uniform(size=n), math.nan)
+    for lo in range(0, n, 1000):  # batches that straddle the chunk boundaries
+        sl = slice(lo, lo + 1000)
+        store.append_points("s", "r", Points(steps[sl], values[sl], lr[sl], steps[sl] * 0.5))
+    store.append_points("s", "r", Points(steps[:10], values[:10], lr[:10], steps[:10] * 0.5))
+    for got in (store.get_points("s", "r"), backend().get_points("s", "r")):
+        np.testing.assert_array_equal(got.steps, steps)
+        np.testing.assert_array_equal(got.values, values)
+        np.testing.assert_array_equal(got.lr, lr)
+        np.testing.assert_array_equal(got.wall_time_s, steps * 0.5)
+    assert store.get_run("s", "r").n_points == n

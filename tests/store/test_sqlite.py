@@ -13,7 +13,7 @@ from forecaster.errors import (
     InvalidArgumentError,
     StoreUnavailableError,
 )
-from forecaster.store import RunSpec, StudySpec, open_store
+from forecaster.store import RunSpec, StudySpec, open_store, schema
 from forecaster.store.schema import LATEST_VERSION, ValueKind
 from forecaster.store.sqlite import SqliteStore
 
@@ -93,6 +93,66 @@ def test_memory_databases_work_for_tests():
     s.close()
 
 
+def test_a_bare_file_path_means_sqlite(tmp_path):
+    s = open_store(str(tmp_path / "bare.db"))
+    assert isinstance(s, SqliteStore) and s.path == str(tmp_path / "bare.db")
+    s.close()
+    assert (tmp_path / "bare.db").exists()
+
+
+def test_a_version_2_database_is_migrated_with_its_summary_rows(tmp_path):
+    """A database as the previous release left it: the summary columns are filled from it."""
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    conn.execute(schema.spell(schema.CREATE_VERSION_TABLE, "sqlite"))
+    for version, description, statements in schema.migrations("sqlite")[:2]:
+        for sql in statements:
+            conn.execute(sql)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (version, description))
+    conn.execute(
+        "INSERT INTO studies VALUES (1, 's', 'loss', 'min', 100, NULL, 'forecast', '{}', '', 0)"
+    )
+    runs = [  # id, state, max_step, last_step, last_value, last_kind
+        (1, "finished", None, 50, 0.7, 0),  # done: its value
+        (2, "running", None, 20, 0.5, 0),  # running: its forecast
+        (3, "running", 10, 10, 0.2, 0),  # at its own budget: done
+        (4, "failed", None, 90, 0.1, 0),  # failed: none
+        (5, "stopped", None, 9, None, 1),  # done on a NaN: none
+    ]
+    for run_id, state, max_step, last_step, value, kind in runs:
+        conn.execute(
+            "INSERT INTO runs (id, study_id, name, config, max_step, state, created_at, "
+            "n_points, last_step, last_value, last_kind) VALUES (?, 1, ?, '{}', ?, ?, 0, 1, ?, "
+            "?, ?)",
+            (run_id, f"r{run_id}", max_step, state, last_step, value, kind),
+        )
+    conn.execute(
+        "INSERT INTO decisions VALUES (2, 20, 20, 0, 0, 'continue', 'promising', '', '{}', 0, "
+        "'forecast', 0.3, 0)"
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    assert store.schema_version() == LATEST_VERSION
+    study = store.get_study("s")
+    assert (study.n_runs, study.n_done) == (5, 3)
+    assert store.best_standings("s", 5) == [("r3", 0.2), ("r2", 0.3), ("r1", 0.7)]
+    store.close()
+
+
+def test_a_write_batch_that_fails_to_commit_acknowledges_none_of_it(tmp_path):
+    """Group commit: the writes queued together succeed or fail together at COMMIT."""
+    store = SqliteStore(tmp_path / "g.db")
+    store.create_study(StudySpec("s", "loss", Direction.MIN))
+    for name in ("a", "b"):
+        store.start_run("s", RunSpec(name))
+    (tmp_path / "g.db").unlink()  # the next commit cannot be acknowledged
+    for name in ("a", "b"):
+        with pytest.raises(StoreUnavailableError, match="deleted"):
+            store.append_points("s", name, Points.of([1], [1.0]))
+    store.close()
+
+
 def test_the_history_migration_starts_each_run_with_its_saved_decision(tmp_path):
     """A database judged before decision_history existed: each run's history starts with the
     latest decision it had, and later changes append after it."""
@@ -100,8 +160,8 @@ def test_the_history_migration_starts_each_run_with_its_saved_decision(tmp_path)
 
     path = tmp_path / "v2.db"
     conn = sqlite3.connect(path)
-    conn.execute(schema.CREATE_VERSION_TABLE)
-    for version, description, statements in schema.MIGRATIONS[:2]:
+    conn.execute(schema.spell(schema.CREATE_VERSION_TABLE, "sqlite"))
+    for version, description, statements in schema.migrations("sqlite")[:2]:
         for sql in statements:
             conn.execute(sql)
         conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (version, description))
