@@ -171,6 +171,10 @@ class LrSchedule:
                 )
             if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
                 raise InvalidArgumentError(f"{where}: steps must increase strictly.")
+            if self.steps[0] < 0:
+                raise InvalidArgumentError(
+                    f"{where}: steps must be >= 0 (training starts at step 0); got {self.steps[0]}."
+                )
             if any(not math.isfinite(v) or v < 0 for v in self.values):
                 raise InvalidArgumentError(f"{where}: values must be finite and >= 0.")
             return

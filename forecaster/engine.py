@@ -33,6 +33,7 @@ from forecaster.judging import (
 from forecaster.models import Prediction, StudyHistory
 from forecaster.models.artifacts import ModelBank
 from forecaster.models.prediction import ForecastSummary, summarize
+from forecaster.observer import EngineObserver, NoObserver
 from forecaster.policies import Decision, RunView, StoppingPolicy, StudyContext
 from forecaster.store import (
     Run,
@@ -81,6 +82,7 @@ class Engine:
             (None: none; the service passes the bank it loaded and reloads).
         cache_size: runs whose curve and forecast are kept in memory.
         clock: injected for tests; seconds since the epoch.
+        observer: told of each fit and cache lookup (the service's metrics).
     """
 
     def __init__(
@@ -90,8 +92,10 @@ class Engine:
         models: ModelBank | None,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.time,
+        observer: EngineObserver | None = None,
     ) -> None:
         self.store = store
+        self.observer: EngineObserver = observer or NoObserver()
         self.models = models
         self.clock = clock
         self._cache_size = cache_size
@@ -303,7 +307,9 @@ class Engine:
         stored = self.store.get_run(study, run)
         with self._lock:
             cached = self._runs.get((study, run))
-        if cached is not None and cached.curve.last_step == stored.last_step:
+        hit = cached is not None and cached.curve.last_step == stored.last_step
+        self.observer.cache_lookup(hit)
+        if cached is not None and hit:
             return entry, cached
         return entry, self._evaluate(entry, stored, None)
 
@@ -337,7 +343,11 @@ class Engine:
 
     def _fit(self, entry: _StudyEntry, run: Run, head: Curve) -> Prediction | None:
         name, where = entry.study.spec.forecaster, f"{run.study}/{run.name}"
-        return fit_forecast(name, head, lambda: self._history(run.study), where, self.models)
+        start = time.perf_counter()
+        fitted = fit_forecast(name, head, lambda: self._history(run.study), where, self.models)
+        if fitted is not None:
+            self.observer.forecast_fitted(fitted.model, time.perf_counter() - start)
+        return fitted
 
     def _evaluate(self, entry: _StudyEntry, run: Run, curve: Curve | None) -> _RunEntry:
         """Forecast (when the policy needs it) and decide on the run's curve."""
