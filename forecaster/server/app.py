@@ -306,9 +306,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loading: asyncio.Future[Engine] = loop.run_in_executor(
-        running.executor, build_engine, settings
-    )
+    loading: asyncio.Future[Engine] = loop.run_in_executor(running.executor, build_engine, settings)
     stopping: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
     either: list[asyncio.Future[Any]] = [loading, stopping]
     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)

@@ -86,7 +86,7 @@ class Authenticator:
             return ADMIN
         if not authorization or authorization[: len(_BEARER)].lower() != _BEARER:
             return None
-        got = authorization[len(_BEARER) :].strip().encode()
+        got = authorization[len(_BEARER) :].encode()
         found: Tenant | None = None
         for token, tenant in self._tokens.items():
             if hmac.compare_digest(got, token):
