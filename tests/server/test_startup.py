@@ -45,7 +45,9 @@ def test_a_port_in_use_is_one_line_naming_the_port_and_the_setting(tmp_path):
 
 
 def test_health_is_not_serving_until_the_engine_is_attached(tmp_path):
-    settings = Settings(host="127.0.0.1", port=0, db=f"sqlite:///{tmp_path}/h.db", models_dir="none")
+    settings = Settings(
+        host="127.0.0.1", port=0, db=f"sqlite:///{tmp_path}/h.db", models_dir="none"
+    )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
