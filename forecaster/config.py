@@ -173,6 +173,16 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
+# The settings of the issue-18 block, each also a flag of `forecaster serve` (--tls-cert ...).
+SECURITY_AND_LIMIT_SETTINGS = (
+    "tls_cert", "tls_key", "tls_client_ca", "tokens_file", "open_health", "open_reflection",
+    "metrics_port", "metrics_host", "tracing", "max_at_steps", "max_quantile_levels",
+    "max_name_chars", "max_metric_chars", "max_config_keys", "max_config_bytes",
+    "max_schedule_pairs", "max_step_value", "page_size", "max_page_size", "keepalive_time_s",
+    "keepalive_timeout_s", "stream_idle_timeout_s", "max_concurrent_streams",
+)  # fmt: skip
+
+
 def settings_table() -> list[tuple[str, str, str]]:
     """(flag/field, environment variable, default) rows for the README and `serve --help`."""
     return [

@@ -163,6 +163,11 @@ class LrSchedule:
 
     def __post_init__(self) -> None:
         where = f"lr_schedule ({self.kind.value})"
+        for name in ("peak_lr", "final_lr", "decay_fraction", "gamma"):
+            if not math.isfinite(getattr(self, name)):  # stored as JSON, which has no NaN
+                raise InvalidArgumentError(
+                    f"{where}: {name} must be finite; got {getattr(self, name)}."
+                )
         if self.kind is ScheduleKind.EXPLICIT:
             if not self.steps or len(self.steps) != len(self.values):
                 raise InvalidArgumentError(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 from typing import TYPE_CHECKING
 
-from forecaster.config import Settings, settings_table
+from forecaster.config import SECURITY_AND_LIMIT_SETTINGS, Settings, settings_table
 
 if TYPE_CHECKING:
     from forecaster.cli.options import Commands
@@ -24,6 +25,18 @@ def add_parser(commands: Commands) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default 50051; 0 = any)")
     parser.add_argument("--db", help="database URL (default sqlite:/// in the user data dir)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--log-format", help="json, text, or auto (default: text on a terminal)")
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    for name in SECURITY_AND_LIMIT_SETTINGS:
+        default = defaults[name]
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None,
+                help=f"(default {'on' if default else 'off'})",
+            )  # fmt: skip
+        else:
+            parser.add_argument(flag, type=type(default), help=f"(default {default!r})")
     parser.set_defaults(func=run)
 
 
@@ -32,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from forecaster.server.app import serve
 
     settings = Settings.from_env(
-        host=args.host, port=args.port, db=args.db, log_level=args.log_level
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        **{name: getattr(args, name) for name in SECURITY_AND_LIMIT_SETTINGS},
     )
     logs.configure(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))
