@@ -115,3 +115,28 @@ def test_tracing_without_opentelemetry_serves_and_says_so(tmp_path, caplog):
     finally:
         live.stop()
     assert any("OpenTelemetry is not installed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("opentelemetry.instrumentation.grpc") is None
+    or importlib.util.find_spec("opentelemetry.sdk") is None,
+    reason="the tracing extra is not installed (pip install '.[tracing]')",
+)
+def test_tracing_makes_a_span_for_each_rpc(tmp_path):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    live = start_live_server(tmp_path / "t.db", models_dir="none", tracing=True)
+    try:
+        with grpc.insecure_channel(live.address) as channel:
+            pb_grpc.CurveServiceStub(channel).ListStudies(pb.ListStudiesRequest())
+    finally:
+        live.stop()
+    names = [span.name for span in exporter.get_finished_spans()]
+    assert "/forecaster.v1.CurveService/ListStudies" in names

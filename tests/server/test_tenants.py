@@ -3,6 +3,9 @@ only its own studies and cannot learn that another tenant's exist; the admin see
 
 from __future__ import annotations
 
+import logging
+import time
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -197,3 +200,17 @@ def test_a_bad_tokens_file_is_refused_naming_the_line(tmp_path, text, words):
     tokens.write_text(text)
     with pytest.raises(StartupError, match=words):
         read_tokens_file(tokens)
+
+
+def test_a_refused_stream_is_logged_unauthenticated(channel, caplog):
+    # Before: a TypeError in the interceptor, UNKNOWN for the client and "OK" in the log.
+    caplog.set_level(logging.INFO, logger="forecaster.access")
+    report = pb.ReportMetricsRequest(study="s", run="r", points=points([1]))
+    code, _ = status(As(channel, "wrong").StreamMetrics, iter([report, report]))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    for _ in range(50):
+        lines = [r.getMessage() for r in caplog.records if "StreamMetrics" in r.getMessage()]
+        if lines:
+            break
+        time.sleep(0.05)
+    assert lines == ["/forecaster.v1.CurveService/StreamMetrics UNAUTHENTICATED"]
