@@ -164,6 +164,11 @@ class LrSchedule:
 
     def __post_init__(self) -> None:
         where = f"lr_schedule ({self.kind.value})"
+        for name in ("peak_lr", "final_lr", "decay_fraction", "gamma"):
+            if not math.isfinite(getattr(self, name)):  # stored as JSON, which has no NaN
+                raise InvalidArgumentError(
+                    f"{where}: {name} must be finite; got {getattr(self, name)}."
+                )
         if self.kind is ScheduleKind.EXPLICIT:
             if not self.steps or len(self.steps) != len(self.values):
                 raise InvalidArgumentError(
@@ -172,6 +177,10 @@ class LrSchedule:
                 )
             if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
                 raise InvalidArgumentError(f"{where}: steps must increase strictly.")
+            if self.steps[0] < 0:
+                raise InvalidArgumentError(
+                    f"{where}: steps must be >= 0 (training starts at step 0); got {self.steps[0]}."
+                )
             if any(not math.isfinite(v) or v < 0 for v in self.values):
                 raise InvalidArgumentError(f"{where}: values must be finite and >= 0.")
             return

@@ -12,6 +12,7 @@ service does; the engine keeps the state around it: the store, the caches and th
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -37,6 +38,7 @@ from forecaster.judging import (
 from forecaster.models import Prediction, StudyHistory
 from forecaster.models.artifacts import ModelBank
 from forecaster.models.prediction import ForecastSummary, summarize
+from forecaster.observer import EngineObserver, NoObserver
 from forecaster.policies import Decision, RunView, StoppingPolicy, StudyContext
 from forecaster.policies.base import Peers
 from forecaster.store import (
@@ -100,6 +102,7 @@ class Engine:
         cache_size: runs whose curve and forecast are kept in memory.
         clock: injected for tests; seconds since the epoch.
         allow_manual_stop: whether stop_run (a person stopping a run) is allowed.
+        observer: told of each fit and cache lookup (the service's metrics).
     """
 
     def __init__(
@@ -110,8 +113,10 @@ class Engine:
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.time,
         allow_manual_stop: bool = False,
+        observer: EngineObserver | None = None,
     ) -> None:
         self.store = store
+        self.observer: EngineObserver = observer or NoObserver()
         self.models = models
         self.clock = clock
         self.allow_manual_stop = allow_manual_stop
@@ -217,6 +222,14 @@ class Engine:
     ) -> list[DecisionChange]:
         """Every change of the run's decision (action or reason), oldest first."""
         return self.store.decision_history(study, run, start=start, limit=limit)
+
+    def incumbent(self, study: str) -> float | None:
+        """The study's best final value, observed or forecast: the line a run must beat
+        (one bounded read of the store's standings)."""
+        self._study(study)
+        best = self.store.best_standings(study, 1)
+        value = best[0][1] if best else None
+        return value if value is not None and math.isfinite(value) else None
 
     def run_summary(self, study: str, run: str) -> RunSummary:
         """One run's summary (as run_summaries gives it), without the other runs' forecasts."""
@@ -424,7 +437,9 @@ class Engine:
         stored = self.store.get_run(study, run)
         with self._lock:
             cached = self._runs.get((study, run))
-        if cached is not None and cached.curve.last_step == stored.last_step:
+        hit = cached is not None and cached.curve.last_step == stored.last_step
+        self.observer.cache_lookup(hit)
+        if cached is not None and hit:
             return entry, cached
         return entry, self._evaluate(entry, stored, None)
 
@@ -468,7 +483,11 @@ class Engine:
 
     def _fit(self, entry: _StudyEntry, run: Run, head: Curve) -> Prediction | None:
         name, where = entry.study.spec.forecaster, f"{run.study}/{run.name}"
-        return fit_forecast(name, head, lambda: self._history(run.study), where, self.models)
+        start = time.perf_counter()
+        fitted = fit_forecast(name, head, lambda: self._history(run.study), where, self.models)
+        if fitted is not None:
+            self.observer.forecast_fitted(fitted.model, time.perf_counter() - start)
+        return fitted
 
     def _evaluate(self, entry: _StudyEntry, run: Run, curve: Curve | None) -> _RunEntry:
         """Forecast (when the policy needs it) and decide on the run's curve."""

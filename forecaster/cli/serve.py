@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 from typing import TYPE_CHECKING
 
-from forecaster.config import Settings, settings_table
+from forecaster.config import SECURITY_AND_LIMIT_SETTINGS, Settings, settings_table
 
 if TYPE_CHECKING:
     from forecaster.cli.options import Commands
@@ -43,6 +44,18 @@ def add_parser(commands: Commands) -> None:
         type=int,
         help="server processes sharing the port (default 1; more need a postgresql:// --db)",
     )
+    parser.add_argument("--log-format", help="json, text, or auto (default: text on a terminal)")
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    for name in SECURITY_AND_LIMIT_SETTINGS:
+        default = defaults[name]
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None,
+                help=f"(default {'on' if default else 'off'})",
+            )  # fmt: skip
+        else:
+            parser.add_argument(flag, type=type(default), help=f"(default {default!r})")
     parser.set_defaults(func=run)
 
 
@@ -58,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         allow_manual_stop=args.allow_manual_stop,
         processes=args.processes,
+        log_format=args.log_format,
+        **{name: getattr(args, name) for name in SECURITY_AND_LIMIT_SETTINGS},
     )
     logs.configure(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))

@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from forecaster.curves import Curve, Direction, LrSchedule, Points, ScheduleKind
-from forecaster.errors import InvalidArgumentError, ResourceExhaustedError
+from forecaster.errors import InvalidArgumentError, ResourceExhaustedError, shown
+from forecaster.limits import Limits
 from forecaster.models.prediction import ForecastSummary
 from forecaster.policies import Action, Decision, Reason
 from forecaster.server._proto import forecaster_pb2 as pb
@@ -65,20 +66,50 @@ def state_from_proto(value: int) -> RunState | None:
     return state
 
 
-def struct_to_dict(s: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as plain JSON; whole numbers become ints (Struct numbers are all doubles)."""
+def struct_to_dict(s: struct_pb2.Struct, field: str, limits: Limits) -> dict[str, Any]:
+    """A Struct as plain JSON; whole numbers become ints (Struct numbers are all doubles).
 
-    def fix(v: Any) -> Any:
-        if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
-            return int(v)
-        if isinstance(v, dict):
-            return {k: fix(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [fix(x) for x in v]
-        return v
+    Refused (INVALID_ARGUMENT, naming the key): more than max_config_bytes encoded, more than
+    max_config_keys keys (nested ones counted), and NaN or infinity, which JSON cannot hold."""
+    size = s.ByteSize()
+    if size > limits.max_config_bytes:
+        raise InvalidArgumentError(
+            f"{field} is {size} bytes encoded; the limit max_config_bytes is "
+            f"{limits.max_config_bytes}. Keep large values (data, tables) out of it."
+        )
+    keys = 0
 
-    out: dict[str, Any] = fix(json_format.MessageToDict(s))
-    return out
+    def value(v: struct_pb2.Value, path: str) -> Any:
+        kind = v.WhichOneof("kind")
+        if kind == "number_value":
+            x = v.number_value
+            if not math.isfinite(x):
+                raise InvalidArgumentError(
+                    f"{path} is {x}: JSON numbers must be finite; send it as a string "
+                    '("nan", "inf") or leave the key out.'
+                )
+            return int(x) if x.is_integer() and abs(x) < 2**53 else x
+        if kind == "struct_value":
+            return struct(v.struct_value, path)
+        if kind == "list_value":
+            return [value(x, f"{path}[{i}]") for i, x in enumerate(v.list_value.values)]
+        if kind == "string_value":
+            return v.string_value
+        if kind == "bool_value":
+            return v.bool_value
+        return None  # null_value, or a Value with nothing set
+
+    def struct(m: struct_pb2.Struct, path: str) -> dict[str, Any]:
+        nonlocal keys
+        keys += len(m.fields)
+        if keys > limits.max_config_keys:
+            raise InvalidArgumentError(
+                f"{field} has more than {limits.max_config_keys} keys (nested ones counted); "
+                "that is the limit max_config_keys."
+            )
+        return {k: value(x, f"{path}.{shown(k, 40)[1:-1]}") for k, x in m.fields.items()}
+
+    return struct(s, field)
 
 
 def dict_to_struct(d: dict[str, Any]) -> struct_pb2.Struct:
@@ -91,11 +122,18 @@ def _positive_or_none(v: int) -> int | None:
     return v if v > 0 else None
 
 
-def schedule_from_proto(m: pb.LrSchedule, has: bool) -> LrSchedule | None:
+def schedule_from_proto(m: pb.LrSchedule, has: bool, limits: Limits) -> LrSchedule | None:
     if not has or m.kind == pb.SCHEDULE_KIND_UNSPECIFIED:
         return None
     if m.kind not in _KINDS_IN:
         raise InvalidArgumentError(f"lr_schedule: unknown kind {m.kind}.")
+    limits.count("lr_schedule.steps", len(m.steps), "max_schedule_pairs")
+    limits.count("lr_schedule.values", len(m.values), "max_schedule_pairs")
+    for name in ("warmup_steps", "total_steps", "step_size"):
+        limits.step(f"lr_schedule.{name}", getattr(m, name))
+    for s in m.steps:
+        limits.step("lr_schedule.steps", s)
+    limits.keyword("lr_schedule.decay_shape", m.decay_shape)
     return LrSchedule(
         _KINDS_IN[m.kind],
         peak_lr=m.peak_lr,
@@ -129,8 +167,13 @@ def schedule_to_proto(s: LrSchedule | None) -> pb.LrSchedule | None:
     )
 
 
-def study_spec_from_proto(m: pb.StudySpec) -> StudySpec:
+def study_spec_from_proto(m: pb.StudySpec, limits: Limits) -> StudySpec:
+    limits.name("study.name", m.name)
     where = f"study {m.name!r}"
+    limits.metric(f"{where}: metric", m.metric)
+    limits.keyword(f"{where}: policy.name", m.policy.name)
+    limits.keyword(f"{where}: forecaster", m.forecaster)
+    limits.step(f"{where}: max_step", m.max_step)
     if m.HasField("target") and m.direction not in _DIRECTIONS_IN:
         raise InvalidArgumentError(
             f"{where}: setting target={m.target} needs a direction, to know which side of it "
@@ -143,7 +186,7 @@ def study_spec_from_proto(m: pb.StudySpec) -> StudySpec:
         max_step=_positive_or_none(m.max_step),
         target=m.target if m.HasField("target") else None,
         policy=m.policy.name,
-        policy_params=struct_to_dict(m.policy.params),
+        policy_params=struct_to_dict(m.policy.params, f"{where}: policy.params", limits),
         forecaster=m.forecaster,
     )
 
@@ -162,12 +205,15 @@ def study_to_proto(study: Study) -> pb.Study:
     return pb.Study(spec=spec, created_at_s=study.created_at_s, n_runs=study.n_runs)
 
 
-def run_spec_from_proto(m: pb.RunSpec) -> RunSpec:
+def run_spec_from_proto(m: pb.RunSpec, limits: Limits) -> RunSpec:
+    limits.name("run.name", m.name)
+    where = f"run {m.name!r}"
+    limits.step(f"{where}: max_step", m.max_step)
     return RunSpec(
         name=m.name,
-        config=struct_to_dict(m.config),
+        config=struct_to_dict(m.config, f"{where}: config", limits),
         max_step=_positive_or_none(m.max_step),
-        lr_schedule=schedule_from_proto(m.lr_schedule, m.HasField("lr_schedule")),
+        lr_schedule=schedule_from_proto(m.lr_schedule, m.HasField("lr_schedule"), limits),
     )
 
 
@@ -191,7 +237,9 @@ def run_to_proto(run: Run) -> pb.Run:
     )
 
 
-def points_from_proto(points: Sequence[pb.Point], max_points: int, where: str) -> Points:
+def points_from_proto(
+    points: Sequence[pb.Point], max_points: int, where: str, limits: Limits
+) -> Points:
     """Validates a batch: size limit first (RESOURCE_EXHAUSTED), then the points themselves."""
     if len(points) > max_points:
         raise ResourceExhaustedError(
@@ -200,6 +248,8 @@ def points_from_proto(points: Sequence[pb.Point], max_points: int, where: str) -
         )
     if not points:
         raise InvalidArgumentError(f"{where}: the batch is empty; send at least one point.")
+    for p in points:
+        limits.step(f"{where}: point step", p.step)
     try:
         return Points.of(
             [p.step for p in points],
@@ -239,8 +289,9 @@ def forecast_to_proto(f: ForecastSummary) -> pb.Forecast:
     )
 
 
-def curve_from_request(m: pb.ForecastCurveRequest, max_points: int) -> Curve:
-    points = points_from_proto(m.points, max_points, "ForecastCurve")
+def curve_from_request(m: pb.ForecastCurveRequest, max_points: int, limits: Limits) -> Curve:
+    points = points_from_proto(m.points, max_points, "ForecastCurve", limits)
+    limits.step("ForecastCurve: max_step", m.max_step)
     target = m.target if m.HasField("target") else None
     if target is not None and not math.isfinite(target):
         raise InvalidArgumentError(f"ForecastCurve: target must be finite; got {target}.")
@@ -249,7 +300,7 @@ def curve_from_request(m: pb.ForecastCurveRequest, max_points: int) -> Curve:
         direction_from_proto(m.direction, "ForecastCurve"),
         max_step=_positive_or_none(m.max_step),
         target=target,
-        schedule=schedule_from_proto(m.lr_schedule, m.HasField("lr_schedule")),
+        schedule=schedule_from_proto(m.lr_schedule, m.HasField("lr_schedule"), limits),
     )
 
 
@@ -312,3 +363,13 @@ def page_of(token: str, size: int, default: int, largest: int, what: str) -> tup
             "next_page_token of the previous page, or none for the first page."
         )
     return int(token), size or default
+
+
+def forecast_steps(
+    at_steps: Sequence[int], quantile_levels: Sequence[float], limits: Limits
+) -> None:
+    """at_steps and quantile_levels within their limits: the work of a forecast grows with them."""
+    limits.count("at_steps", len(at_steps), "max_at_steps")
+    limits.count("quantile_levels", len(quantile_levels), "max_quantile_levels")
+    for s in at_steps:
+        limits.step("at_steps", s)

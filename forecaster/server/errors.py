@@ -14,6 +14,8 @@ _CODES: tuple[tuple[type[errors.ForecasterError], grpc.StatusCode], ...] = (
     (errors.FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (errors.UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.StartingError, grpc.StatusCode.UNAVAILABLE),
 )
 
 

@@ -4,17 +4,17 @@ Served by aiohttp on `http_port`, in the same asyncio process and event loop as 
 every read goes through the engine, on the engine's executor (a fit or a store read never
 blocks the loop). Pages are rendered by forecaster/dashboard/pages.py.
 
-Who may see a page is decided in one place, `http_authorized`: with a token, a request needs
-it as "Authorization: Bearer <token>" or in the cookie the login form (or `?token=`) sets.
+Who may see what is decided as on the gRPC side: the request's token ("Authorization: Bearer
+<token>", or the cookie the login form or `?token=` sets) resolves to a tenant with the service's
+Authenticator (server/auth.py), and every read goes through `TenantEngine` (forecaster/tenancy.py),
+so a page never shows, and the stop button never reaches, another tenant's study.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import hmac
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -25,9 +25,10 @@ from aiohttp import web
 
 from forecaster.dashboard import pages
 from forecaster.engine import Engine
-from forecaster.errors import ForecasterError, InvalidArgumentError
-from forecaster.judging import incumbent_of, standing_of
+from forecaster.errors import ForecasterError, InvalidArgumentError, StartingError
+from forecaster.server.auth import Authenticator
 from forecaster.store import RunState
+from forecaster.tenancy import Tenant, TenantEngine
 
 log = logging.getLogger("forecaster.http")
 T = TypeVar("T")
@@ -37,33 +38,39 @@ TOKEN_COOKIE = "forecaster_token"
 MAX_FANS = 30
 PATH_POINTS = 40
 
-Authorize = Callable[[web.Request], bool]
 
-
-def http_authorized(request: web.Request, token: str) -> bool:
-    """The HTTP side's one access check (the gRPC side's is TokenAuthInterceptor): no token
-    configured, or the request carries it as a bearer header or in the login cookie."""
-    if not token:
-        return True
-    expected = token.encode()
+def bearer_of(request: web.Request) -> str | None:
+    """The caller's "Bearer <token>": the Authorization header, else the login cookie."""
     header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer ") and hmac.compare_digest(
-        header.removeprefix("Bearer ").encode(), expected
-    ):
-        return True
+    if header:
+        return header
     cookie = request.cookies.get(TOKEN_COOKIE, "")
-    return bool(cookie) and hmac.compare_digest(cookie.encode(), expected)
+    return f"Bearer {cookie}" if cookie else None
 
 
 @dataclass
 class Dashboard:
-    """The dashboard's handlers over one engine."""
+    """The dashboard's handlers. Each request sees the engine as its caller's tenant does
+    (forecaster.tenancy), the tenant resolved from its token as the gRPC side resolves it
+    (server/auth.py): a page never shows another tenant's study."""
 
-    engine: Engine
+    engine_of: Callable[[], Engine | None]  # None while the service still loads its models
     executor: Executor
-    authorize: Authorize
+    auth: Authenticator
     refresh_s: float
-    token_set: bool  # whether a login form makes sense at all
+
+    @property
+    def token_set(self) -> bool:  # whether a login form makes sense at all
+        return self.auth.required
+
+    def tenant(self, request: web.Request) -> Tenant | None:
+        return self.auth.tenant_for(bearer_of(request))
+
+    def scope(self, request: web.Request) -> TenantEngine:
+        engine = self.engine_of()
+        if engine is None:
+            raise StartingError("the service is starting (loading its learned models); retry.")
+        return TenantEngine(engine, self.auth.require(bearer_of(request)))
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -73,13 +80,13 @@ class Dashboard:
     # -- pages ------------------------------------------------------------------------------
 
     async def studies(self, request: web.Request) -> web.Response:
-        rows = await self._call(self._study_rows)
+        rows = await self._call(self._study_rows, self.scope(request))
         return _page(pages.studies_page(rows, refresh_s=self.refresh_s))
 
-    def _study_rows(self) -> list[pages.StudyRow]:
+    def _study_rows(self, scope: TenantEngine) -> list[pages.StudyRow]:
         rows = []
-        for study in self.engine.list_studies():
-            runs = self.engine.list_runs(study.name)
+        for study in scope.all_studies():
+            runs = scope.all_runs(study.name)
             counts = {state: sum(r.state is state for r in runs) for state in RunState}
             saved = 0
             for r in runs:
@@ -92,47 +99,40 @@ class Dashboard:
     async def study(self, request: web.Request) -> web.Response:
         name = _required(request, "name")
         log_steps = request.query.get("log") == "1"
-        study, plots, incumbent = await self._call(self._study_plots, name, None)
+        study, plots, incumbent = await self._call(
+            self._study_plots, self.scope(request), name, None
+        )
         return _page(
             pages.study_page(study, plots, incumbent, log_steps=log_steps, refresh_s=self.refresh_s)
         )
 
     def _study_plots(
-        self, name: str, only: str | None
+        self, scope: TenantEngine, name: str, only: str | None
     ) -> tuple[Any, list[pages.RunPlot], float | None]:
-        study = self.engine.get_study(name)
-        summaries = self.engine.run_summaries(name, only=only)
+        study = scope.get_study(name)
+        summaries = scope.run_summaries(name, only=only)
         plots = []
         fans = 0
         for s in summaries:
             path = None
             if s.forecast is not None and fans < MAX_FANS:
                 try:
-                    _, path = self.engine.forecast(name, s.run.name, path_points=PATH_POINTS)
+                    _, path = scope.forecast(name, s.run.name, path_points=PATH_POINTS)
                     fans += 1
                 except ForecasterError:
                     path = None
-            plots.append(pages.RunPlot(s, self.engine.points(name, s.run.name), path))
-        return study, plots, self._incumbent(name)
-
-    def _incumbent(self, name: str) -> float | None:
-        """The study's best final value, observed or forecast: the line a run must beat."""
-        study = self.engine.get_study(name)
-        decisions = self.engine.store.list_decisions(name)
-        standings = [
-            standing_of(r, r.spec.max_step or study.spec.max_step, decisions.get(r.name))
-            for r in self.engine.list_runs(name)
-        ]
-        value = incumbent_of(study.spec.direction, standings)
-        return value if value is not None and math.isfinite(value) else None
+            plots.append(pages.RunPlot(s, scope.points(name, s.run.name), path))
+        return study, plots, scope.incumbent(name)
 
     async def run(self, request: web.Request) -> web.Response:
         study_name, run_name = _required(request, "study"), _required(request, "run")
         log_steps = request.query.get("log") == "1"
 
+        scope = self.scope(request)
+
         def read() -> tuple[Any, pages.RunPlot, Any, float | None]:
-            study, plots, incumbent = self._study_plots(study_name, run_name)
-            history = self.engine.decision_history(study_name, run_name)
+            study, plots, incumbent = self._study_plots(scope, study_name, run_name)
+            history = scope.decision_history(study_name, run_name)
             return study, plots[0], history, incumbent
 
         study, plot, history, incumbent = await self._call(read)
@@ -144,7 +144,7 @@ class Dashboard:
                 plot.summary.incumbent if plot.summary.incumbent is not None else incumbent,
                 log_steps=log_steps,
                 refresh_s=self.refresh_s,
-                can_stop=self.engine.allow_manual_stop,
+                can_stop=scope.allow_manual_stop,
                 message=request.query.get("message", ""),
             )
         )
@@ -155,7 +155,7 @@ class Dashboard:
         note = str(form.get("note", "")) or "from the dashboard"
         if not study or not run:
             raise InvalidArgumentError("the stop form needs a study and a run.")
-        await self._call(self.engine.stop_run, study, run, note)
+        await self._call(self.scope(request).stop_run, study, run, note)
         raise web.HTTPSeeOther(pages.run_url(study, run))
 
     async def login_form(self, request: web.Request) -> web.Response:
@@ -204,6 +204,8 @@ _STATUS = {
     "InvalidArgumentError": 400,
     "FailedPreconditionError": 409,
     "AlreadyExistsError": 409,
+    "StartingError": 503,
+    "UnauthenticatedError": 401,
 }
 
 
@@ -222,7 +224,7 @@ def build_app(dashboard: Dashboard) -> web.Application:
             rest = {k: v for k, v in request.query.items() if k != "token"}
             target = request.path + (f"?{urlencode(rest)}" if rest else "")
             return _signed_in(target, token)
-        if not dashboard.authorize(request):
+        if dashboard.tenant(request) is None:
             message = "sign in with the service's token" if dashboard.token_set else "denied"
             if request.cookies.get(TOKEN_COOKIE):
                 message = "that token is not this service's: sign in again"
@@ -266,18 +268,16 @@ class HttpSide:
 
 
 async def start_http(
-    engine: Engine,
+    engine_of: Callable[[], Engine | None],
     executor: Executor,
     *,
     host: str,
     port: int,
-    token: str,
+    auth: Authenticator,
     refresh_s: float,
-    authorize: Authorize | None = None,
 ) -> HttpSide:
-    """Starts the dashboard on host:port; `authorize` replaces the token check (tenants)."""
-    check = authorize or (lambda request: http_authorized(request, token))
-    app = build_app(Dashboard(engine, executor, check, refresh_s, bool(token)))
+    """Starts the dashboard on host:port, its callers resolved to tenants by auth."""
+    app = build_app(Dashboard(engine_of, executor, auth, refresh_s))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=False)

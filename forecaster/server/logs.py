@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object a line, each with the request id of the RPC it serves."""
+"""Logs: one JSON object a line (or readable text on a terminal), each with the request id of
+the RPC it serves."""
 
 from __future__ import annotations
 
@@ -35,16 +36,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: str = "INFO", fmt: str = "json") -> None:
-    """Sends the forecaster's logs to stderr, as JSON lines or as plain text."""
+class TextFormatter(logging.Formatter):
+    """One readable line: time, level, logger, [request id], message, then key=value fields."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", {})
+        if fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        return line
+
+
+def resolve_format(fmt: str, stream: object) -> str:
+    """ "auto": text for a person at a terminal, JSON lines for a collector (not a TTY)."""
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(stream, "isatty", None)
+    return "text" if callable(isatty) and isatty() else "json"
+
+
+def configure(level: str = "INFO", fmt: str = "auto") -> None:
+    """Sends the forecaster's logs to stderr, as JSON lines or as plain text ("auto": text on
+    a terminal, JSON otherwise)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
-    if fmt == "json":
+    if resolve_format(fmt, sys.stderr) == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-        )
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger("forecaster")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -22,7 +22,7 @@ log = logging.getLogger("forecaster.server")
 # Set in the environment of the processes the first one starts: they start no more.
 SIBLING_VARIABLE = "FORECASTER_SIBLING_OF"
 # Settings of ports that only the first process serves.
-SINGLE_PROCESS_PORTS = ("http_port",)
+SINGLE_PROCESS_PORTS = ("http_port", "metrics_port")
 
 
 def check(settings: Settings) -> None:

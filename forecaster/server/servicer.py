@@ -14,40 +14,85 @@ import grpc
 import numpy as np
 
 from forecaster.engine import Engine
-from forecaster.errors import ForecasterError, InvalidArgumentError
+from forecaster.errors import (
+    ForecasterError,
+    InvalidArgumentError,
+    StartingError,
+)
+from forecaster.limits import Limits
 from forecaster.server import convert
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
+from forecaster.server.auth import Authenticator
 from forecaster.server.errors import status_code
+from forecaster.server.interceptors import authorization_of
 from forecaster.server.logs import request_id
+from forecaster.server.metrics import ServiceMetrics
+from forecaster.tenancy import TenantEngine, encode_token
 
 log = logging.getLogger("forecaster.server")
 T = TypeVar("T")
+M = TypeVar("M", pb.Run, pb.Study)
+# A status message longer than this is cut: clients refuse trailers beyond 8 KiB.
+_MAX_MESSAGE_CHARS = 1_000
 
 
 class CurveServicer(pb_grpc.CurveServiceServicer):
     """The public API of DESIGN.md over gRPC.
 
     Args:
-        engine: the application.
+        engine: the application; None while the service is still loading it (every call is
+            UNAVAILABLE until `attach`).
         executor: where engine work runs, so a slow fit or a disk write never blocks the
             event loop (and the health check).
         max_points_per_batch: the limit a batch is checked against (RESOURCE_EXHAUSTED).
         reads: where the quick reads (GetDecision, GetRun) run, so that they never queue
             behind reports and fits (default: executor).
+        auth: resolves each call's token to its tenant; each call sees only its studies.
+        limits: what one request may carry.
+        metrics: points stored and decisions counted there when given.
+        stream_idle_timeout_s: a StreamMetrics that sends nothing for this long is closed.
+        max_concurrent_streams: StreamMetrics open at once; more are RESOURCE_EXHAUSTED.
+        max_message_bytes: a listing page stops short of half this, whatever its page size.
     """
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | None,
         executor: Executor,
         max_points_per_batch: int,
         reads: Executor | None = None,
+        *,
+        auth: Authenticator | None = None,
+        limits: Limits | None = None,
+        metrics: ServiceMetrics | None = None,
+        stream_idle_timeout_s: float = 300.0,
+        max_concurrent_streams: int = 1_000,
+        max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.engine = engine
         self.executor = executor
         self.reads = reads or executor
         self.max_points = max_points_per_batch
+        self.auth = auth or Authenticator({})
+        self.limits = limits or Limits()
+        self.metrics = metrics
+        self.stream_idle_timeout_s = stream_idle_timeout_s
+        self.max_concurrent_streams = max_concurrent_streams
+        self.page_budget_bytes = max_message_bytes // 2
+        self.open_streams = 0
+
+    def attach(self, engine: Engine) -> None:
+        """The engine is loaded: calls are served from now on."""
+        self.engine = engine
+
+    def _scope(self, context: grpc.aio.ServicerContext) -> TenantEngine:
+        """The engine as the caller's tenant sees it (checked on the event loop: cheap)."""
+        if self.engine is None:
+            raise StartingError(
+                "the service is starting (loading its learned models); retry in a few seconds."
+            )
+        return TenantEngine(self.engine, self.auth.require(authorization_of(context)))
 
     async def _run(
         self,
@@ -56,7 +101,8 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
         *args: Any,
         pool: Executor | None = None,
     ) -> T:
-        """Runs fn(*args) in the executor (with this RPC's request id); errors become statuses.
+        """Runs fn(scope, *args) in the executor (with this RPC's request id), scope being the
+        engine as the caller's tenant sees it; errors become statuses.
 
         Work whose deadline passed while it waited for a worker is dropped before it touches
         the store: its client has given up, so storing it would only delay the others.
@@ -72,7 +118,8 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             return fn(*a)
 
         try:
-            return await loop.run_in_executor(pool or self.executor, ctx.run, guarded, *args)
+            scope = self._scope(context)
+            return await loop.run_in_executor(pool or self.executor, ctx.run, guarded, scope, *args)
         except _DeadlinePassed:
             await _abort(
                 context,
@@ -90,11 +137,28 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
                 f"internal error (request id {request_id.get()}); see the service log.",
             )
 
+    def _names(self, study: str, run: str) -> None:
+        self.limits.name("study", study)
+        self.limits.name("run", run)
+
+    def _within_budget(
+        self, items: list[M], next_token: str, key: Callable[[M], str]
+    ) -> tuple[list[M], str]:
+        """A page cut short where its encoded size passes the budget (a few huge entries
+        stored before the limits existed must not make the listing fail for everyone)."""
+        total = 0
+        for i, item in enumerate(items):
+            total += item.ByteSize()
+            if total > self.page_budget_bytes and i > 0:
+                return items[:i], encode_token(key(items[i - 1]))
+        return items, next_token
+
     async def CreateStudy(
         self, request: pb.CreateStudyRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateStudyResponse:
-        def work() -> pb.CreateStudyResponse:
-            study, created = self.engine.create_study(convert.study_spec_from_proto(request.study))
+        def work(scope: TenantEngine) -> pb.CreateStudyResponse:
+            spec = convert.study_spec_from_proto(request.study, self.limits)
+            study, created = scope.create_study(spec)
             return pb.CreateStudyResponse(study=convert.study_to_proto(study), created=created)
 
         return await self._run(context, work)
@@ -102,19 +166,30 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
     async def StartRun(
         self, request: pb.StartRunRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartRunResponse:
-        def work() -> pb.StartRunResponse:
-            run, created = self.engine.start_run(
-                request.study, convert.run_spec_from_proto(request.run)
+        def work(scope: TenantEngine) -> pb.StartRunResponse:
+            study = self.limits.name("study", request.study)
+            run, created = scope.start_run(
+                study, convert.run_spec_from_proto(request.run, self.limits)
             )
             return pb.StartRunResponse(run=convert.run_to_proto(run), created=created)
 
         return await self._run(context, work)
 
-    def _report(self, request: pb.ReportMetricsRequest) -> pb.ReportMetricsResponse:
+    def _report(
+        self, scope: TenantEngine, request: pb.ReportMetricsRequest
+    ) -> pb.ReportMetricsResponse:
+        self.limits.name("study", request.study)
+        self.limits.name("run", request.run)
         where = f"ReportMetrics (study {request.study!r}, run {request.run!r})"
-        points = convert.points_from_proto(request.points, self.max_points, where)
-        schedule = convert.schedule_from_proto(request.lr_schedule, request.HasField("lr_schedule"))
-        result = self.engine.report(request.study, request.run, points, schedule)
+        points = convert.points_from_proto(request.points, self.max_points, where, self.limits)
+        schedule = convert.schedule_from_proto(
+            request.lr_schedule, request.HasField("lr_schedule"), self.limits
+        )
+        result = scope.report(request.study, request.run, points, schedule)
+        if self.metrics is not None:
+            self.metrics.points.inc(result.n_stored)
+            d = result.decision
+            self.metrics.decisions.labels(action=d.action.name, reason=d.reason.name).inc()
         return pb.ReportMetricsResponse(
             decision=convert.decision_to_proto(result.decision),
             n_stored=result.n_stored,
@@ -131,22 +206,55 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
         request_iterator: AsyncIterator[pb.ReportMetricsRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.StreamMetricsResponse]:
-        last: dict[tuple[str, str], tuple[int, int]] = {}
-        async for request in request_iterator:
-            response = await self._run(context, self._report, request)
-            d = response.decision
-            key = (request.study, request.run)
-            if last.get(key) != (d.action, d.reason):
-                last[key] = (d.action, d.reason)
-                yield pb.StreamMetricsResponse(
-                    study=request.study, run=request.run, decision=d, last_step=response.last_step
-                )
+        if self.open_streams >= self.max_concurrent_streams:
+            await _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.open_streams} StreamMetrics streams are open, the limit "
+                "max_concurrent_streams: retry later, or report with ReportMetrics.",
+            )
+        self.open_streams += 1
+        if self.metrics is not None:
+            self.metrics.streams.inc()
+        try:
+            last: dict[tuple[str, str], tuple[int, int]] = {}
+            requests = aiter(request_iterator)
+            while True:
+                try:
+                    async with asyncio.timeout(self.stream_idle_timeout_s):
+                        request = await anext(requests)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    await _abort(
+                        context,
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"StreamMetrics sent nothing for {self.stream_idle_timeout_s:g} s (the "
+                        "setting stream_idle_timeout_s): closed; open a new stream to go on.",
+                    )
+                response = await self._run(context, self._report, request)
+                d = response.decision
+                key = (request.study, request.run)
+                if last.get(key) != (d.action, d.reason):
+                    last[key] = (d.action, d.reason)
+                    yield pb.StreamMetricsResponse(
+                        study=request.study,
+                        run=request.run,
+                        decision=d,
+                        last_step=response.last_step,
+                    )
+        finally:
+            self.open_streams -= 1
+            if self.metrics is not None:
+                self.metrics.streams.dec()
 
     async def GetForecast(
         self, request: pb.GetForecastRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetForecastResponse:
-        def work() -> pb.GetForecastResponse:
-            summary, path = self.engine.forecast(
+        def work(scope: TenantEngine) -> pb.GetForecastResponse:
+            self._names(request.study, request.run)
+            convert.forecast_steps(request.at_steps, request.quantile_levels, self.limits)
+            summary, path = scope.forecast(
                 request.study,
                 request.run,
                 list(request.at_steps),
@@ -163,8 +271,9 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
     async def GetDecision(
         self, request: pb.GetDecisionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetDecisionResponse:
-        def work() -> pb.GetDecisionResponse:
-            decision = self.engine.decision(request.study, request.run)
+        def work(scope: TenantEngine) -> pb.GetDecisionResponse:
+            self._names(request.study, request.run)
+            decision = scope.decision(request.study, request.run)
             return pb.GetDecisionResponse(decision=convert.decision_to_proto(decision))
 
         return await self._run(context, work, pool=self.reads)
@@ -172,14 +281,15 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
     async def FinishRun(
         self, request: pb.FinishRunRequest, context: grpc.aio.ServicerContext
     ) -> pb.FinishRunResponse:
-        def work() -> pb.FinishRunResponse:
+        def work(scope: TenantEngine) -> pb.FinishRunResponse:
+            self._names(request.study, request.run)
             state = convert.state_from_proto(request.state)
             if state is None:
                 raise InvalidArgumentError(
                     "FinishRun: state is required: RUN_STATE_FINISHED, RUN_STATE_STOPPED or "
                     "RUN_STATE_FAILED."
                 )
-            run = self.engine.finish_run(request.study, request.run, state)
+            run = scope.finish_run(request.study, request.run, state)
             return pb.FinishRunResponse(run=convert.run_to_proto(run))
 
         return await self._run(context, work)
@@ -187,8 +297,9 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
     async def GetRun(
         self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetRunResponse:
-        def work() -> pb.GetRunResponse:
-            run = self.engine.get_run(request.study, request.run)
+        def work(scope: TenantEngine) -> pb.GetRunResponse:
+            self._names(request.study, request.run)
+            run = scope.get_run(request.study, request.run)
             return pb.GetRunResponse(run=convert.run_to_proto(run))
 
         return await self._run(context, work, pool=self.reads)
@@ -196,38 +307,53 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
     async def ListRuns(
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRunsResponse:
-        def work() -> pb.ListRunsResponse:
-            runs = self.engine.list_runs(request.study, convert.state_from_proto(request.state))
-            return pb.ListRunsResponse(runs=[convert.run_to_proto(r) for r in runs])
+        def work(scope: TenantEngine) -> pb.ListRunsResponse:
+            self.limits.name("study", request.study)
+            size = self.limits.page("page_size", request.page_size)
+            page = scope.list_runs(
+                request.study, convert.state_from_proto(request.state), size, request.page_token
+            )
+            runs, token = self._within_budget(
+                [convert.run_to_proto(r) for r in page.items],
+                page.next_token,
+                lambda r: r.spec.name,
+            )
+            return pb.ListRunsResponse(runs=runs, next_page_token=token)
 
         return await self._run(context, work)
 
     async def GetStudy(
         self, request: pb.GetStudyRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStudyResponse:
-        def work() -> pb.GetStudyResponse:
-            return pb.GetStudyResponse(
-                study=convert.study_to_proto(self.engine.get_study(request.name))
-            )
+        def work(scope: TenantEngine) -> pb.GetStudyResponse:
+            self.limits.name("name", request.name)
+            return pb.GetStudyResponse(study=convert.study_to_proto(scope.get_study(request.name)))
 
         return await self._run(context, work)
 
     async def ListStudies(
         self, request: pb.ListStudiesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListStudiesResponse:
-        def work() -> pb.ListStudiesResponse:
-            return pb.ListStudiesResponse(
-                studies=[convert.study_to_proto(s) for s in self.engine.list_studies()]
+        def work(scope: TenantEngine) -> pb.ListStudiesResponse:
+            size = self.limits.page("page_size", request.page_size)
+            page = scope.list_studies(size, request.page_token)
+            studies, token = self._within_budget(
+                [convert.study_to_proto(s) for s in page.items],
+                page.next_token,
+                lambda s: s.spec.name,
             )
+            return pb.ListStudiesResponse(studies=studies, next_page_token=token)
 
         return await self._run(context, work)
 
     async def ForecastCurve(
         self, request: pb.ForecastCurveRequest, context: grpc.aio.ServicerContext
     ) -> pb.ForecastCurveResponse:
-        def work() -> pb.ForecastCurveResponse:
-            curve = convert.curve_from_request(request, self.max_points)
-            summary = self.engine.forecast_curve(
+        def work(scope: TenantEngine) -> pb.ForecastCurveResponse:
+            self.limits.keyword("forecaster", request.forecaster)
+            convert.forecast_steps(request.at_steps, request.quantile_levels, self.limits)
+            curve = convert.curve_from_request(request, self.max_points, self.limits)
+            summary = scope.forecast_curve(
                 curve, request.forecaster, list(request.at_steps), list(request.quantile_levels)
             )
             return pb.ForecastCurveResponse(forecast=convert.forecast_to_proto(summary))
@@ -237,8 +363,8 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
     async def StopRun(
         self, request: pb.StopRunRequest, context: grpc.aio.ServicerContext
     ) -> pb.StopRunResponse:
-        def work() -> pb.StopRunResponse:
-            decision = self.engine.stop_run(request.study, request.run, request.note)
+        def work(scope: TenantEngine) -> pb.StopRunResponse:
+            decision = scope.stop_run(request.study, request.run, request.note)
             return pb.StopRunResponse(decision=convert.decision_to_proto(decision))
 
         return await self._run(context, work)
@@ -246,13 +372,13 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
     async def ListPoints(
         self, request: pb.ListPointsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListPointsResponse:
-        def work() -> pb.ListPointsResponse:
+        def work(scope: TenantEngine) -> pb.ListPointsResponse:
             position, size = convert.page_of(
                 request.page_token, request.page_size, 1000, 10_000, "ListPoints"
             )
             if not request.page_token:
                 position = -1  # a points token is the last step of the page before
-            page = self.engine.points(request.study, request.run, position, size + 1)
+            page = scope.points(request.study, request.run, position, size + 1)
             more = len(page) > size
             shown = page.take(np.arange(len(page)) < size) if more else page
             return pb.ListPointsResponse(
@@ -265,11 +391,11 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
     async def ListDecisionHistory(
         self, request: pb.ListDecisionHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDecisionHistoryResponse:
-        def work() -> pb.ListDecisionHistoryResponse:
+        def work(scope: TenantEngine) -> pb.ListDecisionHistoryResponse:
             start, size = convert.page_of(
                 request.page_token, request.page_size, 100, 1000, "ListDecisionHistory"
             )
-            changes = self.engine.decision_history(request.study, request.run, start, size + 1)
+            changes = scope.decision_history(request.study, request.run, start, size + 1)
             more = len(changes) > size
             return pb.ListDecisionHistoryResponse(
                 changes=[convert.decision_change_to_proto(c) for c in changes[:size]],
@@ -281,11 +407,11 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
     async def ListRunSummaries(
         self, request: pb.ListRunSummariesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRunSummariesResponse:
-        def work() -> pb.ListRunSummariesResponse:
+        def work(scope: TenantEngine) -> pb.ListRunSummariesResponse:
             start, size = convert.page_of(
                 request.page_token, request.page_size, 100, 1000, "ListRunSummaries"
             )
-            summaries = self.engine.run_summaries(request.study, max(start, 0), size + 1)
+            summaries = scope.run_summaries(request.study, max(start, 0), size + 1)
             more = len(summaries) > size
             return pb.ListRunSummariesResponse(
                 runs=[convert.run_summary_to_proto(s) for s in summaries[:size]],
@@ -297,8 +423,8 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
     async def GetRunSummary(
         self, request: pb.GetRunSummaryRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetRunSummaryResponse:
-        def work() -> pb.GetRunSummaryResponse:
-            summary = self.engine.run_summary(request.study, request.run)
+        def work(scope: TenantEngine) -> pb.GetRunSummaryResponse:
+            summary = scope.run_summary(request.study, request.run)
             return pb.GetRunSummaryResponse(summary=convert.run_summary_to_proto(summary))
 
         return await self._run(context, work)
@@ -311,5 +437,7 @@ class _DeadlinePassed(Exception):
 async def _abort(
     context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
 ) -> NoReturn:
+    if len(message) > _MAX_MESSAGE_CHARS:
+        message = message[: _MAX_MESSAGE_CHARS - 20] + f"... ({len(message)} chars)"
     await context.abort(code, message)
     raise AssertionError("unreachable: abort raises")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from forecaster.errors import StartupError
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
 from tests import browser
@@ -252,5 +253,5 @@ def test_a_busy_port_is_an_error_that_names_the_setting(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(OSError, match="--http-port"):
+        with pytest.raises(StartupError, match="--http-port"):
             start_live_server(tmp_path / "s.db", http_port=port)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeAlias, TypeVar, cast
 
@@ -40,7 +42,9 @@ _SCHEDULE_KINDS = MappingProxyType(
     }
 )
 
-Credentials: TypeAlias = bool | grpc.ChannelCredentials | None
+# True: TLS with the system's roots; a path: TLS trusting the root certificate(s) in that PEM
+# file (a private CA); grpc.ChannelCredentials of your own (tls_credentials, for mutual TLS).
+Credentials: TypeAlias = bool | str | os.PathLike[str] | grpc.ChannelCredentials | None
 # A planned learning-rate schedule as a caller gives it, and as it travels once a mapping is
 # read: the message, or a callable returning one (called on the thread that sends it).
 ReadPlan: TypeAlias = Callable[[], pb.LrSchedule | Mapping[str, Any] | None]
@@ -79,6 +83,33 @@ class Warnings:
         if key not in self._seen:
             self._seen.add(key)
             log.warning(message, *args)
+
+
+def tls_credentials(
+    root_cert: str | os.PathLike[str] | None = None,
+    client_cert: str | os.PathLike[str] | None = None,
+    client_key: str | os.PathLike[str] | None = None,
+) -> grpc.ChannelCredentials:
+    """TLS credentials from PEM files: the roots to trust (None: the system's) and, for a
+    service that requires client certificates (mutual TLS), this client's certificate and key."""
+    if (client_cert is None) != (client_key is None):
+        raise ValueError("client_cert and client_key go together: give both or neither")
+
+    def read(path: str | os.PathLike[str] | None) -> bytes | None:
+        return None if path is None else Path(path).read_bytes()
+
+    return grpc.ssl_channel_credentials(read(root_cert), read(client_key), read(client_cert))
+
+
+def channel_credentials(tls: Credentials) -> grpc.ChannelCredentials | None:
+    """The channel's credentials for a `tls` argument; None for a plain channel."""
+    if tls is None or tls is False:
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    if isinstance(tls, grpc.ChannelCredentials):
+        return tls
+    return tls_credentials(root_cert=tls)
 
 
 def direction_of(direction: str | int) -> pb.Direction:
@@ -211,9 +242,12 @@ class Connection:
 
     Args:
         address: "host:port" of the service.
-        token: sent as "authorization: Bearer <token>" when the service requires one.
-        tls: True for TLS with the system's root certificates, or grpc.ChannelCredentials of
-            your own; False or None for a plain channel (a loopback or a private network).
+        token: sent as "authorization: Bearer <token>" when the service requires one (its
+            tokens_file gives each team its token; a team sees only its own studies).
+        tls: True for TLS with the system's root certificates, the path of a PEM file of root
+            certificates (a private CA), or grpc.ChannelCredentials of your own
+            (`tls_credentials(root, cert, key)` for mutual TLS); False or None for a plain
+            channel (a loopback or a private network).
         timeout_s: deadline of each unary call.
     """
 
@@ -232,10 +266,8 @@ class Connection:
         )
         # Keepalive finds a dead peer under a long-lived stream within tens of seconds.
         options = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000)]
-        if tls:
-            creds = (
-                tls if isinstance(tls, grpc.ChannelCredentials) else grpc.ssl_channel_credentials()
-            )
+        creds = channel_credentials(tls)
+        if creds is not None:
             self.channel = grpc.secure_channel(address, creds, options=options)
         else:
             self.channel = grpc.insecure_channel(address, options=options)

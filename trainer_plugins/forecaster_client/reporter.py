@@ -50,8 +50,10 @@ class Reporter:
         lr_schedule: the planned learning-rate schedule: an LrSchedule message, a mapping of
             its fields ({"kind": "cosine", "peak_lr": 3e-4, "total_steps": 10_000}), or a
             callable returning one (called on the background thread).
-        token: bearer token when the service requires one (FORECASTER_AUTH_TOKEN there).
-        tls: True for TLS with the system roots, or your grpc.ChannelCredentials.
+        token: bearer token when the service requires one (a line of its tokens_file, or its
+            FORECASTER_AUTH_TOKEN); a tenant's token reaches only that tenant's studies.
+        tls: True for TLS with the system roots, a PEM file of root certificates (a private
+            CA), or your grpc.ChannelCredentials (connection.tls_credentials for mutual TLS).
         queue_size: points held while the service is unreachable; beyond it the oldest drop.
         batch_size: points per message at most.
         flush_interval_s: how often queued points are sent.
