@@ -427,7 +427,9 @@ def predict_from_study(
     return out
 
 
-def _old_multi_power_drop(profile: LrProfile, steps: FloatArray, c: float, beta: float, gamma: float) -> FloatArray:
+def _old_multi_power_drop(
+    profile: LrProfile, steps: FloatArray, c: float, beta: float, gamma: float
+) -> FloatArray:
     s = np.asarray(steps, dtype=np.float64)
     k, d = profile.drops()
     if not len(k):

@@ -35,7 +35,7 @@ from _report import corpus_found, corpus_parser, markdown_table, write_section  
 from forecaster.corpus.reader import LoggedRun, sources  # noqa: E402
 from forecaster.curves import Curve, LrProfile, LrSchedule, ScheduleKind  # noqa: E402
 from forecaster.evaluation.accuracy import score_corpus  # noqa: E402
-from forecaster.models.schedule_laws import fit_points, fit_study, group_of  # noqa: E402
+from forecaster.models.schedule_laws import Sharing, fit_points, fit_study, group_of  # noqa: E402
 
 METHODS = ("annealing_law", "multi_power_law", "annealing_law, shared L0/A", "old relative fit",
            "pow3")  # fmt: skip
@@ -82,7 +82,7 @@ def transfer(corpus: str) -> tuple[list[list[object]], dict[str, dict[str, list[
         fits = {
             "annealing_law": fit_study("annealing_law", curves),
             "multi_power_law": fit_study("multi_power_law", curves),
-            "annealing_law, shared L0/A": fit_study("annealing_law", curves, by_peak_lr=False),
+            "annealing_law, shared L0/A": fit_study("annealing_law", curves, Sharing(False, False)),
         }
         old = _relative_law.fit_study("annealing_law", curves)
         pow3 = _pow3([fit_points(c) for c in curves])
@@ -112,8 +112,10 @@ def transfer(corpus: str) -> tuple[list[list[object]], dict[str, dict[str, list[
             n = len(errors["pow3"][shared])
             if not n:
                 continue
-            cells = [f"{100 * np.mean(errors[m][shared]):.3f}% ({100 * np.max(errors[m][shared]):.2f}%)"
-                     for m in METHODS]  # fmt: skip
+            cells = [
+                f"{100 * np.mean(errors[m][shared]):.3f}% ({100 * np.max(errors[m][shared]):.2f}%)"
+                for m in METHODS
+            ]
             rows.append([task, shared, len(fitted), n, *cells])
     return rows, overall
 
@@ -174,8 +176,11 @@ def main() -> int:
     t_rows, overall = transfer(args.corpus)
     head = ["task", "predicted runs' peak lr", "fitted runs", "predicted runs",
             *[f"{m} MRE (worst)" for m in METHODS]]  # fmt: skip
-    summary = [[shared, *[f"{100 * np.mean(overall[m][shared]):.3f}%" for m in METHODS]]
-               for shared in ("same peak lr", "new peak lr") if overall["pow3"][shared]]  # fmt: skip
+    summary = [
+        [shared, *[f"{100 * np.mean(overall[m][shared]):.3f}%" for m in METHODS]]
+        for shared in ("same peak lr", "new peak lr")
+        if overall["pow3"][shared]
+    ]
     s_rows = service_path(args.corpus, args.max_runs_per_task)
     sp_rows = speed()
     body = "\n\n".join([

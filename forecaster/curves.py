@@ -534,7 +534,6 @@ class LrProfile:
         return self.drop_table().multi_power(self.s1(s), c, beta, gamma)
 
 
-
 @dataclass(frozen=True, eq=False)
 class DropGrid:
     """A profile's lr drops binned (up) onto a grid of `width` steps: drops[g] falls at step
@@ -577,5 +576,5 @@ class DropTable:
         if not len(self.amount):
             return np.zeros_like(s1)
         since = np.maximum(s1[:, None] - self.area[None, :], 0.0)
-        x = (c * self.lr_after ** -gamma)[None, :] * since
+        x = (c * self.lr_after**-gamma)[None, :] * since
         return np.asarray((-np.expm1(-beta * np.log1p(x))) @ self.amount, dtype=np.float64)

@@ -147,8 +147,14 @@ def describe(fit: StudyFit) -> str:
 
 _SPEC_KINDS = {"wsd": ScheduleKind.WSD, "cosine": ScheduleKind.COSINE,
                "linear": ScheduleKind.LINEAR, "constant": ScheduleKind.CONSTANT}  # fmt: skip
-_SPEC_KEYS = {"total": "total_steps", "peak": "peak_lr", "final": "final_lr",
-              "warmup": "warmup_steps", "decay": "decay_fraction", "shape": "decay_shape"}  # fmt: skip
+_SPEC_KEYS = {
+    "total": "total_steps",
+    "peak": "peak_lr",
+    "final": "final_lr",
+    "warmup": "warmup_steps",
+    "decay": "decay_fraction",
+    "shape": "decay_shape",
+}
 _SPEC_POINTS = 1000  # steps a named schedule is predicted at
 
 

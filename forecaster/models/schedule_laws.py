@@ -41,6 +41,7 @@ _SAME_LR = 0.02  # peak lrs within 2% (in log) are one group: logging rounds the
 _HUBER = 1.345  # Huber threshold in robust sd: 95% efficiency under normal noise
 _MIN_RUN_POINTS = 4
 _MAX_HISTORY_RUNS = 24  # a study fit uses at most this many completed runs (the newest)
+_LR_EXPONENT = 2.0  # bound on |delta| in K_eff = K * (peak lr / ref)^-delta
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,25 @@ def group_of(peaks: FloatArray, peak: float) -> tuple[int, bool]:
 
 
 @dataclass(frozen=True)
+class Sharing:
+    """What the runs of different peak lrs share: L0 and A each shared or one per peak lr,
+    and whether the annealing coefficient scales as a power of the peak lr
+    (K_eff = K * (peak lr / ref)^-delta). The shape (alpha, the annealing shape) is always
+    shared. Runs of one peak lr share everything, as in the papers."""
+
+    l0_per_lr: bool = True
+    a_per_lr: bool = True
+    lr_exponent: bool = False
+
+
+DEFAULT_SHARING = Sharing()
+
+
+@dataclass(frozen=True)
 class _Runs:
     """The fitted runs, concatenated: what the residuals are computed on."""
 
     preps: list[Any]
-    sizes: list[int]
     y: FloatArray
     group: np.ndarray  # per point
     run: np.ndarray  # per point
@@ -136,15 +151,17 @@ class _Runs:
 
 @dataclass(frozen=True)
 class StudyFit:
-    """A law fitted jointly on runs: shared shape and annealing coefficient, (L0, A) per peak
-    lr; parameters with their covariance.
+    """A law fitted jointly on runs; parameters with their covariance.
 
-    params = [shape..., K, L0_1, A_1, ..., L0_G, A_G] in units of lr / ref.
+    params = [law shape..., delta, K, L0_1..L0_G, A_1..A_G] in units of lr / ref (delta the
+    lr exponent of K; an L0 or A shared across peak lrs is the first of its block, the others
+    unused).
     """
 
     law: str
     ref: float  # lr unit of the fit
     peaks: FloatArray  # (G,) peak lr of each group
+    sharing: Sharing
     params: FloatArray
     cov: FloatArray
     sigma: float  # relative residual sd
@@ -154,17 +171,25 @@ class StudyFit:
     fit_s: float = 0.0
 
     @property
+    def d(self) -> int:
+        """Shape parameters: the law's, then delta."""
+        return len(law_named(self.law).shape_names) + 1
+
+    @property
     def shape(self) -> FloatArray:
         return self.params[: self.d]
 
-    @property
-    def d(self) -> int:
-        return len(law_named(self.law).shape_names)
+    def _coef_index(self, g: int) -> tuple[int, int]:
+        n = len(self.peaks)
+        base = self.d + 1
+        return (
+            base + (g if self.sharing.l0_per_lr else 0),
+            base + n + (g if self.sharing.a_per_lr else 0),
+        )
 
     def group_index(self, g: int) -> list[int]:
-        """Indices into params of (shape..., K, L0_g, A_g)."""
-        d = self.d
-        return [*range(d + 1), d + 1 + 2 * g, d + 2 + 2 * g]
+        """Indices into params of (shape..., delta, K, L0_g, A_g)."""
+        return [*range(self.d + 1), *self._coef_index(g)]
 
     def parameters(self) -> list[tuple[str, float, float]]:
         """(name, value, sd) in absolute units (lr as given): the papers' parameters."""
@@ -172,27 +197,39 @@ class StudyFit:
         d = self.d
         sd = np.sqrt(np.maximum(np.diag(self.cov), 0.0))
         out: list[tuple[str, float, float]] = []
-        shown = law.report(self.params[:d], self.ref)
-        shown_hi = law.report(self.params[:d] + sd[:d], self.ref)
+        shown = law.report(self.params[: d - 1], self.ref)
+        shown_hi = law.report(self.params[: d - 1] + sd[: d - 1], self.ref)
         for name in law.shape_names:
             out.append((name, shown[name], abs(shown_hi[name] - shown[name])))
+        several = len(self.peaks) > 1
+        if several and self.sharing.lr_exponent:
+            out.append((f"{law.anneal_name} lr exponent", float(self.params[d - 1]),
+                        float(sd[d - 1])))  # fmt: skip
         alpha = float(self.params[0])
         k_scale = 1.0 / self.ref  # K per unit of absolute lr area (at the peak lr ref)
         out.append((law.anneal_name, float(self.params[d]) * k_scale, float(sd[d]) * k_scale))
         a_scale = self.ref**alpha  # A * (S1/ref)^-alpha = (A ref^alpha) S1^-alpha
+        shown_l0: set[int] = set()
+        shown_a: set[int] = set()
         for g, peak in enumerate(self.peaks):
-            tag = f" (peak lr {peak:.3g})" if len(self.peaks) > 1 else ""
-            i = d + 1 + 2 * g
-            out.append((f"L0{tag}", float(self.params[i]), float(sd[i])))
-            out.append((f"A{tag}", float(self.params[i + 1]) * a_scale, float(sd[i + 1]) * a_scale))
+            i, j = self._coef_index(g)
+            if i not in shown_l0:
+                tag = f" (peak lr {peak:.3g})" if several and self.sharing.l0_per_lr else ""
+                out.append((f"L0{tag}", float(self.params[i]), float(sd[i])))
+                shown_l0.add(i)
+            if j not in shown_a:
+                tag = f" (peak lr {peak:.3g})" if several and self.sharing.a_per_lr else ""
+                out.append((f"A{tag}", float(self.params[j]) * a_scale, float(sd[j]) * a_scale))
+                shown_a.add(j)
         return out
 
     def columns(self, profile: LrProfile, steps: FloatArray, shape: FloatArray) -> FloatArray:
-        """(n, 2): S1^-alpha and the annealing term of this law on profile at steps."""
+        """(n, 2): S1^-alpha and the annealing term (times (peak / ref)^-delta) on profile."""
         law = law_named(self.law)
         prep = law.prepare(profile, steps, self.ref)
         s1 = np.maximum(law.s1_of(prep), 1e-12)
-        return np.stack([s1 ** -float(shape[0]), law.anneal(prep, shape[1:])], axis=1)
+        scale = (profile.peak / self.ref) ** -float(shape[-1])
+        return np.stack([s1 ** -float(shape[0]), scale * law.anneal(prep, shape[1:-1])], axis=1)
 
     def path(
         self,
@@ -230,29 +267,39 @@ class StudyFit:
         out: FloatArray = mean[None, :] * (1.0 + noise[:, None]) + draws @ jac.T
         return out
 
+    def _prior(self, peak: float) -> tuple[FloatArray, FloatArray, bool]:
+        """(L0, A) of a new run at peak lr before any of it ran, their covariance, and whether
+        the study ran that peak lr (if not: the nearest one's, with the groups' spread)."""
+        g, same = group_of(self.peaks, peak)
+        idx = list(self._coef_index(g))
+        mean = self.params[idx].astype(np.float64)
+        cov = self.cov[np.ix_(idx, idx)].copy()
+        cov[0, 0] += (self.offset_sd * mean[0]) ** 2
+        if not same:
+            cov += np.diag(self._group_spread() ** 2)
+        return mean, cov, same
+
     def predict(
         self, profile: LrProfile, steps: FloatArray, n_samples: int = 400, seed: int = 0
     ) -> FloatArray:
         """Samples (n_samples, n) of a new run of the study under profile, before any of it
-        ran: its peak lr's (L0, A), or the nearest peak lr's when none of the study's runs
-        used it (then with the groups' spread added)."""
-        g, same = group_of(self.peaks, profile.peak)
-        idx = self.group_index(g)
-        coef_cov = self.cov[np.ix_(idx[-2:], idx[-2:])].copy()
-        l0, a = (float(v) for v in self.params[idx[-2:]])
-        coef_cov[0, 0] += (self.offset_sd * l0) ** 2
-        if not same:
-            coef_cov += np.diag(self._group_spread() ** 2)
-        return self.path(profile, steps, (l0, a), coef_cov, n_samples, np.random.default_rng(seed))
+        ran."""
+        mean, cov, _ = self._prior(profile.peak)
+        coef = (float(mean[0]), float(mean[1]))
+        return self.path(profile, steps, coef, cov, n_samples, np.random.default_rng(seed))
 
     def _group_spread(self) -> FloatArray:
         """sd of (L0, A) across peak lrs (a new peak lr's uncertainty); 5% / 30% with one."""
-        d = self.d
-        l0 = self.params[d + 1 :: 2]
-        a = self.params[d + 2 :: 2]
-        if len(l0) < 2:
-            return np.array([0.05 * abs(l0[0]), 0.3 * abs(a[0])])
-        return np.array([float(np.std(l0, ddof=1)), float(np.std(a, ddof=1))])
+        n = len(self.peaks)
+        base = self.d + 1
+        l0 = self.params[base : base + n] if self.sharing.l0_per_lr else self.params[base:][:1]
+        a = self.params[base + n : base + 2 * n] if self.sharing.a_per_lr else np.zeros(1)
+        s0 = float(np.std(l0, ddof=1)) if len(l0) > 1 else 0.05 * abs(float(l0[0]))
+        a0 = float(self.params[base + n])
+        s1 = float(np.std(a, ddof=1)) if len(a) > 1 else 0.3 * abs(a0)
+        return np.array(
+            [s0 if self.sharing.l0_per_lr else 0.0, s1 if self.sharing.a_per_lr else 0.0]
+        )
 
     def run_coefficients(
         self, profile: LrProfile, steps: FloatArray, y: FloatArray
@@ -260,22 +307,18 @@ class StudyFit:
         """(L0, A) of a running run from its own prefix, with the study's fit of its peak lr
         as the prior (the nearest peak lr's, widened, when the study never ran it): the mean,
         the covariance and whether the peak lr was in the study."""
-        g, same = group_of(self.peaks, profile.peak)
-        idx = self.group_index(g)
-        prior = self.params[idx[-2:]].astype(np.float64)
-        prior_cov = self.cov[np.ix_(idx[-2:], idx[-2:])].copy()
-        prior_cov[0, 0] += (self.offset_sd * prior[0]) ** 2
-        if not same:
-            prior_cov += np.diag(self._group_spread() ** 2)
+        prior, prior_cov, same = self._prior(profile.peak)
         if not len(y):
             return (float(prior[0]), float(prior[1])), prior_cov, same
         d = self.d
         cols = self.columns(profile, steps, self.params[:d])
         z = y + float(self.params[d]) * cols[:, 1]
+        # Points of one run are correlated: count them as the effective number of a series
+        # whose residuals are this study's (one per 10 points, at least 1).
+        noise = (self.sigma * float(np.mean(y))) ** 2 * max(1.0, len(y) / 10.0) / len(y)
         if same:
             # The study ran this peak lr: its law holds but for the run's own offset (seed,
             # data order), a random intercept the prefix estimates.
-            noise = (self.sigma * float(np.mean(y))) ** 2 * max(1.0, len(y) / 10.0) / len(y)
             shift_var = (self.offset_sd * float(prior[0])) ** 2
             gap = float(np.mean(z - prior[0] - prior[1] * cols[:, 0]))
             gain = shift_var / (shift_var + noise)
@@ -283,11 +326,9 @@ class StudyFit:
             cov[0, 0] -= gain * shift_var
             return (float(prior[0]) + gain * gap, float(prior[1])), _psd(cov), same
         x = np.stack([np.ones(len(y)), cols[:, 0]], axis=1)
-        # Points of one run are correlated: count them as the effective number of a series
-        # whose residuals are this study's (one per 10 points, at least 1).
-        noise = (self.sigma * float(np.mean(y))) ** 2 * max(1.0, len(y) / 10.0) / len(y)
-        precision = x.T @ x / noise + np.linalg.inv(_psd(prior_cov) + 1e-18 * np.eye(2))
-        rhs = x.T @ z / noise + np.linalg.solve(_psd(prior_cov) + 1e-18 * np.eye(2), prior)
+        prior_prec = np.linalg.inv(_psd(prior_cov) + 1e-18 * np.eye(2))
+        precision = x.T @ x / noise + prior_prec
+        rhs = x.T @ z / noise + prior_prec @ prior
         cov = np.linalg.inv(precision)
         mean = cov @ rhs
         return (float(mean[0]), float(mean[1])), _psd(cov), same
@@ -320,11 +361,10 @@ def _study_runs(law: Law, curves: tuple[Curve, ...]) -> tuple[list[LrProfile], l
 
 
 def fit_study(
-    law_name: str, curves: tuple[Curve, ...], *, by_peak_lr: bool = True
+    law_name: str, curves: tuple[Curve, ...], sharing: Sharing = DEFAULT_SHARING
 ) -> StudyFit | None:
     """The law fitted jointly on curves that have an lr (a loss, lower is better); None when
-    none has 4 usable points. by_peak_lr=False shares (L0, A) too (the papers' fit of runs
-    of one peak lr; used to measure what transfers)."""
+    none has 4 usable points."""
     t0 = time.perf_counter()
     law = law_named(law_name)
     profiles, steps_l, y_l = _study_runs(law, curves)
@@ -332,18 +372,12 @@ def fit_study(
         return None
     ref = max(p.peak for p in profiles)
     peaks_run = np.array([p.peak for p in profiles])
-    if by_peak_lr:
-        peaks, run_group = _groups(peaks_run)
-    else:
-        peaks, run_group = np.array([float(np.exp(np.mean(np.log(peaks_run))))]), np.zeros(
-            len(profiles), dtype=np.int64
-        )
+    peaks, run_group = _groups(peaks_run)
     preps = [law.prepare(p, s, ref) for p, s in zip(profiles, steps_l, strict=True)]
     sizes = [len(y) for y in y_l]
     s1 = np.concatenate([np.maximum(law.s1_of(p), 1e-12) for p in preps])
     runs = _Runs(
         preps,
-        sizes,
         np.concatenate(y_l),
         np.repeat(run_group, sizes),
         np.repeat(np.arange(len(sizes)), sizes),
@@ -351,83 +385,87 @@ def fit_study(
         np.log(s1),
         np.repeat(np.log(peaks_run / ref), sizes),
     )
-    params, cov, sigma, offset_sd = _solve(law, runs)
+    params, cov, sigma, offset_sd = _solve(law, runs, sharing)
     return StudyFit(
-        law_name, ref, peaks, params, cov, sigma, offset_sd, len(sizes), len(runs.y),
+        law_name, ref, peaks, sharing, params, cov, sigma, offset_sd, len(sizes), len(runs.y),
         time.perf_counter() - t0,
     )  # fmt: skip
 
 
 def _anneal_all(law: Law, runs: _Runs, rest: FloatArray) -> FloatArray:
-    """The annealing column of every point; rest = the law's shape after alpha."""
-    return np.concatenate([law.anneal(p, rest) for p in runs.preps])
+    """The annealing column of every point; rest = the law's shape after alpha, then delta."""
+    raw = np.concatenate([law.anneal(p, rest[:-1]) for p in runs.preps])
+    out: FloatArray = raw * np.exp(-float(rest[-1]) * runs.log_peak)
+    return out
 
 
-def _linear_init(law: Law, runs: _Runs, shape: FloatArray) -> FloatArray:
-    """(K, L0_g, A_g...) by least squares at a fixed shape (the start of a nonlinear fit)."""
-    power = np.exp(-shape[0] * runs.log_s1)
-    anneal = _anneal_all(law, runs, shape[1:])
-    g = runs.n_groups
-    x = np.zeros((len(runs.y), 1 + 2 * g))
-    x[:, 0] = -anneal
-    rows = np.arange(len(runs.y))
-    x[rows, 1 + 2 * runs.group] = 1.0
-    x[rows, 2 + 2 * runs.group] = power
-    w = 1.0 / runs.y
-    coef, *_ = np.linalg.lstsq(x * w[:, None], runs.y * w, rcond=None)
-    coef[0] = max(coef[0], 0.0)
-    coef[2::2] = np.maximum(coef[2::2], 1e-9)
-    return np.asarray(coef, dtype=np.float64)
-
-
-def _solve(law: Law, runs: _Runs) -> tuple[FloatArray, FloatArray, float, float]:
+def _solve(law: Law, runs: _Runs, sharing: Sharing) -> tuple[FloatArray, FloatArray, float, float]:
     from scipy.optimize import least_squares
 
-    d = len(law.shape_names)
+    d = len(law.shape_names) + 1
     g = runs.n_groups
     y = runs.y
     rows = np.arange(len(y))
-    li = 1 + 2 * runs.group + d  # index of each point's L0 in params
+    n_params = d + 1 + 2 * g
+    li = d + 1 + (runs.group if sharing.l0_per_lr else 0 * runs.group)  # each point's L0
+    ai = d + 1 + g + (runs.group if sharing.a_per_lr else 0 * runs.group)  # and A
+    free = np.zeros(n_params, dtype=bool)
+    free[: d - 1] = True
+    free[d - 1] = sharing.lr_exponent and g > 1
+    free[d] = True
+    free[np.unique(li)] = True
+    free[np.unique(ai)] = True
+    full_lo = np.array([*law.lower, -_LR_EXPONENT, 0.0] + [-np.inf] * g + [0.0] * g)
+    full_hi = np.array([*law.upper, _LR_EXPONENT] + [np.inf] * (1 + 2 * g))
 
-    lo = np.array([*law.lower, 0.0] + [-np.inf, 0.0] * g)
-    hi = np.array([*law.upper, np.inf] + [np.inf, np.inf] * g)
+    def embed(x: FloatArray) -> FloatArray:
+        p = np.zeros(n_params)
+        p[free] = x
+        return p
 
     def predict(p: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         power = np.exp(-p[0] * runs.log_s1)
         anneal = _anneal_all(law, runs, p[1:d])
-        return p[li] + p[li + 1] * power - p[d] * anneal, power, anneal
+        return p[li] + p[ai] * power - p[d] * anneal, power, anneal
 
-    def residual(p: FloatArray) -> FloatArray:
-        out: FloatArray = predict(p)[0] / y - 1.0
+    def residual(x: FloatArray) -> FloatArray:
+        out: FloatArray = predict(embed(x))[0] / y - 1.0
         return out
 
-    def jacobian(p: FloatArray) -> FloatArray:
+    def jacobian_full(p: FloatArray) -> FloatArray:
         pred, power, anneal = predict(p)
-        jac = np.zeros((len(y), len(p)))
-        a = p[li + 1]
-        jac[:, 0] = -a * runs.log_s1 * power
+        jac = np.zeros((len(y), n_params))
+        jac[:, 0] = -p[ai] * runs.log_s1 * power
         for i in range(1, d):
+            if not free[i]:
+                continue
             step = 1e-5 * max(1.0, abs(float(p[i])))
             bumped = p[1:d].copy()
             bumped[i - 1] += step
             jac[:, i] = -p[d] * (_anneal_all(law, runs, bumped) - anneal) / step
         jac[:, d] = -anneal
         jac[rows, li] = 1.0
-        jac[rows, li + 1] = power
+        jac[rows, ai] = power
         out: FloatArray = jac / y[:, None]
         return out
 
+    def jacobian(x: FloatArray) -> FloatArray:
+        return jacobian_full(embed(x))[:, free]
+
+    lo, hi = full_lo[free], full_hi[free]
     starts = []
     for shape in law.starts:
-        s = np.array(shape, dtype=np.float64)
-        p0 = np.clip(np.concatenate([s, _linear_init(law, runs, s)]), lo, hi)
-        starts.append((float(np.sum(residual(p0) ** 2)), p0))
+        p0 = np.zeros(n_params)
+        p0[: d - 1] = shape
+        p0[d:] = _linear_init(law, runs, p0[:d], li, ai, n_params - d)
+        x0 = np.clip(p0[free], lo + 1e-12, hi - 1e-12)
+        starts.append((float(np.sum(residual(x0) ** 2)), x0))
     starts.sort(key=lambda t: t[0])
     best = None
     scale0 = max(1.4826 * float(np.median(np.abs(residual(starts[0][1])))), 1e-5)
-    for _, p0 in starts[:3]:
+    for _, x0 in starts[:3]:
         res = least_squares(
-            residual, p0, jac=jacobian, bounds=(lo, hi), loss="huber",
+            residual, x0, jac=jacobian, bounds=(lo, hi), loss="huber",
             f_scale=_HUBER * scale0, x_scale="jac", max_nfev=200,
         )  # fmt: skip
         if best is None or res.cost < best.cost:
@@ -439,25 +477,47 @@ def _solve(law: Law, runs: _Runs) -> tuple[FloatArray, FloatArray, float, float]
         residual, best.x, jac=jacobian, bounds=(lo, hi), loss="huber", f_scale=_HUBER * sd,
         x_scale="jac", max_nfev=100,
     )  # fmt: skip
-    p = best.x
+    x = best.x
     r = best.fun
     sd = max(1.4826 * float(np.median(np.abs(r))), 1e-6)
     weight = np.minimum(1.0, _HUBER * sd / np.maximum(np.abs(r), 1e-300))
-    jac = jacobian(p)
+    jac = jacobian(x)
     jw = jac * np.sqrt(weight)[:, None]
     hess_inv = np.linalg.pinv(jw.T @ jw)
-    dof = max(len(y) - len(p), 1)
+    dof = max(len(y) - len(x), 1)
     sigma2 = float(np.sum(weight * r**2) / dof)
-    cov = sigma2 * hess_inv
+    cov_free = sigma2 * hess_inv
     n_runs = int(runs.run.max()) + 1
     if n_runs > 1:  # cluster-robust (by run): a run's residuals move together
-        score = np.zeros((n_runs, len(p)))
+        score = np.zeros((n_runs, len(x)))
         np.add.at(score, runs.run, jac * (weight * r)[:, None])
         meat = score.T @ score * n_runs / (n_runs - 1)
-        cov = cov + hess_inv @ meat @ hess_inv
+        cov_free = cov_free + hess_inv @ meat @ hess_inv
+    cov = np.zeros((n_params, n_params))
+    cov[np.ix_(free, free)] = _psd(cov_free)
     offsets = np.bincount(runs.run, weights=r) / np.bincount(runs.run)
     offset_sd = float(np.sqrt(np.mean(offsets**2))) if n_runs > 1 else sd
-    return p, _psd(cov), math.sqrt(sigma2), offset_sd
+    return embed(x), cov, math.sqrt(sigma2), offset_sd
+
+
+def _linear_init(
+    law: Law, runs: _Runs, shape: FloatArray, li: np.ndarray, ai: np.ndarray, n_coef: int
+) -> FloatArray:
+    """(K, L0..., A...) by least squares at a fixed shape (the start of a nonlinear fit)."""
+    power = np.exp(-shape[0] * runs.log_s1)
+    anneal = _anneal_all(law, runs, shape[1:])
+    d = len(shape)
+    x = np.zeros((len(runs.y), n_coef))
+    rows = np.arange(len(runs.y))
+    x[:, 0] = -anneal
+    x[rows, li - d] = 1.0
+    x[rows, ai - d] = power
+    w = 1.0 / runs.y
+    coef, *_ = np.linalg.lstsq(x * w[:, None], runs.y * w, rcond=None)
+    coef[0] = max(coef[0], 0.0)
+    g = runs.n_groups
+    coef[1 + g :] = np.maximum(coef[1 + g :], 1e-9)
+    return np.asarray(coef, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -601,10 +661,10 @@ class ScheduleLawForecaster:
         alone = fit_study(self.name, (curve.finite(),))
         if alone is None:
             return constant_prediction(curve, self.name, self.version, self.n_samples, 0, None)
-        d = alone.d
-        coef = (float(alone.params[d + 1]), float(alone.params[d + 2]))
+        last = alone.group_index(0)[-2:]
+        coef = (float(alone.params[last[0]]), float(alone.params[last[1]]))
         note = (
             "no completed run in the study: the law is fitted on this run alone, so its "
             "annealing term is known only once the lr has decayed."
         )
-        return FittedRun(alone, coef, alone.cov[d + 1 :, d + 1 :]), (note,)
+        return FittedRun(alone, coef, alone.cov[np.ix_(last, last)]), (note,)
