@@ -419,6 +419,8 @@ def thin_indices(n: int, max_points: int) -> IntArray:
     return np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
 
 
+_S2_CELLS = 8192  # grid cells S2's recursion runs on (drops move by < horizon / 8192 steps)
+_MAX_DROPS = 128  # drop groups the multi-power sum runs over
 _PLAN_KNOTS = 512  # knots a named schedule is sampled at (the areas are exact on them)
 
 
@@ -532,27 +534,92 @@ class LrProfile:
         nz = delta != 0
         return self.knots[1:][nz], delta[nz]
 
+    def drop_grid(self, end: float, cells: int = _S2_CELLS) -> DropGrid:
+        """The drops binned onto a uniform grid covering [0, end]: what S2 is computed on."""
+        width = float(max(1.0, math.ceil(max(end, 1.0) / cells)))
+        n = int(math.ceil(max(end, 1.0) / width)) + 2
+        k, d = self.drops()
+        where = np.minimum(np.ceil(k / width).astype(np.int64), n - 1)
+        return DropGrid(width, np.bincount(where, weights=d, minlength=n).astype(np.float64))
+
     def s2(self, steps: npt.ArrayLike, tau: float) -> FloatArray:
-        """Annealing area in its momentum form: each lr drop d at step k contributes
-        d * tau * (1 - exp(-(s - k) / tau)) for s > k; tau = -1 / ln(lambda), in steps."""
+        """Annealing area in its momentum form (Tissue et al.): m_i = lambda * m_(i-1) +
+        (lr_(i-1) - lr_i), S2 = sum of m_i; with tau = -1 / ln(lambda) in steps, each lr drop d
+        at step k contributes d * tau * (1 - exp(-(s - k) / tau)) for s > k."""
         s = np.asarray(steps, dtype=np.float64)
+        if not s.size:
+            return np.zeros_like(s)
+        return self.drop_grid(float(s.max())).s2(s, tau)
+
+    def drop_table(self, max_drops: int = _MAX_DROPS) -> DropTable:
+        """The drops, merged into at most max_drops groups of neighbours: what the
+        multi-power law's loss-drop term sums over."""
         k, d = self.drops()
         if not len(k):
-            return np.zeros_like(s)
-        elapsed = np.maximum(s[:, None] - k[None, :], 0.0)
-        return np.asarray((d * tau * -np.expm1(-elapsed / tau)).sum(axis=1), dtype=np.float64)
+            return DropTable(np.zeros(0), np.zeros(0), np.zeros(0))
+        area = self.s1(k)
+        after = np.maximum(self.lr_at(k), 1e-3 * self.peak)
+        if len(k) > max_drops:
+            group = np.minimum((np.arange(len(k)) * max_drops) // len(k), max_drops - 1)
+            weight = np.abs(d) + 1e-300
+            total = np.bincount(group, weights=d)
+            norm = np.bincount(group, weights=weight)
+            area = np.bincount(group, weights=weight * area) / norm
+            after = np.exp(np.bincount(group, weights=weight * np.log(after)) / norm)
+            d = np.asarray(total, dtype=np.float64)
+        return DropTable(area, d, after)
 
     def multi_power_drop(
         self, steps: npt.ArrayLike, c: float, beta: float, gamma: float
     ) -> FloatArray:
-        """The multi-power law's loss-reduction shape: sum over drops d_k of
-        d_k * (1 - (c * lr_k^-gamma * (S1(s) - S1(k)) + 1)^-beta), lr in units of the peak."""
+        """The multi-power law's loss-drop shape (Luo et al. 2025), in absolute lr:
+        sum over drops k of (lr_(k-1) - lr_k) * (1 - (c * lr_k^-gamma * S_k(s) + 1)^-beta),
+        S_k(s) the forward area from step k to s."""
         s = np.asarray(steps, dtype=np.float64)
-        k, d = self.drops()
-        if not len(k):
-            return np.zeros_like(s)
-        peak = self.peak
-        lr_k = np.maximum(self.lr_at(k) / peak, 1e-3)
-        area = np.maximum(self.s1(s)[:, None] - self.s1(k)[None, :], 0.0) / peak
-        x = c * lr_k[None, :] ** -gamma * area
-        return np.asarray(((d / peak) * -np.expm1(-beta * np.log1p(x))).sum(axis=1))
+        return self.drop_table().multi_power(self.s1(s), c, beta, gamma)
+
+
+@dataclass(frozen=True, eq=False)
+class DropGrid:
+    """A profile's lr drops binned (up) onto a grid of `width` steps: drops[g] falls at step
+    g * width. S2 at any decay time is then one linear recursion over the grid."""
+
+    width: float
+    drops: FloatArray
+
+    def momentum(self, tau: float) -> FloatArray:
+        """m at each grid step, just after its drop: m_g = exp(-width / tau) m_(g-1) + d_g."""
+        from scipy.signal import lfilter
+
+        decay = math.exp(-self.width / max(tau, 1e-9))
+        return np.asarray(lfilter([1.0], [1.0, -decay], self.drops), dtype=np.float64)
+
+    def s2(self, steps: npt.ArrayLike, tau: float) -> FloatArray:
+        """S2 at steps: the grid's cumulative area, then the exact decay within the cell."""
+        s = np.maximum(np.asarray(steps, dtype=np.float64), 0.0)
+        tau = max(tau, 1e-9)
+        m = self.momentum(tau)
+        gain = m * tau * -math.expm1(-self.width / tau)  # area gained over each full cell
+        cum = np.concatenate([[0.0], np.cumsum(gain)])
+        g = np.minimum((s // self.width).astype(np.int64), len(m) - 1)
+        inside = s - g * self.width
+        return np.asarray(cum[g] + m[g] * tau * -np.expm1(-inside / tau), dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class DropTable:
+    """The drops the multi-power law sums over: the forward area at each, its size, and the
+    lr after it."""
+
+    area: FloatArray
+    amount: FloatArray
+    lr_after: FloatArray
+
+    def multi_power(self, s1: npt.ArrayLike, c: float, beta: float, gamma: float) -> FloatArray:
+        """sum_k amount_k * (1 - (c * lr_after_k^-gamma * (S1 - area_k)_+ + 1)^-beta)."""
+        s1 = np.asarray(s1, dtype=np.float64)
+        if not len(self.amount):
+            return np.zeros_like(s1)
+        since = np.maximum(s1[:, None] - self.area[None, :], 0.0)
+        x = (c * self.lr_after**-gamma)[None, :] * since
+        return np.asarray((-np.expm1(-beta * np.log1p(x))) @ self.amount, dtype=np.float64)

@@ -3,6 +3,8 @@
 Input files are CSV with a header naming the columns step, lr and (for training curves) loss.
 lr may be given at every step or only at some (it is held until the next listed step); loss
 may be empty on rows where it was not logged (the warm-up, say). Extra columns are ignored.
+A schedule to predict may also be named instead of listed (`parse_schedule_spec`), e.g.
+`wsd:total=50000,peak=1e-3,decay=0.2,shape=sqrt,warmup=300`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from forecaster.curves import Curve, Direction, LrProfile, LrSchedule, ScheduleKind
 from forecaster.errors import InvalidArgumentError
-from forecaster.models.annealing_law import LAWS, StudyFit, fit_study, predict_from_study
+from forecaster.models.schedule_laws import LAW_NAMES, StudyFit, fit_study
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,8 @@ def _number(path: Path, line: int, column: str, cell: str, integer: bool = False
 
 def fit_law(train: list[ScheduleFile], law: str = "annealing_law") -> StudyFit:
     """The law fitted jointly on the training curves."""
-    if law not in LAWS:
-        raise InvalidArgumentError(f"unknown law {law!r}; choose one of {', '.join(LAWS)}.")
+    if law not in LAW_NAMES:
+        raise InvalidArgumentError(f"unknown law {law!r}; choose one of {', '.join(LAW_NAMES)}.")
     fit = fit_study(law, tuple(f.curve() for f in train))
     if fit is None:
         raise InvalidArgumentError(
@@ -132,38 +134,169 @@ def fit_law(train: list[ScheduleFile], law: str = "annealing_law") -> StudyFit:
 
 
 def describe(fit: StudyFit) -> str:
-    """The fitted parameters, one per line."""
-    names = {
-        "annealing_law": (["alpha", "tau (fraction of the budget)"], "C"),
-        "multi_power_law": (["alpha", "c", "beta", "gamma"], "B"),
-    }[fit.law]
-    shape, anneal = names
-    lines = [f"{fit.law} fitted on {fit.n_runs} run(s), areas in units of peak lr x budget:"]
-    lines += [f"  {n:<30} {v:.4g}" for n, v in zip(shape, fit.theta, strict=True)]
-    for n, v, sd in zip(["L0", "A", anneal], fit.coef, fit.coef_sd, strict=True):
-        lines.append(f"  {n:<30} {v:.4g}  (+/- {sd:.2g} across runs)")
-    lines.append(f"  {'residual sd':<30} {fit.sigma:.3g}")
+    """The fitted parameters with their standard errors, one per line."""
+    lines = [
+        f"{fit.law} fitted on {fit.n_runs} run(s), {fit.n_points} points, absolute units "
+        "(lr as given, areas in lr x steps):"
+    ]
+    for name, value, sd in fit.parameters():
+        lines.append(f"  {name:<28} {value:.5g}  (+/- {sd:.2g})")
+    lines.append(f"  {'residual sd (relative)':<28} {fit.sigma:.3g}")
     return "\n".join(lines)
+
+
+_SPEC_KINDS = {"wsd": ScheduleKind.WSD, "cosine": ScheduleKind.COSINE,
+               "linear": ScheduleKind.LINEAR, "constant": ScheduleKind.CONSTANT}  # fmt: skip
+_SPEC_KEYS = {
+    "total": "total_steps",
+    "peak": "peak_lr",
+    "final": "final_lr",
+    "warmup": "warmup_steps",
+    "decay": "decay_fraction",
+    "shape": "decay_shape",
+}
+_SPEC_POINTS = 1000  # steps a named schedule is predicted at
+
+
+def parse_schedule_spec(text: str) -> ScheduleFile:
+    """A named schedule, `kind:key=value,...` with kind one of wsd, cosine, linear, constant
+    and keys total, peak, final, warmup, decay (the cool-down fraction of wsd), shape
+    (linear, cosine or sqrt); predicted at 1,000 steps up to total."""
+    kind_text, _, rest = text.partition(":")
+    kind = _SPEC_KINDS.get(kind_text.strip().lower())
+    if kind is None:
+        raise InvalidArgumentError(
+            f"{text!r}: not a file, nor a schedule kind:key=value,...; the kinds are "
+            f"{', '.join(_SPEC_KINDS)} (e.g. wsd:total=50000,peak=1e-3,decay=0.2)."
+        )
+    values: dict[str, object] = {"kind": kind}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key.strip() not in _SPEC_KEYS:
+            raise InvalidArgumentError(
+                f"{text!r}: {item!r} is not key=value with a key among {', '.join(_SPEC_KEYS)}."
+            )
+        field_name = _SPEC_KEYS[key.strip()]
+        try:
+            values[field_name] = (
+                value.strip()
+                if field_name == "decay_shape"
+                else int(float(value))
+                if field_name in ("total_steps", "warmup_steps")
+                else float(value)
+            )
+        except ValueError:
+            raise InvalidArgumentError(f"{text!r}: {key}={value!r} is not a number.") from None
+    total = int(values.get("total_steps", 0) or 0)  # type: ignore[call-overload]
+    if total <= 0:
+        raise InvalidArgumentError(f"{text!r}: needs total=<steps> > 0.")
+    schedule = LrSchedule(**values)  # type: ignore[arg-type]
+    steps = np.unique(np.linspace(0, total, _SPEC_POINTS + 1).round().astype(np.int64))
+    safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in text)
+    lr = schedule.lr_at(steps)
+    return ScheduleFile(Path(f"{safe}.csv"), steps, lr, np.full(len(steps), math.nan))
+
+
+def read_plan(text: str) -> ScheduleFile:
+    """A schedule to predict: a CSV file (step, lr) or a named schedule."""
+    if Path(text).is_file() or text.endswith(".csv"):
+        return read_schedule_csv(text, need_loss=False)
+    return parse_schedule_spec(text)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A schedule's predicted curve: the median and the 5-95% band at its steps."""
+
+    plan: ScheduleFile
+    lr: np.ndarray
+    defined: np.ndarray  # False before any lr was applied (the law says nothing there)
+    q05: np.ndarray
+    q50: np.ndarray
+    q95: np.ndarray
+
+    @property
+    def final(self) -> tuple[float, float, float]:
+        return float(self.q50[-1]), float(self.q05[-1]), float(self.q95[-1])
+
+
+def forecast(fit: StudyFit, plan: ScheduleFile, seed: int = 0) -> Forecast:
+    """The law's forecast of the loss under plan at every step of it."""
+    profile = LrProfile.from_schedule(plan.schedule, int(plan.steps[-1]))
+    steps = plan.steps.astype(float)
+    samples = fit.predict(profile, steps, seed=seed)
+    q05, q50, q95 = np.quantile(samples, [0.05, 0.5, 0.95], axis=0)
+    return Forecast(plan, profile.lr_at(steps), profile.s1(steps) > 0, q05, q50, q95)
+
+
+def write_forecast(result: Forecast, out_dir: Path) -> Path:
+    """Writes out_dir/<plan's name>: step, lr, loss_pred, loss_q05, loss_q95."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / result.plan.path.name
+    with target.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "lr", "loss_pred", "loss_q05", "loss_q95"])
+        for i, step in enumerate(result.plan.steps):
+            ok = bool(result.defined[i])
+            cells = [result.q50[i], result.q05[i], result.q95[i]]
+            values = [f"{v:.6g}" if ok else "" for v in cells]
+            writer.writerow([int(step), f"{result.lr[i]:.6g}", *values])
+    return target
 
 
 def predict(fit: StudyFit, schedule: ScheduleFile, out_dir: Path, seed: int = 0) -> Path:
     """Writes out_dir/<same name>: step, lr, loss_pred, loss_q05, loss_q95 at the file's steps."""
-    profile = LrProfile.from_schedule(schedule.schedule, int(schedule.steps[-1]))
-    samples = predict_from_study(
-        fit, profile, int(schedule.steps[-1]), schedule.steps.astype(float), seed=seed
+    return write_forecast(forecast(fit, schedule, seed), out_dir)
+
+
+def compare(results: list[Forecast]) -> str:
+    """The schedules ranked by predicted final loss (best first), with 5-95% intervals."""
+    ranked = sorted(results, key=lambda r: r.final[0])
+    lines = ["rank  final loss  [5%, 95%]            schedule"]
+    for i, r in enumerate(ranked, start=1):
+        med, lo, hi = r.final
+        lines.append(f"{i:>4}  {med:.4f}      [{lo:.4f}, {hi:.4f}]   {r.plan.path.stem}")
+    return "\n".join(lines)
+
+
+def plot(fit: StudyFit, train: list[ScheduleFile], results: list[Forecast], path: Path) -> Path:
+    """The fitted runs (points and the law), the predicted curves with their 5-95% bands, and
+    every schedule's lr beneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(
+        2, 1, sharex=True, figsize=(9, 7), gridspec_kw={"height_ratios": [3, 1]}
     )
-    q05, q50, q95 = np.quantile(samples, [0.05, 0.5, 0.95], axis=0)
-    lr = profile.lr_at(schedule.steps)
-    # Before any lr has been applied the law says nothing: those cells are left empty.
-    defined = profile.s1(schedule.steps.astype(float)) > 0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / schedule.path.name
-    with target.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "lr", "loss_pred", "loss_q05", "loss_q95"])
-        for ok, row in zip(
-            defined, zip(schedule.steps, lr, q50, q05, q95, strict=True), strict=True
-        ):
-            values = [f"{v:.6g}" if ok else "" for v in row[2:]]
-            writer.writerow([int(row[0]), f"{row[1]:.6g}", *values])
-    return target
+    for f in train:
+        curve = f.curve()
+        profile = LrProfile.from_schedule(f.schedule, int(f.steps[-1]))
+        steps = curve.steps.astype(float)
+        (dots,) = top.plot(steps, curve.values, ".", ms=2, alpha=0.5, label=f"{f.path.stem}")
+        law = np.median(fit.predict(profile, steps, 100), axis=0)
+        top.plot(steps, law, "-", lw=1, color=dots.get_color())
+        bottom.plot(f.steps, profile.lr_at(f.steps), color=dots.get_color(), lw=1)
+    for r in results:
+        steps = r.plan.steps[r.defined]
+        (line,) = top.plot(steps, r.q50[r.defined], "--", lw=1.5,
+                           label=f"{r.plan.path.stem} (predicted)")  # fmt: skip
+        top.fill_between(steps, r.q05[r.defined], r.q95[r.defined], alpha=0.2,
+                         color=line.get_color())  # fmt: skip
+        bottom.plot(r.plan.steps, r.lr, "--", color=line.get_color(), lw=1)
+    finals = [v for r in results for v in r.q95[r.defined][-1:]]
+    lows = [v for r in results for v in r.q05[r.defined][-1:]]
+    if finals:
+        span = max(finals) - min(lows)
+        top.set_ylim(min(lows) - 2 * span - 0.02, max(finals) + 8 * span + 0.1)
+    top.set_ylabel("loss")
+    top.set_title(f"{fit.law}: fitted runs (dots, lines) and forecasts (dashed, 5-95%)")
+    top.legend(fontsize=7)
+    bottom.set_ylabel("lr")
+    bottom.set_xlabel("step")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

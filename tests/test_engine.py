@@ -56,6 +56,45 @@ def test_completed_runs_of_a_study_inform_the_running_ones(tmp_path, shipped_mod
     assert abs(summary.quantiles[0, 2] - final) / final < 0.01
 
 
+def test_a_stable_phase_wsd_run_sees_its_drop_in_the_path_and_its_steps_to_target(
+    tmp_path, shipped_models
+):
+    """Issue 15: the planned schedule (StartRun.lr_schedule) and the study's finished runs
+    give the whole future curve; steps-to-target come from the same law."""
+    from forecaster.curves import LrProfile
+    from forecaster.store import RunState
+    from tests.models.test_annealing_law import STUDY, law_loss, schedule_of
+    from tests.models.test_annealing_law import run as law_run
+
+    plan = schedule_of("wsd", 16000)
+    truth_at = law_loss(plan, np.array([13000, 14500, 16000]), 16000)
+    engine = Engine(SqliteStore(tmp_path / "e.db"), models=shipped_models)
+    engine.create_study(StudySpec("llm", "loss", Direction.MIN, max_step=16000,
+                                  target=float(truth_at[1])))  # fmt: skip
+    for i, (kind, total) in enumerate(STUDY):
+        curve, _ = law_run(kind, total, seed=i)
+        engine.start_run("llm", RunSpec(f"done{i}", max_step=total, lr_schedule=curve.schedule))
+        engine.report("llm", f"done{i}", Points.of(curve.steps, curve.values))
+        engine.finish_run("llm", f"done{i}", RunState.FINISHED)
+    curve, final = law_run("wsd", 16000, until=4800, seed=9)
+    engine.start_run("llm", RunSpec("live", max_step=16000, lr_schedule=plan))
+    engine.report("llm", "live", Points.of(curve.steps, curve.values))
+    summary, path = engine.forecast("llm", "live", at_steps=[13000, 16000], path_points=40)
+    assert summary.model == "annealing_law"
+    np.testing.assert_allclose(summary.quantiles[:, 2], truth_at[[0, 2]], rtol=3e-3)
+    assert path is not None
+    # The path follows the schedule: flat-ish in the stable phase, the drop in the cool-down.
+    median = path.quantiles[:, 2]
+    steps = np.array(path.steps)
+    cool = steps >= 12800
+    assert median[cool][0] - median[-1] > 0.02
+    # The target is reached in the cool-down, where the law says.
+    assert summary.steps_to_target
+    reach = summary.steps_to_target[len(summary.steps_to_target) // 2]
+    assert abs(reach - 14500) < 400
+    assert LrProfile.from_schedule(plan, 16000).lr_at([reach])[0] < plan.peak_lr
+
+
 def test_a_runs_config_travels_with_its_curve_to_the_forecasters(tmp_path, shipped_models):
     from forecaster.store.base import curve_of
 

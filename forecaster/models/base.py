@@ -90,7 +90,7 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "last_value": ("forecaster.models.baselines", "LastValueForecaster", {}),
     "damped_trend": ("forecaster.models.baselines", "DampedTrendForecaster", {}),
     "annealing_law": ("forecaster.models.annealing_law", "AnnealingLawForecaster", {}),
-    "multi_power_law": ("forecaster.models.annealing_law", "MultiPowerLawForecaster", {}),
+    "multi_power_law": ("forecaster.models.multi_power_law", "MultiPowerLawForecaster", {}),
 }
 # Each parametric family alone, for comparison ("pow3" is the naive single fit).
 _FAMILY_NAMES = (

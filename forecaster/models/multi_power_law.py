@@ -1,0 +1,74 @@
+"""The multi-power law (Luo et al. 2025, "A Multi-Power Law for Loss Curve Prediction Across
+Learning Rate Schedules", arXiv:2503.12811), in its own absolute units:
+
+    L(t) = L0 + A * (S1(t) + S_W)^-alpha - LD(t)
+    LD(t) = B * sum_k (lr_(k-1) - lr_k) * G(lr_k^-gamma * S_k(t)),  G(x) = 1 - (C x + 1)^-beta
+
+S1 + S_W the forward area with the warm-up's (`curves.LrProfile.s1` counts from step 0), S_k(t)
+the area from step k to t. The sum runs over the drops merged into groups of neighbours
+(`LrProfile.drop_table`); the fit, its uncertainty and the forecaster are shared with the
+annealing law (`models/schedule_laws.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from forecaster.curves import DropTable, FloatArray, LrProfile
+from forecaster.models.schedule_laws import Law, ScheduleLawForecaster
+
+__all__ = ["MULTI_POWER_LAW", "MultiPowerLawForecaster"]
+
+_FIT_DROPS = 64  # drop groups in a fit (a forecast uses the same)
+
+
+@dataclass(frozen=True, eq=False)
+class _Areas:
+    s1: FloatArray  # in units of ref lr x steps
+    drops: DropTable  # lr and areas in units of ref
+
+
+def _prepare(profile: LrProfile, steps: FloatArray, ref: float) -> _Areas:
+    table = profile.drop_table(_FIT_DROPS)
+    scaled = DropTable(table.area / ref, table.amount / ref, table.lr_after / ref)
+    return _Areas(profile.s1(np.asarray(steps, dtype=np.float64)) / ref, scaled)
+
+
+def _loss_drop(areas: _Areas, rest: FloatArray) -> FloatArray:
+    log_c, beta, gamma = (float(v) for v in rest)
+    return areas.drops.multi_power(areas.s1, 10.0**log_c, beta, gamma)
+
+
+def _report(shape: FloatArray, ref: float) -> dict[str, float]:
+    # c' (lr/ref)^-gamma (S/ref) = c' ref^(gamma-1) lr^-gamma S: C in absolute lr.
+    alpha, log_c, beta, gamma = (float(v) for v in shape)
+    return {"alpha": alpha, "C": 10.0**log_c * ref ** (gamma - 1.0), "beta": beta, "gamma": gamma}
+
+
+MULTI_POWER_LAW = Law(
+    name="multi_power_law",
+    shape_names=("alpha", "C", "beta", "gamma"),
+    anneal_name="B",
+    # beta and gamma about 0.5 as the paper's fits; C spans the drop's saturation from ~100
+    # to ~10,000 steps at the peak lr.
+    starts=((0.4, -2.0, 0.5, 0.5), (0.4, -3.0, 0.5, 0.5), (0.6, -2.5, 0.5, 0.5)),
+    lower=(0.01, -7.0, 0.01, 0.0),
+    upper=(3.0, 2.0, 5.0, 2.0),
+    max_points=250,
+    prepare=_prepare,
+    anneal=_loss_drop,
+    s1_of=lambda areas: areas.s1,
+    report=_report,
+)
+
+
+@dataclass(frozen=True)
+class MultiPowerLawForecaster(ScheduleLawForecaster):
+    """L = L0 + A * S1^-alpha - LD (Luo et al. 2025); shape and B shared by the study, L0 and
+    A by the runs of one peak lr."""
+
+    name: ClassVar[str] = "multi_power_law"
+    version: ClassVar[int] = 2

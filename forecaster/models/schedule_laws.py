@@ -1,0 +1,670 @@
+"""What the two LR-schedule laws share: the joint fit on a study's runs, its uncertainty, and
+the forecast of one run (its planned schedule, its own prefix, the study's fit).
+
+A law is L(s) = L0 + A * S1(s)^-alpha - K * D(s; shape), in absolute units as the papers
+define them: S1 the sum of the lr over steps (warm-up included, as the multi-power law's
+S1 + S_W), D the annealing term (S2 of Tissue et al. 2024 with its decay time; the loss drop
+of Luo et al. 2025 with its c, beta, gamma). `annealing_law.py` and `multi_power_law.py` each
+define their D; the areas themselves live in `curves.LrProfile`.
+
+Across peak lrs. On lr_scheduling_llm and nanogpt_speedrun (benchmarks/schedule_laws.py,
+docs/benchmarks.md) the shape (alpha, the annealing shape) and the annealing coefficient K
+transfer across the runs of a study, while L0 and A move with the peak lr: a study is fitted
+with one (L0, A) per peak lr and everything else shared. Runs of one peak lr therefore share
+every parameter, which is the papers' setting.
+
+Fit as the papers do: every logged point after the warm-up (thinned evenly past
+`Law.max_points` per run), a robust loss (Huber on the relative residual, about the log
+loss, its threshold 1.345 robust sd of the residuals, the textbook 95%-efficiency constant),
+several starts, `scipy.optimize.least_squares`. Parameter uncertainty is the fit's: the
+Gauss-Newton covariance plus its cluster-robust (by run) sandwich, since points of one run are
+not independent; forecasts carry it by the delta method.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import numpy as np
+
+from forecaster.curves import Curve, Direction, FloatArray, LrProfile, LrSchedule, thin_indices
+from forecaster.models.base import StudyHistory
+from forecaster.models.baselines import constant_prediction, unfit_prediction
+from forecaster.models.power_law import PowerLawForecaster
+from forecaster.models.prediction import Prediction
+
+_SAME_LR = 0.02  # peak lrs within 2% (in log) are one group: logging rounds them
+_HUBER = 1.345  # Huber threshold in robust sd: 95% efficiency under normal noise
+_MIN_RUN_POINTS = 4
+_MAX_HISTORY_RUNS = 24  # a study fit uses at most this many completed runs (the newest)
+_LR_EXPONENT = 2.0  # bound on |delta| in K_eff = K * (peak lr / ref)^-delta
+
+
+@dataclass(frozen=True)
+class Law:
+    """One schedule law: its annealing term and the shape parameters that define it.
+
+    power(s1, alpha) is shared; anneal(prep, shape[1:]) is the law's own term, computed on
+    what prepare(profile, steps, ref) precomputed for one run (lr in units of ref).
+    """
+
+    name: str
+    shape_names: tuple[str, ...]  # the first is alpha
+    anneal_name: str
+    starts: tuple[tuple[float, ...], ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    max_points: int  # per run, in a fit
+    prepare: Callable[[LrProfile, FloatArray, float], Any] = field(repr=False)
+    anneal: Callable[[Any, FloatArray], FloatArray] = field(repr=False)
+    s1_of: Callable[[Any], FloatArray] = field(repr=False)
+    # shape as fitted (e.g. log10 tau) -> as reported in absolute units
+    report: Callable[[FloatArray, float], dict[str, float]] = field(repr=False)
+
+
+def law_named(name: str) -> Law:
+    """The law registered under name (annealing_law, multi_power_law)."""
+    if name == "annealing_law":
+        from forecaster.models.annealing_law import ANNEALING_LAW
+
+        return ANNEALING_LAW
+    if name == "multi_power_law":
+        from forecaster.models.multi_power_law import MULTI_POWER_LAW
+
+        return MULTI_POWER_LAW
+    raise KeyError(name)
+
+
+LAW_NAMES = ("annealing_law", "multi_power_law")
+
+
+def fit_points(curve: Curve) -> tuple[FloatArray, FloatArray]:
+    """Steps and losses a law is fitted on: finite, past the warm-up ramp (from the first
+    step at half the peak lr on), with some lr applied."""
+    loss = curve.loss_view().finite()
+    steps = loss.steps.astype(np.float64)
+    keep = (steps > 0) & (loss.values > 0)
+    profile = LrProfile.of(curve)
+    if profile is not None:
+        warm = float(profile.knots[int(np.argmax(profile.values >= 0.5 * profile.peak))])
+        keep &= (steps >= warm) & (profile.s1(steps) > 0)
+    return steps[keep], loss.values[keep]
+
+
+def _groups(peaks: FloatArray) -> tuple[FloatArray, np.ndarray]:
+    """Distinct peak lrs (within _SAME_LR in log) and each run's group index."""
+    order = np.argsort(peaks)
+    centers: list[float] = []
+    members: list[list[int]] = []
+    for i in order:
+        if centers and abs(math.log(peaks[i] / centers[-1])) <= _SAME_LR:
+            members[-1].append(int(i))
+        else:
+            centers.append(float(peaks[i]))
+            members.append([int(i)])
+    index = np.zeros(len(peaks), dtype=np.int64)
+    out = np.empty(len(members))
+    for g, m in enumerate(members):
+        index[m] = g
+        out[g] = float(np.exp(np.mean(np.log(peaks[m]))))
+    return out, index
+
+
+def group_of(peaks: FloatArray, peak: float) -> tuple[int, bool]:
+    """The group nearest peak (in log), and whether it is the same peak lr."""
+    dist = np.abs(np.log(peaks / peak))
+    g = int(np.argmin(dist))
+    return g, bool(dist[g] <= _SAME_LR)
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """What the runs of different peak lrs share: L0 and A each shared or one per peak lr,
+    and whether the annealing coefficient scales as a power of the peak lr
+    (K_eff = K * (peak lr / ref)^-delta). The shape (alpha, the annealing shape) is always
+    shared. Runs of one peak lr share everything, as in the papers."""
+
+    l0_per_lr: bool = True
+    a_per_lr: bool = True
+    lr_exponent: bool = False
+
+
+DEFAULT_SHARING = Sharing()
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """The fitted runs, concatenated: what the residuals are computed on."""
+
+    preps: list[Any]
+    y: FloatArray
+    group: np.ndarray  # per point
+    run: np.ndarray  # per point
+    n_groups: int
+    log_s1: FloatArray
+    log_peak: FloatArray  # per point: log(peak lr / ref)
+
+
+@dataclass(frozen=True)
+class StudyFit:
+    """A law fitted jointly on runs; parameters with their covariance.
+
+    params = [law shape..., delta, K, L0_1..L0_G, A_1..A_G] in units of lr / ref (delta the
+    lr exponent of K; an L0 or A shared across peak lrs is the first of its block, the others
+    unused).
+    """
+
+    law: str
+    ref: float  # lr unit of the fit
+    peaks: FloatArray  # (G,) peak lr of each group
+    sharing: Sharing
+    params: FloatArray
+    cov: FloatArray
+    sigma: float  # relative residual sd
+    offset_sd: float  # relative sd of a run's mean offset from its group's law
+    n_runs: int
+    n_points: int
+    fit_s: float = 0.0
+
+    @property
+    def d(self) -> int:
+        """Shape parameters: the law's, then delta."""
+        return len(law_named(self.law).shape_names) + 1
+
+    @property
+    def shape(self) -> FloatArray:
+        return self.params[: self.d]
+
+    def _coef_index(self, g: int) -> tuple[int, int]:
+        n = len(self.peaks)
+        base = self.d + 1
+        return (
+            base + (g if self.sharing.l0_per_lr else 0),
+            base + n + (g if self.sharing.a_per_lr else 0),
+        )
+
+    def group_index(self, g: int) -> list[int]:
+        """Indices into params of (shape..., delta, K, L0_g, A_g)."""
+        return [*range(self.d + 1), *self._coef_index(g)]
+
+    def parameters(self) -> list[tuple[str, float, float]]:
+        """(name, value, sd) in absolute units (lr as given): the papers' parameters."""
+        law = law_named(self.law)
+        d = self.d
+        sd = np.sqrt(np.maximum(np.diag(self.cov), 0.0))
+        out: list[tuple[str, float, float]] = []
+        shown = law.report(self.params[: d - 1], self.ref)
+        shown_hi = law.report(self.params[: d - 1] + sd[: d - 1], self.ref)
+        for name in law.shape_names:
+            out.append((name, shown[name], abs(shown_hi[name] - shown[name])))
+        several = len(self.peaks) > 1
+        if several and self.sharing.lr_exponent:
+            out.append((f"{law.anneal_name} lr exponent", float(self.params[d - 1]),
+                        float(sd[d - 1])))  # fmt: skip
+        alpha = float(self.params[0])
+        k_scale = 1.0 / self.ref  # K per unit of absolute lr area (at the peak lr ref)
+        out.append((law.anneal_name, float(self.params[d]) * k_scale, float(sd[d]) * k_scale))
+        a_scale = self.ref**alpha  # A * (S1/ref)^-alpha = (A ref^alpha) S1^-alpha
+        shown_l0: set[int] = set()
+        shown_a: set[int] = set()
+        for g, peak in enumerate(self.peaks):
+            i, j = self._coef_index(g)
+            if i not in shown_l0:
+                tag = f" (peak lr {peak:.3g})" if several and self.sharing.l0_per_lr else ""
+                out.append((f"L0{tag}", float(self.params[i]), float(sd[i])))
+                shown_l0.add(i)
+            if j not in shown_a:
+                tag = f" (peak lr {peak:.3g})" if several and self.sharing.a_per_lr else ""
+                out.append((f"A{tag}", float(self.params[j]) * a_scale, float(sd[j]) * a_scale))
+                shown_a.add(j)
+        return out
+
+    def columns(self, profile: LrProfile, steps: FloatArray, shape: FloatArray) -> FloatArray:
+        """(n, 2): S1^-alpha and the annealing term (times (peak / ref)^-delta) on profile."""
+        law = law_named(self.law)
+        prep = law.prepare(profile, steps, self.ref)
+        s1 = np.maximum(law.s1_of(prep), 1e-12)
+        scale = (profile.peak / self.ref) ** -float(shape[-1])
+        return np.stack([s1 ** -float(shape[0]), scale * law.anneal(prep, shape[1:-1])], axis=1)
+
+    def path(
+        self,
+        profile: LrProfile,
+        steps: FloatArray,
+        coef: tuple[float, float],
+        coef_cov: FloatArray,
+        n_samples: int,
+        rng: np.random.Generator,
+    ) -> FloatArray:
+        """Samples (n_samples, n) of the law on profile at steps with run coefficients
+        (L0, A) ~ N(coef, coef_cov); shape and K from the study (delta method)."""
+        d = self.d
+        steps = np.asarray(steps, dtype=np.float64)
+        shape = self.params[:d]
+        k = float(self.params[d])
+        l0, a = coef
+        base = self.columns(profile, steps, shape)
+        mean = l0 + a * base[:, 0] - k * base[:, 1]
+        jac = np.empty((len(steps), d + 3))
+        for i in range(d):
+            step = 1e-4 * max(1.0, abs(float(shape[i])))
+            bumped = shape.copy()
+            bumped[i] += step
+            cols = self.columns(profile, steps, bumped)
+            jac[:, i] = (a * (cols[:, 0] - base[:, 0]) - k * (cols[:, 1] - base[:, 1])) / step
+        jac[:, d] = -base[:, 1]
+        jac[:, d + 1] = 1.0
+        jac[:, d + 2] = base[:, 0]
+        cov = np.zeros((d + 3, d + 3))
+        cov[: d + 1, : d + 1] = self.cov[: d + 1, : d + 1]
+        cov[d + 1 :, d + 1 :] = coef_cov
+        draws = rng.multivariate_normal(np.zeros(d + 3), _psd(cov), n_samples, method="eigh")
+        noise = rng.standard_normal(n_samples) * self.sigma
+        out: FloatArray = mean[None, :] * (1.0 + noise[:, None]) + draws @ jac.T
+        return out
+
+    def _prior(self, peak: float) -> tuple[FloatArray, FloatArray, bool]:
+        """(L0, A) of a new run at peak lr before any of it ran, their covariance, and whether
+        the study ran that peak lr (if not: the nearest one's, with the groups' spread)."""
+        g, same = group_of(self.peaks, peak)
+        idx = list(self._coef_index(g))
+        mean = self.params[idx].astype(np.float64)
+        cov = self.cov[np.ix_(idx, idx)].copy()
+        cov[0, 0] += (self.offset_sd * mean[0]) ** 2
+        if not same:
+            cov += np.diag(self._group_spread() ** 2)
+        return mean, cov, same
+
+    def predict(
+        self, profile: LrProfile, steps: FloatArray, n_samples: int = 400, seed: int = 0
+    ) -> FloatArray:
+        """Samples (n_samples, n) of a new run of the study under profile, before any of it
+        ran."""
+        mean, cov, _ = self._prior(profile.peak)
+        coef = (float(mean[0]), float(mean[1]))
+        return self.path(profile, steps, coef, cov, n_samples, np.random.default_rng(seed))
+
+    def _group_spread(self) -> FloatArray:
+        """sd of (L0, A) across peak lrs (a new peak lr's uncertainty); 5% / 30% with one."""
+        n = len(self.peaks)
+        base = self.d + 1
+        l0 = self.params[base : base + n] if self.sharing.l0_per_lr else self.params[base:][:1]
+        a = self.params[base + n : base + 2 * n] if self.sharing.a_per_lr else np.zeros(1)
+        s0 = float(np.std(l0, ddof=1)) if len(l0) > 1 else 0.05 * abs(float(l0[0]))
+        a0 = float(self.params[base + n])
+        s1 = float(np.std(a, ddof=1)) if len(a) > 1 else 0.3 * abs(a0)
+        return np.array(
+            [s0 if self.sharing.l0_per_lr else 0.0, s1 if self.sharing.a_per_lr else 0.0]
+        )
+
+    def run_coefficients(
+        self, profile: LrProfile, steps: FloatArray, y: FloatArray
+    ) -> tuple[tuple[float, float], FloatArray, bool]:
+        """(L0, A) of a running run from its own prefix, with the study's fit of its peak lr
+        as the prior (the nearest peak lr's, widened, when the study never ran it): the mean,
+        the covariance and whether the peak lr was in the study."""
+        prior, prior_cov, same = self._prior(profile.peak)
+        if not len(y):
+            return (float(prior[0]), float(prior[1])), prior_cov, same
+        d = self.d
+        cols = self.columns(profile, steps, self.params[:d])
+        z = y + float(self.params[d]) * cols[:, 1]
+        # Points of one run are correlated: count them as the effective number of a series
+        # whose residuals are this study's (one per 10 points, at least 1).
+        noise = (self.sigma * float(np.mean(y))) ** 2 * max(1.0, len(y) / 10.0) / len(y)
+        if same:
+            # The study ran this peak lr: its law holds but for the run's own offset (seed,
+            # data order), a random intercept the prefix estimates.
+            shift_var = (self.offset_sd * float(prior[0])) ** 2
+            gap = float(np.mean(z - prior[0] - prior[1] * cols[:, 0]))
+            gain = shift_var / (shift_var + noise)
+            cov = prior_cov.copy()
+            cov[0, 0] -= gain * shift_var
+            return (float(prior[0]) + gain * gap, float(prior[1])), _psd(cov), same
+        x = np.stack([np.ones(len(y)), cols[:, 0]], axis=1)
+        prior_prec = np.linalg.inv(_psd(prior_cov) + 1e-18 * np.eye(2))
+        precision = x.T @ x / noise + prior_prec
+        rhs = x.T @ z / noise + prior_prec @ prior
+        cov = np.linalg.inv(precision)
+        mean = cov @ rhs
+        return (float(mean[0]), float(mean[1])), _psd(cov), same
+
+
+def _psd(m: FloatArray) -> FloatArray:
+    """m made symmetric positive semi-definite (negative eigenvalues of round-off cut)."""
+    m = 0.5 * (m + m.T)
+    w, v = np.linalg.eigh(m)
+    out: FloatArray = (v * np.maximum(w, 0.0)) @ v.T
+    return out
+
+
+def _study_runs(law: Law, curves: tuple[Curve, ...]) -> tuple[list[LrProfile], list, list]:
+    profiles: list[LrProfile] = []
+    steps_l: list[FloatArray] = []
+    y_l: list[FloatArray] = []
+    for c in curves[-_MAX_HISTORY_RUNS:]:
+        profile = LrProfile.of(c)
+        if profile is None or c.direction is not Direction.MIN:
+            continue
+        steps, y = fit_points(c)
+        if len(y) < _MIN_RUN_POINTS:
+            continue
+        idx = thin_indices(len(y), law.max_points)
+        profiles.append(profile)
+        steps_l.append(steps[idx])
+        y_l.append(y[idx])
+    return profiles, steps_l, y_l
+
+
+def fit_study(
+    law_name: str, curves: tuple[Curve, ...], sharing: Sharing = DEFAULT_SHARING
+) -> StudyFit | None:
+    """The law fitted jointly on curves that have an lr (a loss, lower is better); None when
+    none has 4 usable points."""
+    t0 = time.perf_counter()
+    law = law_named(law_name)
+    profiles, steps_l, y_l = _study_runs(law, curves)
+    if not profiles:
+        return None
+    ref = max(p.peak for p in profiles)
+    peaks_run = np.array([p.peak for p in profiles])
+    peaks, run_group = _groups(peaks_run)
+    preps = [law.prepare(p, s, ref) for p, s in zip(profiles, steps_l, strict=True)]
+    sizes = [len(y) for y in y_l]
+    s1 = np.concatenate([np.maximum(law.s1_of(p), 1e-12) for p in preps])
+    runs = _Runs(
+        preps,
+        np.concatenate(y_l),
+        np.repeat(run_group, sizes),
+        np.repeat(np.arange(len(sizes)), sizes),
+        len(peaks),
+        np.log(s1),
+        np.repeat(np.log(peaks_run / ref), sizes),
+    )
+    params, cov, sigma, offset_sd = _solve(law, runs, sharing)
+    return StudyFit(
+        law_name, ref, peaks, sharing, params, cov, sigma, offset_sd, len(sizes), len(runs.y),
+        time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def _anneal_all(law: Law, runs: _Runs, rest: FloatArray) -> FloatArray:
+    """The annealing column of every point; rest = the law's shape after alpha, then delta."""
+    raw = np.concatenate([law.anneal(p, rest[:-1]) for p in runs.preps])
+    out: FloatArray = raw * np.exp(-float(rest[-1]) * runs.log_peak)
+    return out
+
+
+def _solve(law: Law, runs: _Runs, sharing: Sharing) -> tuple[FloatArray, FloatArray, float, float]:
+    from scipy.optimize import least_squares
+
+    d = len(law.shape_names) + 1
+    g = runs.n_groups
+    y = runs.y
+    rows = np.arange(len(y))
+    n_params = d + 1 + 2 * g
+    li = d + 1 + (runs.group if sharing.l0_per_lr else 0 * runs.group)  # each point's L0
+    ai = d + 1 + g + (runs.group if sharing.a_per_lr else 0 * runs.group)  # and A
+    free = np.zeros(n_params, dtype=bool)
+    free[: d - 1] = True
+    free[d - 1] = sharing.lr_exponent and g > 1
+    free[d] = True
+    free[np.unique(li)] = True
+    free[np.unique(ai)] = True
+    full_lo = np.array([*law.lower, -_LR_EXPONENT, 0.0] + [-np.inf] * g + [0.0] * g)
+    full_hi = np.array([*law.upper, _LR_EXPONENT] + [np.inf] * (1 + 2 * g))
+
+    def embed(x: FloatArray) -> FloatArray:
+        p = np.zeros(n_params)
+        p[free] = x
+        return p
+
+    def predict(p: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        power = np.exp(-p[0] * runs.log_s1)
+        anneal = _anneal_all(law, runs, p[1:d])
+        return p[li] + p[ai] * power - p[d] * anneal, power, anneal
+
+    def residual(x: FloatArray) -> FloatArray:
+        out: FloatArray = predict(embed(x))[0] / y - 1.0
+        return out
+
+    def jacobian_full(p: FloatArray) -> FloatArray:
+        pred, power, anneal = predict(p)
+        jac = np.zeros((len(y), n_params))
+        jac[:, 0] = -p[ai] * runs.log_s1 * power
+        for i in range(1, d):
+            if not free[i]:
+                continue
+            step = 1e-5 * max(1.0, abs(float(p[i])))
+            bumped = p[1:d].copy()
+            bumped[i - 1] += step
+            jac[:, i] = -p[d] * (_anneal_all(law, runs, bumped) - anneal) / step
+        jac[:, d] = -anneal
+        jac[rows, li] = 1.0
+        jac[rows, ai] = power
+        out: FloatArray = jac / y[:, None]
+        return out
+
+    def jacobian(x: FloatArray) -> FloatArray:
+        return jacobian_full(embed(x))[:, free]
+
+    lo, hi = full_lo[free], full_hi[free]
+    starts = []
+    for shape in law.starts:
+        p0 = np.zeros(n_params)
+        p0[: d - 1] = shape
+        p0[d:] = _linear_init(law, runs, p0[:d], li, ai, n_params - d)
+        x0 = np.clip(p0[free], lo + 1e-12, hi - 1e-12)
+        starts.append((float(np.sum(residual(x0) ** 2)), x0))
+    starts.sort(key=lambda t: t[0])
+    best = None
+    scale0 = max(1.4826 * float(np.median(np.abs(residual(starts[0][1])))), 1e-5)
+    for _, x0 in starts[:3]:
+        res = least_squares(
+            residual, x0, jac=jacobian, bounds=(lo, hi), loss="huber",
+            f_scale=_HUBER * scale0, x_scale="jac", max_nfev=200,
+        )  # fmt: skip
+        if best is None or res.cost < best.cost:
+            best = res
+    assert best is not None
+    # Once more from the best, with the threshold set by its own residuals.
+    sd = max(1.4826 * float(np.median(np.abs(best.fun))), 1e-6)
+    best = least_squares(
+        residual, best.x, jac=jacobian, bounds=(lo, hi), loss="huber", f_scale=_HUBER * sd,
+        x_scale="jac", max_nfev=100,
+    )  # fmt: skip
+    x = best.x
+    r = best.fun
+    sd = max(1.4826 * float(np.median(np.abs(r))), 1e-6)
+    weight = np.minimum(1.0, _HUBER * sd / np.maximum(np.abs(r), 1e-300))
+    jac = jacobian(x)
+    jw = jac * np.sqrt(weight)[:, None]
+    hess_inv = np.linalg.pinv(jw.T @ jw)
+    dof = max(len(y) - len(x), 1)
+    sigma2 = float(np.sum(weight * r**2) / dof)
+    cov_free = sigma2 * hess_inv
+    n_runs = int(runs.run.max()) + 1
+    if n_runs > 1:  # cluster-robust (by run): a run's residuals move together
+        score = np.zeros((n_runs, len(x)))
+        np.add.at(score, runs.run, jac * (weight * r)[:, None])
+        meat = score.T @ score * n_runs / (n_runs - 1)
+        cov_free = cov_free + hess_inv @ meat @ hess_inv
+    cov = np.zeros((n_params, n_params))
+    cov[np.ix_(free, free)] = _psd(cov_free)
+    offsets = np.bincount(runs.run, weights=r) / np.bincount(runs.run)
+    offset_sd = float(np.sqrt(np.mean(offsets**2))) if n_runs > 1 else sd
+    return embed(x), cov, math.sqrt(sigma2), offset_sd
+
+
+def _linear_init(
+    law: Law, runs: _Runs, shape: FloatArray, li: np.ndarray, ai: np.ndarray, n_coef: int
+) -> FloatArray:
+    """(K, L0..., A...) by least squares at a fixed shape (the start of a nonlinear fit)."""
+    power = np.exp(-shape[0] * runs.log_s1)
+    anneal = _anneal_all(law, runs, shape[1:])
+    d = len(shape)
+    x = np.zeros((len(runs.y), n_coef))
+    rows = np.arange(len(runs.y))
+    x[:, 0] = -anneal
+    x[rows, li - d] = 1.0
+    x[rows, ai - d] = power
+    w = 1.0 / runs.y
+    coef, *_ = np.linalg.lstsq(x * w[:, None], runs.y * w, rcond=None)
+    coef[0] = max(coef[0], 0.0)
+    g = runs.n_groups
+    coef[1 + g :] = np.maximum(coef[1 + g :], 1e-9)
+    return np.asarray(coef, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class FittedRun:
+    """A run's law: the study's (or its own) fit with the run's (L0, A)."""
+
+    study: StudyFit
+    coef: tuple[float, float]
+    coef_cov: FloatArray
+
+    def prediction(
+        self,
+        profile: LrProfile,
+        curve: Curve,
+        model: str,
+        version: int,
+        n_samples: int,
+        seed: int,
+        notes: tuple[str, ...],
+    ) -> Prediction:
+        """The predictive distribution of the run's loss under profile."""
+        study, coef, coef_cov = self.study, self.coef, self.coef_cov
+
+        def sampler(steps: FloatArray) -> FloatArray:
+            rng = np.random.default_rng(seed)
+            return study.path(profile, np.asarray(steps, dtype=np.float64), coef, coef_cov,
+                              n_samples, rng)  # fmt: skip
+
+        return Prediction(
+            model,
+            version,
+            curve.direction,
+            sampler,
+            curve.last_step,
+            curve.loss_view().best_value(),
+            converged=True,
+            notes=notes,
+        )
+
+
+def schedule_known(curve: Curve) -> bool:
+    """Whether the schedule laws apply: the metric is a loss and its lr is known to the budget
+    (otherwise they answer with the power-law ensemble)."""
+    return curve.direction is Direction.MIN and LrProfile.of(curve, curve.horizon) is not None
+
+
+_MIN_POINTS_ALONE = 5  # a run with no completed run in its study needs this many points
+
+
+@dataclass(frozen=True)
+class ScheduleLawForecaster:
+    """A schedule law as a forecaster: the study's fit (cached on the history) with the run's
+    own (L0, A) from its prefix; a run of a new study is fitted alone."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 2
+    n_samples: int = 400
+    seed: int = 0
+
+    def needs_history(self, curve: Curve) -> bool:
+        return schedule_known(curve)  # without a known lr this is the power law, alone
+
+    def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
+        fitted = self.fit_law(curve, history)
+        if isinstance(fitted, Prediction):
+            return fitted
+        profile = LrProfile.of(curve, curve.horizon)
+        assert profile is not None
+        return fitted[0].prediction(
+            profile, curve, self.name, self.version, self.n_samples, self.seed, fitted[1]
+        )
+
+    def what_if(
+        self,
+        curve: Curve,
+        schedule: LrSchedule,
+        from_step: int | None = None,
+        history: StudyHistory | None = None,
+    ) -> Prediction:
+        """The forecast if the lr followed `schedule` from from_step (default: the last
+        observed step) on: "what if I decay now?"."""
+        fitted = self.fit_law(curve, history)
+        if isinstance(fitted, Prediction):
+            return fitted
+        profile = LrProfile.of(curve, curve.horizon)
+        assert profile is not None
+        start = curve.last_step if from_step is None else from_step
+        horizon = max(curve.horizon, schedule.end_step or 0)
+        changed = profile.with_plan_after(schedule, start, horizon)
+        return fitted[0].prediction(
+            changed, curve, self.name, self.version, self.n_samples, self.seed, fitted[1]
+        )
+
+    def fit_law(
+        self, curve: Curve, history: StudyHistory | None
+    ) -> tuple[FittedRun, tuple[str, ...]] | Prediction:
+        """The run's fitted law and its notes, or a fallback Prediction that says why there
+        is none."""
+        diverged = unfit_prediction(curve, 1, 0, self.name, self.version, self.n_samples)
+        if diverged is not None:
+            return diverged
+        profile = LrProfile.of(curve, curve.horizon)
+        if profile is None or curve.direction is not Direction.MIN:
+            reason = (
+                "no learning rate is known for this run"
+                if profile is None
+                else "the metric is not a loss (higher is better)"
+            )
+            fallback = PowerLawForecaster(name=self.name).fit(curve)
+            note = f"{reason}: the {self.name} needs one; this is the power-law ensemble."
+            return replace(
+                fallback,
+                model_version=self.version,  # the name is ours, so is the version
+                notes=(note, *fallback.notes),
+                converged=False,
+            )
+        law = law_named(self.name)
+        study = (
+            history.fits.get(self.name, lambda: fit_study(self.name, history.curves))
+            if history and history.curves
+            else None
+        )
+        steps, y = fit_points(curve)
+        idx = thin_indices(len(y), law.max_points)
+        steps, y = steps[idx], y[idx]
+        if study is not None:
+            coef, cov, same = study.run_coefficients(profile, steps, y)
+            notes = [f"shape and annealing term shared with {study.n_runs} completed runs"]
+            notes.append(
+                "; L0 and A of their peak lr, adjusted to this run's points."
+                if same
+                else "; no completed run at this peak lr: L0 and A from this run's points."
+            )
+            return FittedRun(study, coef, cov), ("".join(notes),)
+        if len(y) < _MIN_POINTS_ALONE:
+            note = (
+                f"only {len(y)} usable points past the warm-up and no completed run in the "
+                "study: the forecast is the last value with a wide interval."
+            )
+            return constant_prediction(curve, self.name, self.version, self.n_samples, 0, note)
+        alone = fit_study(self.name, (curve.finite(),))
+        if alone is None:
+            return constant_prediction(curve, self.name, self.version, self.n_samples, 0, None)
+        last = alone.group_index(0)[-2:]
+        coef = (float(alone.params[last[0]]), float(alone.params[last[1]]))
+        note = (
+            "no completed run in the study: the law is fitted on this run alone, so its "
+            "annealing term is known only once the lr has decayed."
+        )
+        return FittedRun(alone, coef, alone.cov[np.ix_(last, last)]), (note,)
