@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -175,6 +176,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     processes.check(settings)
     engine = build_engine(settings)
     running = await start_server(engine, settings)
+    # What start-up loaded (models, modules) lives as long as the process: out of the
+    # collector's sight, so that its full passes under load stay short.
+    gc.freeze()
     siblings = processes.start_siblings(settings)
     host = settings.host
     shown = f"[{host}]" if ":" in host else host
