@@ -16,7 +16,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY forecaster ./forecaster
 RUN /opt/venv/bin/pip install --index-url "$TORCH_INDEX_URL" "torch==2.13.0"
-RUN /opt/venv/bin/pip install ".[tensorboard]"
+RUN /opt/venv/bin/pip install ".[tensorboard,postgres]"
 
 FROM python:3.11-slim
 

@@ -47,9 +47,9 @@ annealing decay) and the annealing coefficient are shared by every run of a stud
 with the peak lr. Sharing L0 and A too (the papers' fit, made for runs of one peak lr) is 2-5
 times worse on every task. Letting the annealing coefficient scale as a power of the peak lr
 was worse on the service-path folds (5.5% against 1.2%), and fitting each peak lr's runs alone
-breaks down on the groups of one or two runs small tasks have, so neither was kept. A peak lr no fitted run used gets the nearest
-peak lr's L0 and A, which is not good (the "new peak lr" rows): the law has no lr term that
-transfers, and pow3 does better there.
+breaks down on the groups of one or two runs small tasks have, so neither was kept. A peak lr
+no fitted run used gets the nearest peak lr's L0 and A, which is not good (the "new peak lr"
+rows): the law has no lr term that transfers, and pow3 does better there.
 """
 
 

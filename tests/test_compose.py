@@ -17,10 +17,18 @@ import pytest
 import yaml
 
 from tests.postgres import PostgresServer
-from tests.test_dockerfile import dockerfile, free_port
+from tests.test_dockerfile import free_port, read_dockerfile
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "deploy" / "compose.yaml"
+
+
+def dockerfile() -> tuple[dict[str, str], list[str], list[str]]:
+    """The image's final ENV (PATH left out: the test's own environment stands for it),
+    ENTRYPOINT and HEALTHCHECK command."""
+    d = read_dockerfile()
+    env = {k: v for k, v in d.final.env.items() if k != "PATH"}
+    return env, d.entrypoint, d.health
 
 
 def compose() -> dict[str, Any]:

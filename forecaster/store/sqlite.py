@@ -65,6 +65,8 @@ T = TypeVar("T")
 _MANY = 2**62
 # Points per chunk of store.schema's point_chunks: a 10^6-point run is read as ~250 arrays.
 CHUNK_POINTS = 4096
+# How often the store's thread copies the WAL back into the database file.
+CHECKPOINT_EVERY_S = 0.5
 Cursor = Any  # sqlite3.Cursor here, a psycopg cursor in postgres.py: rows read by column name
 
 
@@ -182,6 +184,30 @@ class SqliteStore:
         except BaseException:
             self._release_lock()
             raise
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
+        if not self._memory:
+            # Checkpoints off the commit path: a commit that also copied the WAL back into
+            # the database (SQLite's default, every 1,000 pages) would hold every writer
+            # queued behind it; a thread of the store checkpoints passively instead.
+            assert self._conn is not None
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="forecaster-sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while not self._stop_checkpoints.wait(CHECKPOINT_EVERY_S):
+            try:
+                if conn is None:
+                    conn = self._connect(create=False)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass  # a deleted file, a busy moment: the next round, or close(), does it
+        if conn is not None:
+            conn.close()
 
     def _connect(self, create: bool = True) -> sqlite3.Connection:
         """A connection with the store's pragmas; create=False (the readers) never makes a
@@ -361,6 +387,10 @@ class SqliteStore:
             )
 
     def close(self) -> None:
+        checkpointer = getattr(self, "_checkpointer", None)
+        if checkpointer is not None:
+            self._stop_checkpoints.set()
+            checkpointer.join(10)
         with self._lock:
             if self._conn is not None:
                 self._closed = True
