@@ -123,16 +123,12 @@ def run_job(job: StudyJob) -> list[dict[str, Any]]:
     full = {r.run_id: r.curve(horizon=budget_of(r, judge_spec, longest)) for r in logged}
     done = {r.run_id: completed(r) for r in logged}
     holder = HistoryHolder(job.study, keep=2)
-    histories: dict[int, Callable[[], StudyHistory]] = {}
-    for fold in (0, 1):
-        members = [r.run_id for r in logged if done[r.run_id] and _fold(r.run_id) != fold]
-
-        def history(members: list[str] = members) -> StudyHistory:
-            return holder.get(
-                ((m, full[m].last_step) for m in members), lambda: [full[m] for m in members]
-            )
-
-        histories[fold] = history
+    histories = {
+        fold: _history_of(
+            holder, full, [r.run_id for r in logged if done[r.run_id] and _fold(r.run_id) != fold]
+        )
+        for fold in (0, 1)
+    }
     by_id = {r.run_id: r for r in logged}
     # The incumbent of a run is the best of the other completed runs: the best two suffice.
     finished = [
@@ -159,7 +155,12 @@ def run_job(job: StudyJob) -> list[dict[str, Any]]:
         where = f"{job.study}/{run_id}"
         history = histories[_fold(run_id)]
 
-        def fit(head: Curve, where: str = where, memo: ForecastMemo = memo) -> Prediction | None:
+        def fit(
+            head: Curve,
+            where: str = where,
+            memo: ForecastMemo = memo,
+            history: Callable[[], StudyHistory] = history,
+        ) -> Prediction | None:
             return fit_forecast(judge_spec.model, head, history, where, job.bank, memo)
 
         for cutoff, step in judge_spec.cuts(run):
@@ -169,6 +170,15 @@ def run_job(job: StudyJob) -> list[dict[str, Any]]:
             curve = full[run_id].head(n)
             rows.append(_row(job, run, curve, cutoff, policy, context, fit))
     return rows
+
+
+def _history_of(
+    holder: HistoryHolder, full: dict[str, Curve], members: list[str]
+) -> Callable[[], StudyHistory]:
+    """The history of the completed runs `members`, built on first use."""
+    return lambda: holder.get(
+        ((m, full[m].last_step) for m in members), lambda: [full[m] for m in members]
+    )
 
 
 def _peers(

@@ -7,10 +7,22 @@ import sys
 from collections.abc import Sequence
 
 from forecaster import __version__
-from forecaster.cli import batch, demo, evaluate, health, import_logs, law, replay, serve, train
+from forecaster.cli import (
+    batch,
+    demo,
+    evaluate,
+    health,
+    import_logs,
+    law,
+    plot,
+    replay,
+    report,
+    serve,
+    train,
+)
 from forecaster.errors import ForecasterError
 
-COMMANDS = (serve, demo, health, evaluate, replay, train, import_logs, law, batch)  # --help's order
+COMMANDS = (serve, demo, health, evaluate, replay, train, import_logs, law, batch, report, plot)  # --help's order
 
 
 def build_parser() -> argparse.ArgumentParser:
