@@ -1,5 +1,5 @@
 """Rebuilds what datasets/ ships from the full corpus: the sample corpus (datasets/sample), the
-schedule-law CSVs (datasets/law), the manifest of the full corpus (datasets/manifest.json) and
+schedule-law CSVs (datasets/law), a long-form CSV (datasets/long), the manifest of the full corpus (datasets/manifest.json) and
 the mirror of its schema (datasets/SCHEMA.md).
 
     python datasets/build.py --corpus ../shared/datasets
@@ -117,6 +117,25 @@ def build_law(corpus: Path, out: Path) -> None:
         print(f"{name}: {run_id}")
 
 
+LONG_TASKS = ("lm_slimpajama_33M", "lm_slimpajama_53M")
+
+
+def build_long(sample: Path, out: Path) -> None:
+    """Two tasks of the sample as one long-form CSV (run_id, step, value, lr, task, max_step):
+    the input of the README's `forecaster import long` and `forecaster batch --points`."""
+    out.mkdir(parents=True, exist_ok=True)
+    source = sample / "lr_scheduling_llm"
+    runs = pl.read_parquet(source / "runs.parquet").filter(pl.col("task").is_in(LONG_TASKS))
+    points = (
+        pl.read_parquet(source / "points.parquet")
+        .join(runs.select("run_id", "task", "max_step"), on="run_id")
+        .with_columns(pl.col("run_id").str.replace("lr_scheduling_llm/", "", literal=True))
+        .select("run_id", "step", "value", "lr", "task", "max_step")
+        .sort("run_id", "step")
+    )
+    points.write_csv(out / "sweep.csv", float_precision=6)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default=str(HERE.parent.parent / "shared" / "datasets"))
@@ -125,10 +144,12 @@ def main() -> None:
     shutil.copyfile(corpus / "SCHEMA.md", HERE / "SCHEMA.md")
     build_sample(corpus, HERE / "sample")
     build_law(corpus, HERE / "law")
+    build_long(HERE / "sample", HERE / "long")
     entries = {
         "corpus": manifest(corpus),
         "sample": manifest(HERE / "sample"),
         "law": {p.name: {"sha256": content_hash(p)} for p in sorted((HERE / "law").glob("*.csv"))},
+        "long": {p.name: {"sha256": content_hash(p)} for p in sorted((HERE / "long").glob("*.csv"))},
     }
     (HERE / "manifest.json").write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
 
