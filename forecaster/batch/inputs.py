@@ -113,7 +113,10 @@ class PointsInput:
             "run_id"
         ).is_in(ids)
         frame = lf.filter(wanted).sort("run_id", "step").collect()
-        by_run = {key[0]: f for key, f in frame.group_by("run_id", maintain_order=True)}
+        by_run = {
+            key[0]: f
+            for key, f in frame.partition_by("run_id", as_dict=True, maintain_order=True).items()
+        }
         return [self._logged_run(run_id, by_run.get(run_id), names) for run_id in ids]
 
     def _logged_run(self, run_id: str, frame: Any, names: Sequence[str]) -> LoggedRun:

@@ -124,7 +124,11 @@ class Source:
         _require(self.points_file, names, REQUIRED_POINT_COLUMNS)
         cols = [c for c in (*REQUIRED_POINT_COLUMNS, *OPTIONAL_POINT_COLUMNS) if c in names]
         points = lf.select(cols).filter(wanted).collect()
-        by_run = {key[0]: frame for key, frame in points.group_by("run_id", maintain_order=True)}
+        # One partition of the frame, not a group_by iteration (which collects once a run).
+        by_run = {
+            key[0]: frame
+            for key, frame in points.partition_by("run_id", as_dict=True, maintain_order=True).items()
+        }
         meta = {r["run_id"]: r for r in runs.iter_rows(named=True)}
         out = []
         for run_id in ids:
