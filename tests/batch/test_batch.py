@@ -191,3 +191,19 @@ def test_at_step_judges_only_the_runs_that_got_there(tmp_path):
     long_runs = df.filter(pl.col("last_step") > 2000)
     assert (long_runs["final_step"] >= 12000).all()
     assert df.filter(pl.col("final_step") < 12000).group_by("run_id").len()["len"].max() == 1
+
+
+@pytest.mark.slow
+def test_replay_on_the_ray_engine_gives_the_local_results():
+    ray = pytest.importorskip("ray")
+    from forecaster.evaluation import replay
+
+    kwargs = dict(source_names=["lr_scheduling_llm"], policy_specs=["forecast:epsilon=0.05", "median"],
+                  max_runs_per_task=6, forecaster="pow3", progress=False)  # fmt: skip
+    local = replay.summarize(replay.replay_corpus(str(SAMPLE), workers=1, **kwargs))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = replay.summarize(replay.replay_corpus(str(SAMPLE), engine="ray", **kwargs))
+    finally:
+        ray.shutdown()
+    assert on_ray == local and len(local) >= 2
