@@ -1,4 +1,4 @@
-"""Batch forecasting throughput, engines and memory: `forecaster batch` on synthetic and shipped runs.
+"""Batch forecasting: throughput, engines and memory of `forecaster batch`.
 
 Measures, in one run (the machine is shared: compare the ratios):
 - curves/s of the local engine for last_value, pow3 (synthetic power-law runs) and auto (the
@@ -71,13 +71,20 @@ def main() -> None:
     rows = []
     rates: dict[tuple[str, int], float] = {}
     cases = [
-        ("last_value", synthetic, JudgeSpec(model="last_value"), f"synthetic ({args.points} points)"),
+        (
+            "last_value",
+            synthetic,
+            JudgeSpec(model="last_value"),
+            f"synthetic ({args.points} points)",
+        ),
         ("pow3", synthetic, JudgeSpec(model="pow3"), f"synthetic ({args.points} points)"),
         ("auto", SAMPLE, JudgeSpec(model="auto", cutoffs=(0.5,)), "datasets/sample at 50%"),
     ]
     for model, corpus, spec, what in cases:
         for workers in (1, 2):
-            runs, rate = throughput(corpus, spec, LocalEngine(workers), tmp / f"{model}-{workers}.parquet")
+            runs, rate = throughput(
+                corpus, spec, LocalEngine(workers), tmp / f"{model}-{workers}.parquet"
+            )
             rates[(model, workers)] = rate
             rows.append([model, what, "local", workers, runs, f"{rate:,.0f}"])
             print(rows[-1], flush=True)
@@ -87,15 +94,21 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         for model, corpus, spec, what in cases[1:]:
             runs, rate = throughput(corpus, spec, RayEngine(), tmp / f"{model}-ray.parquet")
-            same = (tmp / f"{model}-ray.parquet").read_bytes() == (tmp / f"{model}-2.parquet").read_bytes()
-            rows.append([model, what, "ray (2 CPUs)", 2, runs,
-                         f"{rate:,.0f} ({rate / rates[(model, 2)]:.0%} of local; same bytes: {same})"])  # fmt: skip
+            same = (tmp / f"{model}-ray.parquet").read_bytes() == (
+                tmp / f"{model}-2.parquet"
+            ).read_bytes()
+            ratio = rate / rates[(model, 2)]
+            cell = f"{rate:,.0f} ({ratio:.0%} of local; same bytes: {same})"
+            rows.append([model, what, "ray (2 CPUs)", 2, runs, cell])
             print(rows[-1], flush=True)
         ray.shutdown()
     memory = ""
     if args.memory_runs:
         big = write_scale_corpus(tmp / "big" / "synthetic", args.memory_runs, points=10).parent
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "trainer_plugins")])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "trainer_plugins")]),
+        }
         command = [sys.executable, "-m", "forecaster.cli", "batch", "--corpus", str(big), "--out",
                    str(tmp / "big.parquet"), "--model", "last_value", "--workers", "2",
                    "--runs-per-job", "1000", "--no-progress"]  # fmt: skip
@@ -130,7 +143,9 @@ def main() -> None:
             "measured from 1 to 2 workers here, capped at 100%; the driver, which writes the "
             "rows, is assumed not to be the bottleneck):",
             "",
-            markdown_table(["model", "curves/s per core", "scaling 1->2", "cores", "10 M runs"], cost),
+            markdown_table(
+                ["model", "curves/s per core", "scaling 1->2", "cores", "10 M runs"], cost
+            ),
         ]
     )
     print(body)

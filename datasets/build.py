@@ -1,6 +1,6 @@
 """Rebuilds what datasets/ ships from the full corpus: the sample corpus (datasets/sample), the
-schedule-law CSVs (datasets/law), a long-form CSV (datasets/long), the manifest of the full corpus (datasets/manifest.json) and
-the mirror of its schema (datasets/SCHEMA.md).
+schedule-law CSVs (datasets/law), a long-form CSV (datasets/long), the manifest of the full
+corpus (datasets/manifest.json) and the mirror of its schema (datasets/SCHEMA.md).
 
     python datasets/build.py --corpus ../shared/datasets
 
@@ -149,7 +149,9 @@ def main() -> None:
         "corpus": manifest(corpus),
         "sample": manifest(HERE / "sample"),
         "law": {p.name: {"sha256": content_hash(p)} for p in sorted((HERE / "law").glob("*.csv"))},
-        "long": {p.name: {"sha256": content_hash(p)} for p in sorted((HERE / "long").glob("*.csv"))},
+        "long": {
+            p.name: {"sha256": content_hash(p)} for p in sorted((HERE / "long").glob("*.csv"))
+        },
     }
     (HERE / "manifest.json").write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
 

@@ -109,7 +109,9 @@ class ResultsWriter:
             made_with = json.loads((parts / SPEC_FILE).read_text())
             if made_with != json.loads(json.dumps(writer.settings, sort_keys=True)):
                 changed = sorted(
-                    k for k in {*made_with, *writer.settings} if made_with.get(k) != writer.settings.get(k)
+                    k
+                    for k in {*made_with, *writer.settings}
+                    if made_with.get(k) != writer.settings.get(k)
                 )
                 raise InvalidArgumentError(
                     f"{parts} was made with other settings ({', '.join(changed)} differ); run "

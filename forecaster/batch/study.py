@@ -206,13 +206,11 @@ def _judged(
     if not judged.decision.votes or judged.decision.is_stop:
         return judged
     earlier = sorted({fit_length(m) for m in range(1, len(curve))} - {n_fit}, reverse=True)
-    votes = 0
-    for length in earlier[:_VOTES_LOOKBACK]:
+    for votes, length in enumerate(earlier[:_VOTES_LOOKBACK], start=1):
         head = curve.head(length)
         before = judge(policy, RunView(job.study, run_id, head), context, None, None, fit)
         if not before.decision.votes:
             break
-        votes += 1
         previous = replace(before.record, votes=votes)
         judged = judge(policy, view, context, previous, (n_fit, prediction), fit)
         if judged.decision.is_stop:

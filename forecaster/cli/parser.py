@@ -22,7 +22,19 @@ from forecaster.cli import (
 )
 from forecaster.errors import ForecasterError
 
-COMMANDS = (serve, demo, health, evaluate, replay, train, import_logs, law, batch, report, plot)  # --help's order
+COMMANDS = (
+    serve,
+    demo,
+    health,
+    evaluate,
+    replay,
+    train,
+    import_logs,
+    law,
+    batch,
+    report,
+    plot,
+)  # --help's order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,9 +48,7 @@ def add_parser(commands: Commands) -> None:
                         help="where the tasks run: local processes or a Ray cluster")  # fmt: skip
     parser.add_argument("--address", help="the Ray cluster (--engine ray; default: a local Ray)")
     options.add_models_dir(parser)
-    parser.add_argument(
-        "--plot", default="replay.png", help="PNG (or .svg) to draw ('' = none)"
-    )
+    parser.add_argument("--plot", default="replay.png", help="PNG (or .svg) to draw ('' = none)")
     options.add_json(parser)
     options.add_no_progress(parser)
     parser.set_defaults(func=run)

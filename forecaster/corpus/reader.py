@@ -117,7 +117,9 @@ class Source:
         ids = list(run_ids)
         if not ids:
             return []
-        wanted = pl.col("run_id").is_between(pl.lit(min(ids)), pl.lit(max(ids))) & pl.col("run_id").is_in(ids)
+        wanted = pl.col("run_id").is_between(pl.lit(min(ids)), pl.lit(max(ids))) & pl.col(
+            "run_id"
+        ).is_in(ids)
         runs = self._check_directions(self._runs_scan().filter(wanted).collect())
         lf = pl.scan_parquet(self.points_file)
         names = lf.collect_schema().names()
@@ -127,7 +129,9 @@ class Source:
         # One partition of the frame, not a group_by iteration (which collects once a run).
         by_run = {
             key[0]: frame
-            for key, frame in points.partition_by("run_id", as_dict=True, maintain_order=True).items()
+            for key, frame in points.partition_by(
+                "run_id", as_dict=True, maintain_order=True
+            ).items()
         }
         meta = {r["run_id"]: r for r in runs.iter_rows(named=True)}
         out = []

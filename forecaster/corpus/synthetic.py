@@ -11,8 +11,8 @@ inf/NaN, and accuracy-like (max) metrics. Everything is drawn from one seeded ge
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 

@@ -29,7 +29,8 @@ table { border-collapse: collapse; font-size: 12px; margin: 8px 0 16px; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
 th { background: #f4f4f4; } td.text { text-align: left; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
-.summary { font-size: 15px; background: #f6f9fc; padding: 10px 14px; border-left: 4px solid #0072B2; }
+.summary { font-size: 15px; background: #f6f9fc; padding: 10px 14px;
+           border-left: 4px solid #0072B2; }
 .small { color: #666; font-size: 12px; }
 """
 
@@ -56,7 +57,9 @@ def _frame(path: str | Path) -> Any:
         names = lf.collect_schema().names()
     except Exception as e:  # polars' error for a file that is not Parquet
         raise InvalidArgumentError(f"{p}: not a Parquet results file ({e}).") from None
-    missing = [c for c in ("run_id", "task", "source", "action", "q50", "last_step") if c not in names]
+    missing = [
+        c for c in ("run_id", "task", "source", "action", "q50", "last_step") if c not in names
+    ]
     if missing:
         raise InvalidArgumentError(
             f"{p}: missing column(s) {', '.join(missing)}; is it a forecaster batch results file?"
@@ -127,8 +130,10 @@ def worst_forecasts(lf: Any, n: int = 10) -> Any:
             & ((pl.col("horizon") - pl.col("final_step")).abs() <= 0.02 * pl.col("horizon"))
         )
         .with_columns(
-            ((pl.col("q50") - pl.col("final_value")).abs() / pl.col("final_value").abs().clip(1e-9))
-            .alias("rel_error"),
+            (
+                (pl.col("q50") - pl.col("final_value")).abs()
+                / pl.col("final_value").abs().clip(1e-9)
+            ).alias("rel_error"),
             pl.col("final_value").is_between(pl.col("q05"), pl.col("q95")).alias("in_90"),
         )
         .sort("rel_error", descending=True, nulls_last=True)
@@ -159,7 +164,9 @@ def study_chart(rows: Any, study: str, *, width: int = 620, height: int = 340) -
     curves, fans, marks, cuts = [], [], [], []
     budget = None
     for r in rows:
-        curves.append(svg.Series(r["run_id"].rsplit("/", 1)[-1], r["curve_steps"], r["curve_values"]))
+        curves.append(
+            svg.Series(r["run_id"].rsplit("/", 1)[-1], r["curve_steps"], r["curve_values"])
+        )
         fans.append(fan_of(r))
         cuts.append(r["last_step"])
         stop = r.get("stop_step")
@@ -215,9 +222,9 @@ def _drawn_runs(lf: Any, study: tuple[str, str], n: int) -> list[dict[str, Any]]
     if not first.height:
         return []
     sign = 1.0 if first["direction"][0] == "min" else -1.0
-    ranked = first.with_columns(
-        (pl.col("final_value").fill_nan(None) * sign).alias("_rank")
-    ).sort("_rank", nulls_last=True)
+    ranked = first.with_columns((pl.col("final_value").fill_nan(None) * sign).alias("_rank")).sort(
+        "_rank", nulls_last=True
+    )
     best = ranked.head(max(n // 2, 1))
     stopped = ranked.filter(pl.col("stop_step").is_not_null()).head(n - best.height)
     chosen = pl.concat([best, stopped]).unique("run_id", keep="first", maintain_order=True)

@@ -254,7 +254,9 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def _ticks(lo: float, hi: float, back: Transform, linear: bool, n: int = 5) -> list[tuple[float, str]]:
+def _ticks(
+    lo: float, hi: float, back: Transform, linear: bool, n: int = 5
+) -> list[tuple[float, str]]:
     """(position in axis space, label): round numbers on a linear axis, n even steps else."""
     if linear and hi > lo:
         raw = (hi - lo) / n
@@ -299,7 +301,9 @@ def render(chart: Chart) -> str:
     for t, text in _ticks(ax.x0, ax.x1, bx, chart.x_scale == "linear"):
         x = left + (t - ax.x0) / (ax.x1 - ax.x0) * (right - left)
         out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="#eeeeee"/>')
-        out.append(f'<text x="{x:.1f}" y="{bottom + 14}" text-anchor="middle">{escape(text)}</text>')
+        out.append(
+            f'<text x="{x:.1f}" y="{bottom + 14}" text-anchor="middle">{escape(text)}</text>'
+        )
     out.append(
         f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" '
         'fill="none" stroke="#999999"/>'
@@ -341,8 +345,10 @@ def render(chart: Chart) -> str:
                 f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" '
                 f'stroke="{rule.color}"{dash}/>'
             )
-            out.append(f'<text x="{x - 3:.1f}" y="{top + 11}" text-anchor="end" fill="{rule.color}">'
-                       f"{escape(rule.label)}</text>")  # fmt: skip
+            out.append(
+                f'<text x="{x - 3:.1f}" y="{top + 11}" text-anchor="end" '
+                f'fill="{rule.color}">{escape(rule.label)}</text>'
+            )
         else:
             y = ax.py(rule.at)
             out.append(

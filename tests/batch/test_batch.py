@@ -31,7 +31,9 @@ def _sweep_csv(path: Path) -> Path:
             for s in range(1, 41):
                 value = 0.2 + 0.3 * r + (1.0 + 0.2 * r) * s**-0.5 + 0.002 * np.sin(s)
                 rows.append((f"{task}-{r}", s, value, 0.1, task, 40))
-    frame = pl.DataFrame(rows, schema=["run_id", "step", "value", "lr", "task", "max_step"], orient="row")
+    frame = pl.DataFrame(
+        rows, schema=["run_id", "step", "value", "lr", "task", "max_step"], orient="row"
+    )
     frame.write_csv(path)
     return path
 
@@ -89,7 +91,9 @@ def test_points_csv_with_a_bad_value_is_one_line_naming_the_column(tmp_path, cap
 
 
 def test_bad_lr_in_parquet_points_is_named(tmp_path):
-    frame = pl.DataFrame({"run_id": ["a", "a"], "step": [1, 2], "value": [1.0, 0.9], "lr": ["x", "0.1"]})
+    frame = pl.DataFrame(
+        {"run_id": ["a", "a"], "step": [1, 2], "value": [1.0, 0.9], "lr": ["x", "0.1"]}
+    )
     frame.write_parquet(tmp_path / "p.parquet")
     with pytest.raises(InvalidArgumentError, match="column 'lr': 'x' is not a number"):
         points_input(tmp_path / "p.parquet", tmp_path / "work")
@@ -103,15 +107,24 @@ def test_local_and_ray_engines_write_the_same_bytes(tmp_path):
     outputs = {}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        for name, engine in (("ray", RayEngine()), ("local", LocalEngine(2)), ("one", LocalEngine(1))):
+        for name, engine in (
+            ("ray", RayEngine()),
+            ("local", LocalEngine(2)),
+            ("one", LocalEngine(1)),
+        ):
             out = tmp_path / f"{name}.parquet"
-            run_batch(corpus, out, spec, engine=engine, runs_per_job=16, row_group_rows=64, progress=False)
+            run_batch(
+                corpus, out, spec, engine=engine, runs_per_job=16, row_group_rows=64, progress=False
+            )
             outputs[name] = out.read_bytes()
     finally:
         ray.shutdown()
     assert outputs["ray"] == outputs["local"] == outputs["one"]
     df = pl.read_parquet(tmp_path / "ray.parquet")
-    total = sum(pl.read_parquet(SAMPLE / s / "runs.parquet").height for s in ("lcbench", "lr_scheduling_llm", "taskset"))
+    total = sum(
+        pl.read_parquet(SAMPLE / s / "runs.parquet").height
+        for s in ("lcbench", "lr_scheduling_llm", "taskset")
+    )
     assert df.height == 2 * total
     assert pl.read_parquet_schema(tmp_path / "ray.parquet")  # a whole file, footer and all
 
@@ -134,7 +147,9 @@ def test_resume_after_a_kill_keeps_every_written_row_and_repeats_none(tmp_path):
     before = {p.name: pl.read_parquet(p) for p in parts.glob("part-*.parquet")}
     assert len(before) >= 3
     written = pl.concat(list(before.values()))
-    resumed = subprocess.run([*args, "--resume"], env=ENV, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [*args, "--resume"], env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"({written.height} written before, kept)" in resumed.stderr
     final = pl.read_parquet(out)
@@ -145,7 +160,9 @@ def test_resume_after_a_kill_keeps_every_written_row_and_repeats_none(tmp_path):
     assert kept.sort("run_id").equals(written.sort("run_id"))
     # and the results are those of a batch never interrupted, byte for byte
     fresh = tmp_path / "fresh.parquet"
-    subprocess.run([*args[:7], str(fresh), *args[8:]], env=ENV, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [*args[:7], str(fresh), *args[8:]], env=ENV, check=True, capture_output=True, timeout=600
+    )
     assert fresh.read_bytes() == out.read_bytes()
     assert not parts.exists()
 
@@ -154,8 +171,8 @@ def test_unfinished_parts_without_resume_are_refused(tmp_path):
     out = tmp_path / "r.parquet"
     (tmp_path / "r.parquet.parts").mkdir()
     with pytest.raises(InvalidArgumentError, match="pass --resume"):
-        run_batch(CorpusInput(str(SAMPLE), ("lr_scheduling_llm",)), out, JudgeSpec(model="last_value"),
-                  engine=LocalEngine(1), progress=False)  # fmt: skip
+        corpus = CorpusInput(str(SAMPLE), ("lr_scheduling_llm",))
+        run_batch(corpus, out, JudgeSpec(model="last_value"), engine=LocalEngine(1), progress=False)
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
@@ -198,8 +215,13 @@ def test_replay_on_the_ray_engine_gives_the_local_results():
     ray = pytest.importorskip("ray")
     from forecaster.evaluation import replay
 
-    kwargs = dict(source_names=["lr_scheduling_llm"], policy_specs=["forecast:epsilon=0.05", "median"],
-                  max_runs_per_task=6, forecaster="pow3", progress=False)  # fmt: skip
+    kwargs = dict(
+        source_names=["lr_scheduling_llm"],
+        policy_specs=["forecast:epsilon=0.05", "median"],
+        max_runs_per_task=6,
+        forecaster="pow3",
+        progress=False,
+    )
     local = replay.summarize(replay.replay_corpus(str(SAMPLE), workers=1, **kwargs))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -207,3 +229,14 @@ def test_replay_on_the_ray_engine_gives_the_local_results():
     finally:
         ray.shutdown()
     assert on_ray == local and len(local) >= 2
+
+
+def test_an_import_source_is_batched_like_a_corpus(tmp_path):
+    out = tmp_path / "r.parquet"
+    sweep = REPO / "datasets" / "long" / "sweep.csv"
+    assert main(["batch", "--import", "long", str(sweep), "--out", str(out), "--model",
+                 "last_value", "--workers", "1", "--no-progress"]) == 0  # fmt: skip
+    df = pl.read_parquet(out)
+    assert df.height == pl.read_csv(sweep)["run_id"].n_unique()
+    assert df["task"].n_unique() == 2
+    assert not (tmp_path / "r.parquet.input").exists()
