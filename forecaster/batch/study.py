@@ -270,7 +270,11 @@ def _forecast_columns(
     out.update(path_steps=[], **{f"path_{name}": [] for name in QUANTILE_NAMES})
     if prediction is None:
         return out
-    quantiles = prediction.quantiles(DEFAULT_QUANTILES, [horizon])[0]
+    # One draw for the fan and the horizon: the fan's last step is the horizon.
+    steps = [horizon]
+    if path_points > 0 and horizon > prediction.observed_until:
+        steps = path_steps(prediction.observed_until, horizon, path_points)
+    fan = prediction.quantiles(DEFAULT_QUANTILES, steps)
     out.update(
         model=prediction.model,
         model_version=prediction.model_version,
@@ -278,16 +282,14 @@ def _forecast_columns(
         mean=float(prediction.mean([horizon])[0]),
         notes="; ".join(prediction.notes),
     )
-    out.update({name: float(q) for name, q in zip(QUANTILE_NAMES, quantiles, strict=True)})
+    out.update({name: float(q) for name, q in zip(QUANTILE_NAMES, fan[-1], strict=True)})
     if target is not None:
         out["p_reach_target"] = prediction.prob_reach(target, horizon)
         to_target = prediction.steps_to_target(target, horizon, DEFAULT_QUANTILES)
         out.update(
             {f"steps_to_target_{n}": int(s) for n, s in zip(QUANTILE_NAMES, to_target, strict=True)}
         )
-    if path_points > 0 and horizon > prediction.observed_until:
-        steps = path_steps(prediction.observed_until, horizon, path_points)
-        fan = prediction.quantiles(DEFAULT_QUANTILES, steps)
+    if len(steps) > 1:
         out["path_steps"] = [int(s) for s in steps]
         for j, name in enumerate(QUANTILE_NAMES):
             out[f"path_{name}"] = [float(v) for v in fan[:, j]]
