@@ -17,7 +17,7 @@ def add_parser(commands: Commands) -> None:
         help="draw one run's forecast fan and decision, asked of a running service",
         description="Asks the service for the run, its forecast (quantiles from its last "
         "point to its budget) and its decision, and draws them as the batch report does: "
-        "the 5-95%% and 25-75%% bands, the median, the budget line and the last point.",
+        "the 5-95% and 25-75% bands, the median, the budget line and the last point.",
     )
     parser.add_argument("--study", required=True)
     parser.add_argument("--run", required=True)

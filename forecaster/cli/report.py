@@ -13,7 +13,7 @@ def add_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "report",
         help="a forecaster batch results file as one self-contained HTML page",
-        description="Per study: the runs' curves with their forecast fans (5-95%% and 25-75%%), "
+        description="Per study: the runs' curves with their forecast fans (5-95% and 25-75%), "
         "the budget line and where each run could have stopped; the compute the policy would "
         "have saved; the worst forecasts where the runs' ends are known. Inline SVG (or PNG "
         "with --png): the page fetches nothing.",

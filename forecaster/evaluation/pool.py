@@ -43,9 +43,12 @@ def run_jobs(
                 bar.update()
             return
         if workers <= 1:
-            for job in jobs:
-                yield fn(job)
-                bar.update()
+            from forecaster.batch.engines import single_threaded
+
+            with single_threaded():  # as a worker process is (_one_thread)
+                for job in jobs:
+                    yield fn(job)
+                    bar.update()
             return
         # spawn, not fork: polars' thread pool does not survive a fork (workers would hang).
         context = multiprocessing.get_context("spawn")
