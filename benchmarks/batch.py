@@ -58,12 +58,54 @@ def peak_rss(command: list[str], env: dict[str, str]) -> tuple[float, float, int
     return peak / 1e9, time.perf_counter() - started, proc.returncode
 
 
+def replay_rate(corpus: Path, n_tasks: int, tmp: Path) -> str:
+    """`forecaster replay` on the first task of each source in turn (n_tasks in all), 40 runs
+    a task, every policy, 2 workers; the time extrapolated to 248 tasks."""
+    import polars as pl
+
+    from forecaster.evaluation.replay import replay_corpus
+    from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
+
+    chosen = tmp / "replay-corpus"
+    picked = 0
+    for src in sorted(p for p in corpus.iterdir() if (p / "runs.parquet").exists()):
+        if picked >= n_tasks:
+            break
+        runs = pl.read_parquet(src / "runs.parquet")
+        task = sorted(runs["task"].unique().to_list())[0]
+        mine = runs.filter(pl.col("task") == task)
+        (chosen / src.name).mkdir(parents=True)
+        mine.write_parquet(chosen / src.name / "runs.parquet")
+        pl.scan_parquet(src / "points.parquet").filter(
+            pl.col("run_id").is_in(mine["run_id"].implode())
+        ).sink_parquet(chosen / src.name / "points.parquet")
+        picked += 1
+    started = time.perf_counter()
+    replay_corpus(chosen, policy_specs=DEFAULT_POLICIES, max_runs_per_task=40, workers=2,
+                  progress=False)  # fmt: skip
+    seconds = time.perf_counter() - started
+    return (
+        f"`forecaster replay`, every policy ({len(DEFAULT_POLICIES)} families), 40 runs a task, "
+        f"2 workers: {picked} tasks (the first of each source) in {seconds:,.0f} s, "
+        f"{seconds / picked:,.0f} s a task; 248 tasks would take about "
+        f"{248 * seconds / picked / 60:,.0f} min (extrapolated; the target is 10 min)."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20_000, help="synthetic runs for the rates")
     parser.add_argument("--points", type=int, default=20, help="points per synthetic run")
     parser.add_argument("--memory-runs", type=int, default=1_000_000)
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument(
+        "--replay-tasks",
+        type=int,
+        default=0,
+        help="also replay this many tasks of --corpus (40 runs, every policy, 2 workers) and "
+        "extrapolate to 248 tasks",
+    )
+    parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "datasets"))
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="batch-bench-"))
@@ -119,6 +161,10 @@ def main() -> None:
             f"{seconds:,.0f} s ({args.memory_runs / seconds:,.0f} runs/s), exit {code}."
         )
         print(memory, flush=True)
+    replay_line = ""
+    if args.replay_tasks:
+        replay_line = replay_rate(Path(args.corpus), args.replay_tasks, tmp)
+        print(replay_line, flush=True)
     cost = []
     for model in ("last_value", "pow3", "auto"):
         per_core = rates[(model, 1)]
@@ -138,6 +184,8 @@ def main() -> None:
             markdown_table(["model", "input", "engine", "workers", "runs", "curves/s"], rows),
             "",
             memory,
+            "",
+            replay_line,
             "",
             "Cost model for 10 M runs (an estimate: curves/s of one worker x cores x the scaling "
             "measured from 1 to 2 workers here, capped at 100%; the driver, which writes the "
