@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="batch-bench-"))
+    load_before = os.getloadavg()[0]
     synthetic = write_scale_corpus(tmp / "syn" / "synthetic", args.runs, points=args.points).parent
     rows = []
     rates: dict[tuple[str, int], float] = {}
@@ -170,8 +171,12 @@ def main() -> None:
         per_core = rates[(model, 1)]
         scaling = rates[(model, 2)] / (2 * per_core)
         for cores in (64, 512):
-            hours = 10_000_000 / (per_core * cores * min(scaling, 1.0)) / 3600
-            cost.append([model, f"{per_core:,.0f}", f"{scaling:.0%}", cores, f"{hours:,.1f} h"])
+            minutes = 10_000_000 / (per_core * cores * min(scaling, 1.0)) / 60
+            cost.append([model, f"{per_core:,.0f}", f"{scaling:.0%}", cores, f"{minutes:,.0f} min"])
+    load = (
+        f"Load average of this {os.cpu_count()}-core machine (other sessions share it): "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
+    )
     body = "\n".join(
         [
             "## Batch forecasting (`python benchmarks/batch.py`)",
@@ -180,6 +185,8 @@ def main() -> None:
             "policy, write Parquet), curves = result rows. The targets of issue 19: >= 2,000 "
             "curves/s for pow3/last_value and >= 300 for auto with the local engine on 2 cores; "
             "Ray within 20% of local on 2 CPUs; 1 M runs under 2 GB.",
+            "",
+            load,
             "",
             markdown_table(["model", "input", "engine", "workers", "runs", "curves/s"], rows),
             "",
