@@ -32,3 +32,4 @@ bench:              ## writes docs/benchmarks.md
 	python benchmarks/forecast_accuracy.py
 	python benchmarks/replay.py
 	python benchmarks/plugin_overhead.py
+	python benchmarks/batch.py --replay-tasks 7

@@ -8,12 +8,15 @@ from collections.abc import Sequence
 
 from forecaster import __version__
 from forecaster.cli import (
+    batch,
     demo,
     evaluate,
     health,
     import_logs,
     law,
+    plot,
     replay,
+    report,
     runs,
     serve,
     studies,
@@ -22,8 +25,22 @@ from forecaster.cli import (
 )
 from forecaster.errors import ForecasterError
 
-# --help's order
-COMMANDS = (serve, demo, health, studies, runs, why, evaluate, replay, train, import_logs, law)
+COMMANDS = (
+    serve,
+    demo,
+    health,
+    studies,
+    runs,
+    why,
+    plot,
+    evaluate,
+    replay,
+    train,
+    import_logs,
+    law,
+    batch,
+    report,
+)  # --help's order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,8 +44,11 @@ def add_parser(commands: Commands) -> None:
         help="give the studies the corpus targets (TARGET_REACHED/UNREACHABLE come into play)",
     )
     options.add_workers(parser)
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="where the tasks run: local processes or a Ray cluster")  # fmt: skip
+    parser.add_argument("--address", help="the Ray cluster (--engine ray; default: a local Ray)")
     options.add_models_dir(parser)
-    parser.add_argument("--plot", default="replay.png", help="PNG to draw ('' = none)")
+    parser.add_argument("--plot", default="replay.png", help="PNG (or .svg) to draw ('' = none)")
     options.add_json(parser)
     options.add_no_progress(parser)
     parser.set_defaults(func=run)
@@ -69,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.no_progress,
         models_dir=options.models_dir(args.models_dir),
+        engine=args.engine,
+        address=args.address,
     )
     rows = replay.summarize(results)
     if args.plot:

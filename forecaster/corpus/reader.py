@@ -82,15 +82,18 @@ class Source:
     def points_file(self) -> Path:
         return self.path / "points.parquet"
 
-    def runs(self) -> Any:
-        """runs.parquet as a polars DataFrame (schema columns only), validated."""
+    def _runs_scan(self) -> Any:
+        """runs.parquet as a lazy frame of the schema's columns, its required ones checked."""
         import polars as pl
 
         lf = pl.scan_parquet(self.runs_file)
         names = lf.collect_schema().names()
         _require(self.runs_file, names, REQUIRED_RUN_COLUMNS)
-        cols = [c for c in (*REQUIRED_RUN_COLUMNS, *OPTIONAL_RUN_COLUMNS) if c in names]
-        df = lf.select(cols).collect()
+        return lf.select([c for c in (*REQUIRED_RUN_COLUMNS, *OPTIONAL_RUN_COLUMNS) if c in names])
+
+    def _check_directions(self, df: Any) -> Any:
+        import polars as pl
+
         bad = df.filter(~pl.col("direction").is_in(["min", "max"]))
         if bad.height:
             raise InvalidArgumentError(
@@ -99,20 +102,40 @@ class Source:
             )
         return df
 
+    def runs(self) -> Any:
+        """runs.parquet as a polars DataFrame (schema columns only), validated."""
+        return self._check_directions(self._runs_scan().collect())
+
     def load(self, run_ids: Sequence[str]) -> list[LoggedRun]:
-        """The named runs with their points, in the order given; points must be in step order."""
+        """The named runs with their points, in the order given; points must be in step order.
+
+        Reads only the rows of those runs: a range filter on run_id lets polars skip the row
+        groups of a file sorted by run_id (as the schema's files are), so loading one study
+        of a million-run file does not read the million runs."""
         import polars as pl
 
-        runs = self.runs().filter(pl.col("run_id").is_in(list(run_ids)))
+        ids = list(run_ids)
+        if not ids:
+            return []
+        wanted = pl.col("run_id").is_between(pl.lit(min(ids)), pl.lit(max(ids))) & pl.col(
+            "run_id"
+        ).is_in(ids)
+        runs = self._check_directions(self._runs_scan().filter(wanted).collect())
         lf = pl.scan_parquet(self.points_file)
         names = lf.collect_schema().names()
         _require(self.points_file, names, REQUIRED_POINT_COLUMNS)
         cols = [c for c in (*REQUIRED_POINT_COLUMNS, *OPTIONAL_POINT_COLUMNS) if c in names]
-        points = lf.select(cols).filter(pl.col("run_id").is_in(list(run_ids))).collect()
-        by_run = {key[0]: frame for key, frame in points.group_by("run_id", maintain_order=True)}
+        points = lf.select(cols).filter(wanted).collect()
+        # One partition of the frame, not a group_by iteration (which collects once a run).
+        by_run = {
+            key[0]: frame
+            for key, frame in points.partition_by(
+                "run_id", as_dict=True, maintain_order=True
+            ).items()
+        }
         meta = {r["run_id"]: r for r in runs.iter_rows(named=True)}
         out = []
-        for run_id in run_ids:
+        for run_id in ids:
             if run_id not in meta:
                 raise InvalidArgumentError(f"{self.runs_file}: no run {run_id!r}.")
             frame = by_run.get(run_id)

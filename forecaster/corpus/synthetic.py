@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -156,3 +157,78 @@ def write_corpus(
     """A synthetic source folder OUT (runs.parquet, points.parquet) in the corpus schema."""
     out = Path(out)
     return write_source(out, generate(n_tasks, runs_per_task, seed=seed, source=out.name))
+
+
+def write_scale_corpus(
+    out: str | Path,
+    n_runs: int,
+    *,
+    runs_per_task: int = 1000,
+    points: int = 10,
+    seed: int = 0,
+    chunk_runs: int = 50_000,
+) -> Path:
+    """A source folder of n_runs noisy power-law runs (`points` points each, budget twice as
+    long), written chunk by chunk in row groups so that writing a million runs holds one chunk
+    in memory: the input of the batch's scale benchmark and memory test."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1, points + 1, dtype=np.int64)
+    name = folder.name
+    with (
+        pq.ParquetWriter(folder / "points.parquet", _POINTS_SCHEMA(pa)) as points_out,
+        pq.ParquetWriter(folder / "runs.parquet", _RUNS_SCHEMA(pa)) as runs_out,
+    ):
+        for start in range(0, n_runs, chunk_runs):
+            idx = np.arange(start, min(start + chunk_runs, n_runs))
+            ids = [f"{name}/t{i // runs_per_task:06d}/{i % runs_per_task:06d}" for i in idx]
+            tasks = [f"t{i // runs_per_task:06d}" for i in idx]
+            a = rng.uniform(0.5, 2.0, len(idx))
+            c = rng.uniform(0.1, 0.5, len(idx))
+            noise = rng.normal(0.0, 0.01, (len(idx), points))
+            values = c[:, None] + a[:, None] * steps[None, :] ** -0.5 + noise
+            points_out.write_table(
+                pa.table(
+                    {
+                        "run_id": np.repeat(np.array(ids, dtype=object), points),
+                        "step": np.tile(steps, len(idx)),
+                        "value": values.ravel(),
+                    },
+                    schema=_POINTS_SCHEMA(pa),
+                )
+            )
+            runs_out.write_table(
+                pa.table(
+                    {
+                        "run_id": ids,
+                        "task": tasks,
+                        "direction": ["min"] * len(idx),
+                        "max_step": np.full(len(idx), 2 * points, dtype=np.int64),
+                        "final_step": np.full(len(idx), points, dtype=np.int64),
+                        "final_value": values[:, -1],
+                    },
+                    schema=_RUNS_SCHEMA(pa),
+                )
+            )
+    return folder
+
+
+def _POINTS_SCHEMA(pa: Any) -> Any:  # noqa: N802 (a schema, built where pyarrow is imported)
+    return pa.schema([("run_id", pa.string()), ("step", pa.int64()), ("value", pa.float64())])
+
+
+def _RUNS_SCHEMA(pa: Any) -> Any:  # noqa: N802
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("task", pa.string()),
+            ("direction", pa.string()),
+            ("max_step", pa.int64()),
+            ("final_step", pa.int64()),
+            ("final_value", pa.float64()),
+        ]
+    )

@@ -8,30 +8,47 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from forecaster.corpus.reader import Source, sources
 from forecaster.hashing import seed_of
 
+if TYPE_CHECKING:
+    from forecaster.batch.engines import Engine
+
 J = TypeVar("J")
 R = TypeVar("R")
 
 
 def run_jobs(
-    fn: Callable[[J], R], jobs: Sequence[J], workers: int | None, progress: bool, desc: str
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    workers: int | None,
+    progress: bool,
+    desc: str,
+    engine: Engine | None = None,
 ) -> Iterator[R]:
-    """fn(job) for each job, results as they complete; in this process when workers <= 1."""
+    """fn(job) for each job, results as they complete; in this process when workers <= 1.
+    With an engine (the batch's: `forecaster.batch.engines`, e.g. Ray), on it, in job order."""
     from tqdm import tqdm
 
     workers = workers or min(os.cpu_count() or 1, 8)
     bar = tqdm(total=len(jobs), desc=desc, unit="task", disable=not progress, leave=False)
     try:
-        if workers <= 1:
-            for job in jobs:
-                yield fn(job)
+        if engine is not None:
+            for result in engine.map(fn, jobs):
+                yield result
                 bar.update()
+            return
+        if workers <= 1:
+            from forecaster.batch.engines import single_threaded
+
+            with single_threaded():  # as a worker process is (_one_thread)
+                for job in jobs:
+                    yield fn(job)
+                    bar.update()
             return
         # spawn, not fork: polars' thread pool does not survive a fork (workers would hang).
         context = multiprocessing.get_context("spawn")

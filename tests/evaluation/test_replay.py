@@ -176,7 +176,7 @@ def test_plot_labels_do_not_overlap(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from forecaster.evaluation.replay.report import place_labels
+    from forecaster.reporting.png import place_labels
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     xs = [0.50, 0.501, 0.502, 0.503, 0.70, 0.701]

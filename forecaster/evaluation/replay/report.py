@@ -46,74 +46,53 @@ def _fmt(v: Any) -> str:
 
 
 def plot(rows: Sequence[dict[str, Any]], path: str | Path, source: str = "all") -> Path:
-    """The compute-vs-regret curve of each policy over its main parameter, to a PNG."""
-    import matplotlib
+    """The compute-vs-regret curve of each policy over its main parameter, drawn by the
+    report's drawing code (reporting/svg.py): a PNG, or an SVG when path ends in .svg."""
+    from forecaster.reporting import png, svg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import to_hex
+    chart = replay_chart(rows, source)
+    out = Path(path)
+    if out.suffix.lower() == ".svg":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(svg.render(chart) + "\n")
+        return out
+    return png.save(chart, out)
+
+
+def replay_chart(rows: Sequence[dict[str, Any]], source: str = "all") -> Any:
+    """The compute-vs-regret chart of a source (svg.Chart)."""
+    from forecaster.reporting import svg
 
     mine = [r for r in rows if r["source"] == source]
     if not mine:
         raise InvalidArgumentError(f"no replay results for source {source!r} to plot.")
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     families = sorted({r["policy"] for r in mine}, key=lambda f: list(SWEEPS).index(f))
-    labels: list[tuple[str, float, float, str]] = []
-    for family in families:
+    lines = []
+    for i, family in enumerate(families):
         key = SWEEPS[family][0]
         pts = sorted(
             (r for r in mine if r["policy"] == family), key=lambda r: r["compute_fraction"]
         )
-        xs = [r["compute_fraction"] for r in pts]
-        ys = [r["mean_rel_regret"] for r in pts]
-        style = "--s" if family in OPTUNA else "-o"
-        (line,) = ax.plot(xs, ys, style, label=family, markersize=4)
-        for r, x, y in zip(pts, xs, ys, strict=True):
-            if key and key in r["params"]:
-                labels.append((_fmt(r["params"][key]), x, y, to_hex(line.get_color())))
-    ax.axvline(0.4, color="grey", lw=0.6, ls=":")
-    ax.axhline(0.005, color="grey", lw=0.6, ls=":")
-    ax.set_xlabel("compute fraction (steps run / steps of running everything)")
-    ax.set_ylabel("mean relative regret of the best result kept")
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_title(f"Replay over the corpus ({source}): lower left is better")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    place_labels(ax, labels)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
-
-
-# Where a point's label may go, in points from it: right-up first, then around the point and
-# further out; the first that overlaps no label placed before (nor the legend) is taken.
-_OFFSETS = tuple(
-    (dx * r, dy * r) for r in (1, 2, 3) for dx, dy in ((4, 3), (4, -9), (-14, 3), (-14, -9))
-)
-
-
-def place_labels(ax: Any, labels: Sequence[tuple[str, float, float, str]]) -> list[Any]:
-    """Annotates each (text, x, y, colour) where it overlaps no other label; returns the
-    annotations (a label that fits nowhere keeps its last try)."""
-    fig = ax.figure
-    renderer = fig.canvas.get_renderer()
-    legend = ax.get_legend()
-    taken = [legend.get_window_extent(renderer)] if legend is not None else []
-    placed = []
-    for text, x, y, color in labels:
-        annotation = None
-        for dx, dy in _OFFSETS:
-            if annotation is not None:
-                annotation.remove()
-            annotation = ax.annotate(text, (x, y), fontsize=6, color=color, xytext=(dx, dy),
-                                     textcoords="offset points")  # fmt: skip
-            box = annotation.get_window_extent(renderer)
-            if not any(box.overlaps(t) for t in taken):
-                break
-        if annotation is not None:
-            taken.append(annotation.get_window_extent(renderer))
-            placed.append(annotation)
-    return placed
+        labels = [_fmt(r["params"][key]) if key and key in r["params"] else "" for r in pts]
+        lines.append(
+            svg.Line(
+                [r["compute_fraction"] for r in pts],
+                [r["mean_rel_regret"] for r in pts],
+                svg.PALETTE[i % len(svg.PALETTE)],
+                1.5,
+                dashed=family in OPTUNA,
+                label=family,
+                markers=True,
+                point_labels=labels,
+            )
+        )
+    return svg.Chart(
+        title=f"Replay over the corpus ({source}): lower left is better",
+        x_label="compute fraction (steps run / steps of running everything)",
+        y_label="mean relative regret of the best result kept",
+        lines=lines,
+        rules=[svg.Rule(0.4, vertical=True), svg.Rule(0.005, vertical=False)],
+        y_scale="symlog",
+        width=880,
+        height=600,
+    )

@@ -77,3 +77,17 @@ def _number(text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+def parse_policy(spec: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """One of our policies with its settings, "forecast" or "forecast:epsilon=0.05,hysteresis=3",
+    checked (a bad name or setting is an InvalidArgumentError saying which)."""
+    family, _, rest = spec.partition(":")
+    params: list[tuple[str, Any]] = []
+    for item in rest.split(",") if rest else []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise InvalidArgumentError(f"policy setting {item!r} in {spec!r} is not key=value.")
+        params.append((key.strip(), _number(value.strip())))
+    policies.create(family, dict(params))
+    return family, tuple(params)

@@ -216,11 +216,14 @@ def replay_corpus(
     workers: int | None = None,
     progress: bool = True,
     models_dir: str = "",
+    engine: str = "local",
+    address: str | None = None,
 ) -> list[TaskResult]:
     """Every policy setting on every task of the corpus; one TaskResult per (task, setting).
 
     models_dir: the learned models, as the service's setting ("": the shipped ones, "none":
     none); loaded only when the forecaster is "auto" or a learned one.
+    engine: "local" (workers processes) or "ray" (the batch's Ray engine, at address).
 
     The studies get the corpus targets only with use_targets: the figures measure how well a
     policy keeps the best run, which a study that wants a target (and stops every run that
@@ -246,7 +249,12 @@ def replay_corpus(
             bank,
         )
     )
+    from forecaster.batch import engines
+
+    on = engines.create("ray", address=address) if engine == "ray" else None
+    if engine not in engines.ENGINES:
+        engines.create(engine)  # the error that names the engines
     out: list[TaskResult] = []
-    for batch in run_jobs(replay_task, jobs, workers, progress, "replay"):
+    for batch in run_jobs(replay_task, jobs, workers, progress, "replay", on):
         out.extend(batch)
     return out
