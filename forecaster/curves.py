@@ -169,6 +169,9 @@ class LrSchedule:
                 raise InvalidArgumentError(
                     f"{where}: {name} must be finite; got {getattr(self, name)}."
                 )
+        # Stored with the schedule whatever its kind (JSON again), so checked for every kind.
+        if any(not math.isfinite(v) for v in self.values):
+            raise InvalidArgumentError(f"{where}: values must be finite.")
         if self.kind is ScheduleKind.EXPLICIT:
             if not self.steps or len(self.steps) != len(self.values):
                 raise InvalidArgumentError(

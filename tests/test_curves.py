@@ -97,3 +97,11 @@ def test_planned_schedules(schedule, at, expected):
 def test_bad_schedules_name_the_field(kwargs, word):
     with pytest.raises(InvalidArgumentError, match=word):
         LrSchedule(**kwargs)
+
+
+@pytest.mark.parametrize("kind", [ScheduleKind.WSD, ScheduleKind.CONSTANT, ScheduleKind.COSINE])
+def test_a_schedule_of_any_kind_refuses_non_finite_values(kind):
+    """Found by benchmarks/fuzz.py: values a WSD schedule does not use are still stored as
+    JSON, which has no NaN; a NaN among them gave INTERNAL instead of INVALID_ARGUMENT."""
+    with pytest.raises(InvalidArgumentError, match="values must be finite"):
+        LrSchedule(kind, peak_lr=1e-3, total_steps=100, decay_fraction=0.2, values=(math.nan,))

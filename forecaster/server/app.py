@@ -180,9 +180,10 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=bool(ca))
 
 
-def check_port_free(host: str, port: int, setting: str) -> None:
+def check_port_free(host: str, port: int, setting: str, *, shared: bool = False) -> None:
     """StartupError naming the port and its setting when something already listens there
-    (asked before gRPC binds, so the user reads one line, not gRPC's log)."""
+    (asked before gRPC binds, so the user reads one line, not gRPC's log). shared: the port is
+    one the service's own processes share (SO_REUSEPORT), so a sibling's listener is no clash."""
     if port == 0:
         return
     try:
@@ -194,6 +195,8 @@ def check_port_free(host: str, port: int, setting: str) -> None:
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             probe.bind(address)
         except OSError as e:
@@ -232,7 +235,7 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
 
     With engine None the server answers (health NOT_SERVING, calls UNAVAILABLE) until
     `RunningServer.attach(engine)`."""
-    check_port_free(settings.host, settings.port, "port")
+    check_port_free(settings.host, settings.port, "port", shared=settings.processes > 1)
     auth = Authenticator.from_settings(settings)
     credentials = server_credentials(settings)
     metrics = ServiceMetrics() if settings.metrics_port else None
