@@ -258,18 +258,9 @@ def study_chart(
         steps, values = _thinned(plot.points)
         running = plot.summary.run.state is RunState.RUNNING
         opacity = 1.0 if running else 0.45  # a finished or stopped run, drawn behind
-        lines.append(
-            svg.Line(
-                steps,
-                values,
-                color,
-                1.6,
-                label=plot.name,
-                opacity=opacity,
-                kind="curve",
-                run=plot.name,
-            )  # fmt: skip
-        )
+        line = svg.Line(steps, values, color, 1.6, label=plot.name, opacity=opacity, kind="curve",
+                        run=plot.name)  # fmt: skip
+        lines.append(line)
         fan = _fan(plot, color) if running else None
         if fan is not None:
             fans.append(fan)
@@ -278,15 +269,9 @@ def study_chart(
             finite = np.flatnonzero(np.isfinite(plot.points.values))
             at = int(finite[-1]) if len(finite) else len(plot.points) - 1
             value = float(plot.points.values[at])
-            marks.append(
-                svg.Mark(
-                    float(plot.points.steps[at]),
-                    value,
-                    f"{plot.name}: {label}",
-                    color,
-                    kind="stop-mark",
-                )  # fmt: skip
-            )
+            at_step = float(plot.points.steps[at])
+            mark = svg.Mark(at_step, value, f"{plot.name}: {label}", color, kind="stop-mark")
+            marks.append(mark)
     lines.sort(key=lambda line: line.opacity == 1.0)  # the finished and stopped runs behind
     return svg.Chart(
         x_label="step (log scale)" if log_steps else "step",
