@@ -2,8 +2,8 @@
 
 Pure functions (values in, text out), so a page is tested by what it shows; the HTTP side
 (server/http.py) reads the values through the engine and sends the text. The charts are
-inline SVG (svg.py); the only script is the refresh, which re-reads the page and swaps its
-content in place.
+inline SVG drawn by the one drawing module (reporting/svg.py); the only script is the
+refresh, which re-reads the page and swaps its content in place.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
 import numpy as np
 
 from forecaster.curves import Direction, Points, thin_indices
-from forecaster.dashboard import svg
 from forecaster.engine import RunSummary
 from forecaster.models.prediction import ForecastSummary
 from forecaster.policies import Action, Reason
+from forecaster.reporting import svg
 from forecaster.store import DecisionChange, RunState, Study
 
 # The most points of one curve drawn: a 100k-point run is thinned to this many.
@@ -202,7 +202,7 @@ def _fan(plot: RunPlot, color: str) -> svg.Fan | None:
         return None
     q = np.asarray(path.quantiles)
     q05, q25, q50, q75, q95 = (q[:, _nearest(levels, w)].tolist() for w in want)
-    return svg.Fan(list(path.steps), q05, q25, q50, q75, q95, plot.name, color)
+    return svg.Fan(list(path.steps), q05, q25, q50, q75, q95, color, run=plot.name)
 
 
 def _nearest(levels: Sequence[float], level: float) -> int:
@@ -223,13 +223,16 @@ def _stop_label(summary: RunSummary) -> str | None:
     return None
 
 
-def _levels(study: Study, incumbent: float | None) -> list[svg.Level]:
+def _levels(study: Study, incumbent: float | None) -> list[svg.Rule]:
+    """The incumbent and the target as horizontal lines (CSS classes "incumbent", "target")."""
     levels = []
     if incumbent is not None and math.isfinite(incumbent):
-        levels.append(svg.Level(incumbent, f"incumbent {incumbent:.4g}", "#444", "incumbent"))
+        levels.append(svg.Rule(incumbent, vertical=False, label=f"incumbent {incumbent:.4g}",
+                               color="#444", dash="6 4", kind="incumbent"))  # fmt: skip
     if study.spec.target is not None:
         t = study.spec.target
-        levels.append(svg.Level(t, f"target {t:.4g}", "#2e7d32", "target", dash="2 3"))
+        levels.append(svg.Rule(t, vertical=False, label=f"target {t:.4g}", color="#2e7d32",
+                               dash="2 3", kind="target"))  # fmt: skip
     return levels
 
 
@@ -254,7 +257,10 @@ def study_chart(
         color = svg.color_of(i)
         steps, values = _thinned(plot.points)
         running = plot.summary.run.state is RunState.RUNNING
-        lines.append(svg.Line(steps, values, plot.name, color, faded=not running))
+        opacity = 1.0 if running else 0.45  # a finished or stopped run, drawn behind
+        line = svg.Line(steps, values, color, 1.6, label=plot.name, opacity=opacity, kind="curve",
+                        run=plot.name)  # fmt: skip
+        lines.append(line)
         fan = _fan(plot, color) if running else None
         if fan is not None:
             fans.append(fan)
@@ -263,18 +269,22 @@ def study_chart(
             finite = np.flatnonzero(np.isfinite(plot.points.values))
             at = int(finite[-1]) if len(finite) else len(plot.points) - 1
             value = float(plot.points.values[at])
-            marks.append(
-                svg.Mark(float(plot.points.steps[at]), value, f"{plot.name}: {label}", color)
-            )
+            at_step = float(plot.points.steps[at])
+            mark = svg.Mark(at_step, value, f"{plot.name}: {label}", color, kind="stop-mark")
+            marks.append(mark)
+    lines.sort(key=lambda line: line.opacity == 1.0)  # the finished and stopped runs behind
     return svg.Chart(
-        lines=lines,
-        fans=fans,
-        levels=_levels(study, incumbent),
-        marks=marks,
-        log_steps=log_steps,
+        x_label="step (log scale)" if log_steps else "step",
         y_label=study.spec.metric,
+        lines=lines,
+        marks=marks,
+        rules=_levels(study, incumbent),
+        x_scale="log" if log_steps else "linear",
+        width=960,
+        height=380,
+        legend=False,
+        fans=fans,
         x_range=_x_range(study, plots, log_steps),
-        name="study",
     )
 
 
@@ -296,7 +306,7 @@ def _forecast_cell(summary: RunSummary) -> str:
     def at(level: float) -> float:
         return float(row[_nearest(levels, level)])
 
-    return f"{at(0.5):.4g} [{at(0.05):.4g}, {at(0.95):.4g}] @ {svg.format_step(f.steps[-1])}"
+    return f"{at(0.5):.4g} [{at(0.05):.4g}, {at(0.95):.4g}] @ {svg.format_number(f.steps[-1])}"
 
 
 def _scale_toggle(href_linear: str, href_log: str, log_steps: bool) -> str:
@@ -392,20 +402,22 @@ def _schedule_strip(plot: RunPlot, chart: svg.Chart) -> str:
     if schedule is None and observed is None:
         return '<p class="muted">No planned learning-rate schedule and no reported lr.</p>'
     lo, hi = svg.x_range_of(chart)
+    log = chart.x_scale == "log"
+    lines = []
+    label = "lr (reported)"
     if schedule is not None:
         grid = np.unique(
-            (np.geomspace(max(lo, 1.0), hi, 300) if chart.log_steps else np.linspace(lo, hi, 300))
+            (np.geomspace(max(lo, 1.0), hi, 300) if log else np.linspace(lo, hi, 300))
             .round()
             .astype(np.int64)
         )
-        planned = schedule.lr_at(grid)
         label = f"lr ({schedule.kind.value} plan)"
-        steps_, values_ = grid.tolist(), planned.tolist()
-    else:
-        assert observed is not None
-        label = "lr (reported)"
-        steps_, values_ = [], []
-    return svg.strip(steps_, values_, like=chart, label=label, observed=observed)
+        lines.append(svg.Line(grid.tolist(), schedule.lr_at(grid).tolist(), "#555", 1.5,
+                              label=label, kind="schedule"))  # fmt: skip
+    if observed is not None:
+        lines.append(svg.Line(*observed, "#555", 0, label="lr (reported)", markers=True,
+                              kind="observed-lr"))  # fmt: skip
+    return svg.render(svg.strip(chart, lines, y_label=label))
 
 
 def run_page(
@@ -422,18 +434,7 @@ def run_page(
     spec = study.spec
     s = plot.summary
     run = s.run
-    chart_spec = study_chart(study, [plot], incumbent, log_steps)
-    chart_spec = svg.Chart(
-        lines=chart_spec.lines,
-        fans=chart_spec.fans,
-        levels=chart_spec.levels,
-        marks=chart_spec.marks,
-        log_steps=log_steps,
-        y_label=spec.metric,
-        x_range=chart_spec.x_range,
-        legend=True,
-        name="run",
-    )
+    chart_spec = replace(study_chart(study, [plot], incumbent, log_steps), legend=True)
     here = run_url(spec.name, run.name, log_steps)
     decision = s.decision
     headline = (

@@ -11,6 +11,7 @@ import pytest
 
 from forecaster.batch import CorpusInput, JudgeSpec, LocalEngine, run_batch
 from forecaster.cli import main
+from forecaster.reporting import png as png_backend
 from forecaster.reporting import svg
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
@@ -79,6 +80,32 @@ def test_chart_survives_nan_and_huge_values():
     line = svg.Line((1, 2, 3, 4), (1.0, float("nan"), float("inf"), 0.5))
     text = svg.render(svg.Chart("diverged", lines=[line], y_scale="symlog"))
     assert "<path" in text and "nan" not in text.lower().replace("nanogpt", "")
+
+
+def test_every_element_draws_in_svg_and_png(tmp_path):
+    """The elements the dashboard adds (labelled horizontal rules, labelled marks, a fixed log
+    step range, a schedule strip of a line and dots) draw in both backends."""
+    fan = svg.Fan((100, 500, 1000), (1.0, 0.9, 0.8), (1.1, 1.0, 0.9), (1.2, 1.1, 1.0),
+                  (1.3, 1.2, 1.1), (1.4, 1.3, 1.2), run="a")  # fmt: skip
+    chart = svg.Chart(
+        x_label="step", y_label="loss", x_scale="log", x_range=(10, 1000),
+        lines=[svg.Line((10, 50, 100), (2.0, 1.5, 1.2), label="a", kind="curve", run="a")],
+        fans=[fan], marks=[svg.Mark(100, 1.2, "a: stopped: diverged", kind="stop-mark")],
+        rules=[svg.Rule(1.25, vertical=False, label="incumbent 1.25", kind="incumbent")],
+    )  # fmt: skip
+    text = svg.render(chart)
+    assert '<path class="curve" data-run="a"' in text and '<g class="fan" data-run="a">' in text
+    assert 'class="fan-90"' in text and 'class="fan-50"' in text and 'class="incumbent"' in text
+    assert ">incumbent 1.25</text>" in text and ">a: stopped: diverged</text>" in text
+    assert ">1k</text>" in text  # log ticks at powers of ten, in short numbers
+    lr = svg.strip(chart, [svg.Line((10, 1000), (1e-3, 1e-5), kind="schedule"),
+                           svg.Line((10, 20, 40), (1e-3, 9e-4, 8e-4), width=0, markers=True,
+                                    kind="observed-lr")], y_label="lr")  # fmt: skip
+    assert svg.x_range_of(lr) == (10, 1000) and lr.x_scale == "log"
+    assert svg.render(lr).count('class="observed-lr"') == 3
+    for name, drawn in (("chart.png", chart), ("strip.png", lr)):
+        out = png_backend.save(drawn, tmp_path / name)
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not is_blank(out)
 
 
 def test_plot_draws_a_live_run_from_the_service(live_server, tmp_path):
