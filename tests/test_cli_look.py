@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from forecaster.demo import STUDY, run_demo
+from forecaster_client import Reporter
 from tests.client.conftest import free_port
 from tests.conftest import LiveServer, start_live_server
 from tests.test_cli import forecaster_cli
@@ -119,3 +120,25 @@ def test_dashboard_settings_from_the_environment():
         Settings.from_env({"FORECASTER_ALLOW_MANUAL_STOP": "maybe"})
     with pytest.raises(InvalidArgumentError, match="http_port"):
         Settings(http_port=70000)
+
+
+def test_studies_reads_every_page_of_studies_and_runs(tmp_path):
+    """The service pages its listings (page_size 2 here): every study and run is counted."""
+    from forecaster_client import StudyClient
+
+    server = start_live_server(tmp_path / "paged.db", page_size=2, models_dir="none")
+    try:
+        for i in range(3):
+            for r in range(3):
+                with Reporter(server.address, f"study-{i}", f"run-{r}", max_step=100) as rep:
+                    rep.report(1, 1.0)
+                    assert rep.flush(10)
+        result = forecaster_cli("studies", "--address", server.address)
+        assert result.returncode == 0, result.stderr
+        rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:]}
+        assert set(rows) == {"study-0", "study-1", "study-2"}
+        assert all(int(row[-2]) == 3 for row in rows.values())  # 3 finished runs each
+        with StudyClient(server.address) as client:
+            assert [s.name for s in client.studies()] == ["study-0", "study-1", "study-2"]
+    finally:
+        server.stop()

@@ -22,11 +22,19 @@ def run(args: argparse.Namespace) -> int:
 
     remote = Remote(args)
     try:
-        studies = remote.call(remote.stub.ListStudies, pb.ListStudiesRequest()).studies
+        studies = remote.pages(
+            remote.stub.ListStudies,
+            lambda token: pb.ListStudiesRequest(page_token=token),
+            "studies",
+        )
         rows = []
         for s in studies:
             spec = s.spec
-            runs = remote.call(remote.stub.ListRuns, pb.ListRunsRequest(study=spec.name)).runs
+            runs = remote.pages(
+                remote.stub.ListRuns,
+                lambda token, name=spec.name: pb.ListRunsRequest(study=name, page_token=token),
+                "runs",
+            )
             states = [name_of(pb.RunState, r.state, "RUN_STATE_") for r in runs]
             rows.append(
                 [

@@ -245,8 +245,14 @@ class StudyClient:
         return method(request, timeout=self.timeout_s, metadata=self._metadata)
 
     def studies(self) -> list[StudyInfo]:
-        reply = self._call(self._stub.ListStudies, pb.ListStudiesRequest())
-        return [StudyInfo.from_proto(s) for s in reply.studies]
+        out: list[StudyInfo] = []
+        token = ""
+        while True:  # every page: the service pages listings (page_size, next_page_token)
+            reply = self._call(self._stub.ListStudies, pb.ListStudiesRequest(page_token=token))
+            out.extend(StudyInfo.from_proto(s) for s in reply.studies)
+            token = reply.next_page_token
+            if not token:
+                return out
 
     def study(self, name: str) -> StudyInfo:
         reply = self._call(self._stub.GetStudy, pb.GetStudyRequest(name=name))
@@ -349,8 +355,15 @@ class AsyncStudyClient:
         return await method(request, timeout=self.timeout_s, metadata=self._metadata)
 
     async def studies(self) -> list[StudyInfo]:
-        reply = await self._call(self._stub.ListStudies, pb.ListStudiesRequest())
-        return [StudyInfo.from_proto(s) for s in reply.studies]
+        out: list[StudyInfo] = []
+        token = ""
+        while True:
+            request = pb.ListStudiesRequest(page_token=token)
+            reply = await self._call(self._stub.ListStudies, request)
+            out.extend(StudyInfo.from_proto(s) for s in reply.studies)
+            token = reply.next_page_token
+            if not token:
+                return out
 
     async def runs(self, study: str) -> list[RunInfo]:
         out: list[RunInfo] = []
