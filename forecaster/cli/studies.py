@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from forecaster.cli.remote import Remote, add_address, name_of, num, table
 
@@ -15,6 +16,12 @@ def add_parser(commands: Commands) -> None:
     parser = commands.add_parser("studies", help="list a service's studies and their runs by state")
     add_address(parser)
     parser.set_defaults(func=run)
+
+
+def _runs_page(study: str, token: str) -> Any:
+    from forecaster.server._proto import forecaster_pb2 as pb
+
+    return pb.ListRunsRequest(study=study, page_token=token)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,11 +37,7 @@ def run(args: argparse.Namespace) -> int:
         rows = []
         for s in studies:
             spec = s.spec
-            runs = remote.pages(
-                remote.stub.ListRuns,
-                lambda token, name=spec.name: pb.ListRunsRequest(study=name, page_token=token),
-                "runs",
-            )
+            runs = remote.pages(remote.stub.ListRuns, partial(_runs_page, spec.name), "runs")
             states = [name_of(pb.RunState, r.state, "RUN_STATE_") for r in runs]
             rows.append(
                 [
