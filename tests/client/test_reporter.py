@@ -11,7 +11,7 @@ import torch
 
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster_client import Decision, Reporter
-from forecaster_client.sync import StudyClient
+from forecaster_client.sync import FailOpenStudy
 from tests.client.conftest import Service, free_port
 from tests.conftest import start_live_server
 
@@ -198,7 +198,7 @@ def test_a_study_of_another_metric_or_direction_is_refused_and_training_goes_on(
 def test_the_sync_client_of_a_pruner_refuses_a_study_of_another_direction(service, caplog):
     Reporter(service.address, "shared", "a", metric="acc", direction="maximize").close()
     spec = pb.StudySpec(name="shared", metric="acc", direction=pb.DIRECTION_MINIMIZE, max_step=10)
-    client = StudyClient(service.address, spec)
+    client = FailOpenStudy(service.address, spec)
     with caplog.at_level(logging.ERROR, "forecaster_client"):
         assert client.report("trial-0", [(1, 0.5, None)]) is None
         assert client.report("trial-1", [(1, 0.5, None)]) is None

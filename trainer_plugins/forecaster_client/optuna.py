@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from forecaster_client._integration import require
 from forecaster_client.connection import Credentials, study_spec
-from forecaster_client.sync import StudyClient
+from forecaster_client.sync import FailOpenStudy
 
 if TYPE_CHECKING:
     import optuna
@@ -92,12 +92,12 @@ class ForecastPruner(optuna.pruners.BasePruner):
             forecaster=forecaster,
         )
         self._study_name = study
-        self._connect = partial(StudyClient, address, token=token, tls=tls, timeout_s=timeout_s)
-        self._client: StudyClient | None = None
+        self._connect = partial(FailOpenStudy, address, token=token, tls=tls, timeout_s=timeout_s)
+        self._client: FailOpenStudy | None = None
         self.last_decision: dict[int, Any] = {}  # trial number -> the service's Decision
         self._stopped: set[int] = set()  # trials completed with a forecast in place of a value
 
-    def _client_for(self, study: optuna.Study) -> StudyClient:
+    def _client_for(self, study: optuna.Study) -> FailOpenStudy:
         if self._client is None:
             direction = (
                 "maximize"

@@ -17,7 +17,7 @@ from typing import Any
 from forecaster_client._integration import MetricLookup, require
 from forecaster_client._proto import forecaster_pb2 as pb
 from forecaster_client.connection import Credentials, study_spec
-from forecaster_client.sync import StudyClient
+from forecaster_client.sync import FailOpenStudy
 
 require("ray.tune", "ray")
 from ray.tune import Stopper  # noqa: E402
@@ -66,8 +66,8 @@ class ForecastStopper(Stopper):
             forecaster=forecaster,
         )
         self._spec = spec.SerializeToString()
-        self._connect = partial(StudyClient, address, token=token, tls=tls, timeout_s=timeout_s)
-        self._client: StudyClient | None = None
+        self._connect = partial(FailOpenStudy, address, token=token, tls=tls, timeout_s=timeout_s)
+        self._client: FailOpenStudy | None = None
         self._lookup = MetricLookup(metric, "Ray Tune result")
         self._step_key = step_key
         self._lr_key = lr_key

@@ -33,8 +33,10 @@ from forecaster_client.forecast import FinalForecast
 log = logging.getLogger("forecaster_client")
 
 
-class StudyClient:
-    """Runs of one study reported point by point; every call answers at once or gives up."""
+class FailOpenStudy:
+    """Runs of one study reported point by point; every call answers at once or gives up.
+    (Not `forecaster_client.StudyClient`, which reads a service back as values: this one only
+    feeds a pruner or a stopper, and never raises.)"""
 
     def __init__(
         self,
