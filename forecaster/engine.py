@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from forecaster import models, policies
+from forecaster import models, policies, ranking
 from forecaster.curves import Curve, LrSchedule, Points
 from forecaster.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
 from forecaster.judging import (
@@ -73,6 +73,14 @@ class RunSummary:
     prob_beat_incumbent: float | None
     incumbent: float | None
     saved_steps: int  # budget not spent because the run was stopped early
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A study's running and paused runs, best first, and the incumbent they are priced by."""
+
+    runs: list[ranking.RankedRun]
+    incumbent: float | None
 
 
 @dataclass(frozen=True)
@@ -287,6 +295,46 @@ class Engine:
                 )
             )
         return out
+
+    def rank_runs(self, study: str, limit: int | None = None) -> Ranking:
+        """The study's running runs (paused ones included: a PAUSE leaves a run RUNNING)
+        ranked by expected gain per unit of remaining compute (forecaster/ranking.py), best
+        first, at most limit; the forecasts come from the cache, fitted where missing."""
+        entry = self._study(study)
+        spec = entry.study.spec
+        runs = self.store.list_runs(study)
+        decisions = self.store.list_decisions(study)
+        standings = {
+            r.name: standing_of(r, r.spec.max_step or spec.max_step, decisions.get(r.name))
+            for r in runs
+        }
+        candidates = []
+        for r in runs:
+            if r.state is not RunState.RUNNING:
+                continue
+            budget = r.spec.max_step or spec.max_step or 0
+            prediction: Prediction | None = None
+            if r.n_points and budget > r.last_step:
+                try:
+                    prediction = self._predicted(study, r.name)[1]
+                except InvalidArgumentError:
+                    prediction = None
+            record = decisions.get(r.name)
+            others = (s for name, s in standings.items() if name != r.name)
+            candidates.append(
+                ranking.Candidate(
+                    name=r.name,
+                    decision=None if record is None else decision_of(record),
+                    last_step=r.last_step,
+                    budget=budget,
+                    best_value=r.best_value,
+                    prediction=prediction,
+                    incumbent=incumbent_of(spec.direction, others),
+                )
+            )
+        ranked = ranking.rank(candidates, spec.direction)
+        incumbent = incumbent_of(spec.direction, standings.values())
+        return Ranking(ranked if limit is None else ranked[:limit], incumbent)
 
     # -- ingest and decisions ---------------------------------------------------------------
 

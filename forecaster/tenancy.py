@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from forecaster.curves import Curve, LrSchedule, Points
-from forecaster.engine import Engine, ReportResult, RunSummary
+from forecaster.engine import Engine, Ranking, ReportResult, RunSummary
 from forecaster.errors import ForecasterError, InvalidArgumentError
 from forecaster.models.prediction import ForecastSummary
 from forecaster.policies import Decision
@@ -242,6 +242,10 @@ class TenantEngine:
         with self._as_sent():
             summaries = self.engine.run_summaries(self.stored(study), start, limit, only=only)
         return [replace(s, run=self._run_out(s.run)) for s in summaries]
+
+    def rank_runs(self, study: str, limit: int | None = None) -> Ranking:
+        with self._as_sent():
+            return self.engine.rank_runs(self.stored(study), limit)
 
     def forecast_curve(
         self,

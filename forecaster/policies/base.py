@@ -26,8 +26,12 @@ from forecaster.models.prediction import Prediction
 
 
 class Action(enum.Enum):
+    """CONTINUE, STOP, or PAUSE: stop for now, keeping the run's state, so a scheduler can
+    resume it when the study's ranking (forecaster/ranking.py) says it deserves compute."""
+
     CONTINUE = "continue"
     STOP = "stop"
+    PAUSE = "pause"
 
 
 class Reason(enum.Enum):
@@ -69,6 +73,10 @@ class Decision:
     @property
     def is_stop(self) -> bool:
         return self.action is Action.STOP
+
+    @property
+    def is_pause(self) -> bool:
+        return self.action is Action.PAUSE
 
 
 @dataclass(frozen=True)

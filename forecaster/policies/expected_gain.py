@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from forecaster.curves import to_loss
+from forecaster.curves import Direction, to_loss
 from forecaster.models.prediction import Prediction
 from forecaster.policies.base import (
     Decision,
@@ -29,6 +29,21 @@ from forecaster.policies.base import (
     stop,
     too_early,
 )
+
+
+def expected_gain(
+    prediction: Prediction, budget: int, reference: float, direction: Direction
+) -> float | None:
+    """E[max(0, reference - final)] in the loss view at the budget, relative to |reference|;
+    None when the forecast has no finite value there. The ranking (forecaster/ranking.py)
+    prices runs with the same figure."""
+    best_loss = float(to_loss(reference, direction))
+    finals = to_loss(prediction.samples([budget])[:, 0], direction)
+    finals = finals[np.isfinite(finals)]
+    if not len(finals):
+        return None
+    gain = float(np.maximum(best_loss - finals, 0.0).mean())
+    return gain / max(abs(best_loss), 1e-12)
 
 
 @dataclass(frozen=True)
@@ -54,14 +69,10 @@ class ExpectedGainPolicy:
         if incumbent is None or prediction is None or not budget or run.remaining_steps <= 0:
             said = "no incumbent or forecast to price by."
             return too_early(continue_promising(run, self.name, said), run)
-        best_loss = float(to_loss(incumbent, curve.direction))
-        finals = to_loss(prediction.samples([budget])[:, 0], curve.direction)
-        finals = finals[np.isfinite(finals)]
-        if not len(finals):
+        relative = expected_gain(prediction, budget, incumbent, curve.direction)
+        if relative is None:
             said = "no finite forecast to price by."
             return too_early(continue_promising(run, self.name, said), run)
-        gain = float(np.maximum(best_loss - finals, 0.0).mean())
-        relative = gain / max(abs(best_loss), 1e-12)
         left = run.remaining_steps / budget
         rate = relative / left
         probs = {"expected_gain": relative, "gain_rate": rate}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from forecaster.curves import Direction
+from forecaster.errors import InvalidArgumentError
 from forecaster.models.prediction import Prediction
 from forecaster.policies.base import (
     Action,
@@ -68,6 +69,9 @@ class ForecastPolicy:
         explosion_factor: DIVERGED when the loss's smoothed level is worse than its best level by
             this many times its scale, beyond its noise (see DivergedPolicy); 0 keeps only the
             NaN/inf and blow-up rules.
+        pause: answer PAUSE (reason UNPROMISING) where an UNPROMISING verdict would STOP:
+            the run is frozen, not killed, and a scheduler resumes it when the study's
+            ranking (RankRuns) puts it first. Off by default: a plugin that cannot pause stops.
         incumbent_confidence: while a run is still running, the final value it offers the
             other runs as the incumbent is one it reaches with this probability (0.5: its
             median forecast). Higher is more careful: an optimistic early forecast of one run
@@ -86,6 +90,7 @@ class ForecastPolicy:
     min_gain_rate: float = 0.0
     flat_fraction: float = 0.0
     incumbent_confidence: float = 0.97
+    pause: bool = False
     _hard: tuple[BudgetPolicy | DivergedPolicy | NotLearningPolicy, ...] = field(
         init=False, repr=False, compare=False
     )
@@ -102,6 +107,10 @@ class ForecastPolicy:
         check_fraction("grace_fraction", self.grace_fraction)
         check_count("hysteresis", self.hysteresis, minimum=1)
         check_probability("incumbent_confidence", self.incumbent_confidence)
+        if not isinstance(self.pause, bool):
+            raise InvalidArgumentError(
+                f"policy setting pause must be true or false; got {self.pause!r}."
+            )
         hard = (
             BudgetPolicy(),
             DivergedPolicy(explosion_factor=self.explosion_factor),
@@ -181,8 +190,14 @@ class ForecastPolicy:
             )
         votes = run.stop_votes + 1
         if votes >= self.hysteresis:
+            paused = self.pause and vote.reason is Reason.UNPROMISING
             return replace(
-                vote, probabilities=probs, policy=self.name, votes=votes, forecast_final=final
+                vote,
+                action=Action.PAUSE if paused else vote.action,
+                probabilities=probs,
+                policy=self.name,
+                votes=votes,
+                forecast_final=final,
             )
         return Decision(
             action=Action.CONTINUE,

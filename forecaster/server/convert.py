@@ -18,7 +18,7 @@ from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.store import DecisionChange, Run, RunSpec, RunState, Study, StudySpec
 
 if TYPE_CHECKING:
-    from forecaster.engine import RunSummary
+    from forecaster.engine import Ranking, RunSummary
 
 _DIRECTIONS = MappingProxyType(
     {Direction.MIN: pb.DIRECTION_MINIMIZE, Direction.MAX: pb.DIRECTION_MAXIMIZE}
@@ -31,7 +31,13 @@ _STATES = MappingProxyType(
         RunState.FAILED: pb.RUN_STATE_FAILED,
     }
 )
-_ACTIONS = MappingProxyType({Action.CONTINUE: pb.ACTION_CONTINUE, Action.STOP: pb.ACTION_STOP})
+_ACTIONS = MappingProxyType(
+    {
+        Action.CONTINUE: pb.ACTION_CONTINUE,
+        Action.STOP: pb.ACTION_STOP,
+        Action.PAUSE: pb.ACTION_PAUSE,
+    }
+)
 _REASONS = MappingProxyType({r: pb.Reason.Value(f"REASON_{r.name}") for r in Reason})
 _KINDS = MappingProxyType(
     {k: pb.ScheduleKind.Value(f"SCHEDULE_KIND_{k.name}") for k in ScheduleKind}
@@ -373,3 +379,24 @@ def forecast_steps(
     limits.count("quantile_levels", len(quantile_levels), "max_quantile_levels")
     for s in at_steps:
         limits.step("at_steps", s)
+
+
+def ranking_to_proto(ranking: Ranking) -> pb.RankRunsResponse:
+    return pb.RankRunsResponse(
+        runs=[
+            pb.RankedRun(
+                run=r.name,
+                paused=r.paused,
+                decision=None if r.decision is None else decision_to_proto(r.decision),
+                last_step=r.last_step,
+                remaining_steps=r.remaining_steps,
+                expected_gain=r.expected_gain,
+                gain_rate=r.gain_rate,
+                forecast_final=r.forecast_final,
+                prob_beat_incumbent=r.prob_beat_incumbent,
+                reference=r.reference,
+            )
+            for r in ranking.runs
+        ],
+        incumbent=ranking.incumbent,
+    )

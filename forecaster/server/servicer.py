@@ -429,6 +429,16 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
 
         return await self._run(context, work)
 
+    async def RankRuns(
+        self, request: pb.RankRunsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RankRunsResponse:
+        def work(scope: TenantEngine) -> pb.RankRunsResponse:
+            self.limits.name("study", request.study)
+            limit = self.limits.page("limit", request.limit)
+            return convert.ranking_to_proto(scope.rank_runs(request.study, limit))
+
+        return await self._run(context, work)
+
 
 class _DeadlinePassed(Exception):
     """The RPC's deadline passed before its work started."""

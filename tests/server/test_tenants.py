@@ -96,6 +96,7 @@ def reads_and_writes(study: str, run: str) -> list[tuple[str, object]]:
         ("ListDecisionHistory", pb.ListDecisionHistoryRequest(study=study, run=run)),
         ("ListRunSummaries", pb.ListRunSummariesRequest(study=study)),
         ("GetRunSummary", pb.GetRunSummaryRequest(study=study, run=run)),
+        ("RankRuns", pb.RankRunsRequest(study=study)),
     ]
 
 

@@ -27,6 +27,7 @@ class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_UNSPECIFIED: _ClassVar[Action]
     ACTION_CONTINUE: _ClassVar[Action]
     ACTION_STOP: _ClassVar[Action]
+    ACTION_PAUSE: _ClassVar[Action]
 
 class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,6 +63,7 @@ RUN_STATE_FAILED: RunState
 ACTION_UNSPECIFIED: Action
 ACTION_CONTINUE: Action
 ACTION_STOP: Action
+ACTION_PAUSE: Action
 REASON_UNSPECIFIED: Reason
 REASON_WARMUP: Reason
 REASON_DIVERGED: Reason
@@ -563,3 +565,43 @@ class GetRunSummaryResponse(_message.Message):
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     summary: RunSummary
     def __init__(self, summary: _Optional[_Union[RunSummary, _Mapping]] = ...) -> None: ...
+
+class RankRunsRequest(_message.Message):
+    __slots__ = ("study", "limit")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    study: str
+    limit: int
+    def __init__(self, study: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class RankedRun(_message.Message):
+    __slots__ = ("run", "paused", "decision", "last_step", "remaining_steps", "expected_gain", "gain_rate", "forecast_final", "prob_beat_incumbent", "reference")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    LAST_STEP_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_STEPS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_GAIN_FIELD_NUMBER: _ClassVar[int]
+    GAIN_RATE_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FINAL_FIELD_NUMBER: _ClassVar[int]
+    PROB_BEAT_INCUMBENT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    paused: bool
+    decision: Decision
+    last_step: int
+    remaining_steps: int
+    expected_gain: float
+    gain_rate: float
+    forecast_final: float
+    prob_beat_incumbent: float
+    reference: str
+    def __init__(self, run: _Optional[str] = ..., paused: _Optional[bool] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., last_step: _Optional[int] = ..., remaining_steps: _Optional[int] = ..., expected_gain: _Optional[float] = ..., gain_rate: _Optional[float] = ..., forecast_final: _Optional[float] = ..., prob_beat_incumbent: _Optional[float] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class RankRunsResponse(_message.Message):
+    __slots__ = ("runs", "incumbent")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    INCUMBENT_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[RankedRun]
+    incumbent: float
+    def __init__(self, runs: _Optional[_Iterable[_Union[RankedRun, _Mapping]]] = ..., incumbent: _Optional[float] = ...) -> None: ...

@@ -121,6 +121,11 @@ class CurveServiceStub:
                 request_serializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryRequest.SerializeToString,
                 response_deserializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryResponse.FromString,
                 _registered_method=True)
+        self.RankRuns = channel.unary_unary(
+                '/forecaster.v1.CurveService/RankRuns',
+                request_serializer=forecaster_dot_v1_dot_forecaster__pb2.RankRunsRequest.SerializeToString,
+                response_deserializer=forecaster_dot_v1_dot_forecaster__pb2.RankRunsResponse.FromString,
+                _registered_method=True)
 
 
 class CurveServiceServicer:
@@ -254,6 +259,15 @@ class CurveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RankRuns(self, request, context):
+        """A study's paused and running runs ranked by what the rest of each is expected to buy per
+        unit of compute it still needs ("which run deserves the next GPU hour"), best first,
+        with the figures: what a scheduler reads to choose which paused run to resume.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -341,6 +355,11 @@ def add_CurveServiceServicer_to_server(servicer, server):
                     servicer.GetRunSummary,
                     request_deserializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryRequest.FromString,
                     response_serializer=forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryResponse.SerializeToString,
+            ),
+            'RankRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.RankRuns,
+                    request_deserializer=forecaster_dot_v1_dot_forecaster__pb2.RankRunsRequest.FromString,
+                    response_serializer=forecaster_dot_v1_dot_forecaster__pb2.RankRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -804,6 +823,33 @@ class CurveService:
             '/forecaster.v1.CurveService/GetRunSummary',
             forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryRequest.SerializeToString,
             forecaster_dot_v1_dot_forecaster__pb2.GetRunSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RankRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forecaster.v1.CurveService/RankRuns',
+            forecaster_dot_v1_dot_forecaster__pb2.RankRunsRequest.SerializeToString,
+            forecaster_dot_v1_dot_forecaster__pb2.RankRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
