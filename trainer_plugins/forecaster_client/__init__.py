@@ -18,11 +18,18 @@ imported on first use, so a training job that only reports never imports numpy f
 
 from typing import Any
 
-from forecaster_client.decision import Decision
+from forecaster_client.decision import Decision, RankedRun
 from forecaster_client.forecast import FinalForecast
 from forecaster_client.reporter import Reporter
 
-__all__ = ["AsyncStudyClient", "Decision", "FinalForecast", "Reporter", "StudyClient"]
+__all__ = [
+    "AsyncStudyClient",
+    "Decision",
+    "FinalForecast",
+    "RankedRun",
+    "Reporter",
+    "StudyClient",
+]
 __version__ = "0.1.0"
 
 

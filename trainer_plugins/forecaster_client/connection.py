@@ -20,7 +20,7 @@ from google.protobuf import struct_pb2
 
 from forecaster_client._proto import forecaster_pb2 as pb
 from forecaster_client._proto import forecaster_pb2_grpc as pb_grpc
-from forecaster_client.decision import Decision
+from forecaster_client.decision import Decision, RankedRun
 
 log = logging.getLogger("forecaster_client")
 
@@ -362,6 +362,11 @@ class Connection:
         """The run's latest decision and the forecast of its final value."""
         request = pb.GetRunSummaryRequest(study=study, run=run)
         return self._call(self.stub.GetRunSummary, request).summary
+
+    def rank(self, study: str, limit: int = 0) -> list[RankedRun]:
+        """The study's running and paused runs, the one whose rest buys most first."""
+        request = pb.RankRunsRequest(study=study, limit=limit)
+        return [RankedRun.from_proto(r) for r in self._call(self.stub.RankRuns, request).runs]
 
     def finish(self, study: str, run: str, state: str = "finished") -> pb.Run:
         request = pb.FinishRunRequest(study=study, run=run, state=state_of(state))

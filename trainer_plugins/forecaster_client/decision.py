@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from forecaster_client._proto import forecaster_pb2 as pb
 
@@ -18,10 +19,12 @@ def _name(wire_name: str, prefix: str) -> str:
 class Decision:
     """Keep training or stop, why, and the numbers behind it.
 
-    ``action`` is "continue" or "stop"; ``reason`` one of "unknown" (no answer from the
-    service yet), "warmup", "promising", "diverged", "target_unreachable", "unpromising",
-    "converged", "target_reached", "budget_exhausted", "not_learning", "manual" (a person
-    stopped the run: StopRun, or the dashboard's button).
+    ``action`` is "continue", "stop" or "pause" (stop for now, keeping a checkpoint: the
+    study's ranking, ``StudyClient.rank()``, says when the run deserves to resume);
+    ``reason`` one of "unknown" (no answer from the service yet), "warmup", "promising",
+    "diverged", "target_unreachable", "unpromising", "converged", "target_reached",
+    "budget_exhausted", "not_learning", "manual" (a person stopped the run: StopRun, or the
+    dashboard's button).
     """
 
     action: str = "continue"
@@ -35,6 +38,11 @@ class Decision:
     @property
     def stop(self) -> bool:
         return self.action == "stop"
+
+    @property
+    def pause(self) -> bool:
+        """Stop for now and keep the run's state: it may be resumed (the run stays running)."""
+        return self.action == "pause"
 
     @property
     def final_state(self) -> str:
@@ -75,4 +83,42 @@ class Decision:
             if reason == pb.REASON_UNSPECIFIED
             else _name(pb.Reason.Name(reason), "REASON_"),
             explanation="decided on rank 0; see its log for the explanation",
+        )
+
+
+def _optional(message: Any, name: str) -> float | None:
+    return float(getattr(message, name)) if message.HasField(name) else None
+
+
+@dataclass(frozen=True)
+class RankedRun:
+    """A running or paused run of a study, priced by what the rest of it is expected to buy
+    (RankRuns): ``gain_rate`` is ``expected_gain`` (the expected improvement at the budget over
+    ``reference``, "incumbent" or "own_best", relative to it) per fraction of the budget still
+    to run. None where the service has no forecast of the run."""
+
+    run: str
+    paused: bool
+    decision: Decision | None
+    last_step: int
+    remaining_steps: int
+    expected_gain: float | None
+    gain_rate: float | None
+    forecast_final: float | None
+    prob_beat_incumbent: float | None
+    reference: str
+
+    @classmethod
+    def from_proto(cls, r: pb.RankedRun) -> RankedRun:
+        return cls(
+            run=r.run,
+            paused=r.paused,
+            decision=Decision.from_proto(r.decision) if r.HasField("decision") else None,
+            last_step=int(r.last_step),
+            remaining_steps=int(r.remaining_steps),
+            expected_gain=_optional(r, "expected_gain"),
+            gain_rate=_optional(r, "gain_rate"),
+            forecast_final=_optional(r, "forecast_final"),
+            prob_beat_incumbent=_optional(r, "prob_beat_incumbent"),
+            reference=r.reference,
         )

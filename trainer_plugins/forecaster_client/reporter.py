@@ -17,18 +17,21 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import grpc
+
 from forecaster_client._proto import forecaster_pb2 as pb
 from forecaster_client.connection import (
     Connection,
     Credentials,
     ScheduleSource,
     Warnings,
+    describe,
     plan_of,
     state_of,
     study_spec,
     to_struct,
 )
-from forecaster_client.decision import Decision
+from forecaster_client.decision import Decision, RankedRun
 from forecaster_client.distributed import RankGroup
 from forecaster_client.forecast import FinalForecast, ForecastWatch
 from forecaster_client.sender import Outbox, Sender
@@ -179,6 +182,25 @@ class Reporter:
             self._agreed_stop = action == pb.ACTION_STOP
         return self._agreed_stop
 
+    def should_pause(self) -> bool:
+        """The latest decision says pause: save a checkpoint and stop for now; the run stays
+        running, and a scheduler resumes it when the study's ranking (rank()) puts it first.
+        Never waits on the service; under torch.distributed call it after should_stop(),
+        whose broadcast it reads."""
+        return self._outbox.decision.pause
+
+    def rank(self, limit: int = 0) -> list[RankedRun]:
+        """The study's running and paused runs, the one whose rest buys most per unit of
+        compute first (RankRuns); asks now. Empty, with one warning, when the service cannot
+        say (or off rank 0): a training job never fails on it."""
+        if not self._active or self._conn is None:
+            return []
+        try:
+            return self._conn.rank(self.study, limit)
+        except grpc.RpcError as e:
+            self.warnings.once(f"rank-{e.code()}", "forecaster: no ranking (%s)", describe(e))
+            return []
+
     @property
     def decision(self) -> Decision:
         """The latest decision (reason, explanation, probabilities) as this process knows it."""
@@ -232,13 +254,14 @@ class Reporter:
         """Sends what is queued (waiting at most timeout_s), then marks the run finished.
 
         state: "finished", "stopped", "failed"; "auto" is "stopped" when the service cut the
-        run short and "finished" otherwise; None leaves the run running (a job that will resume).
+        run short, running when it paused it (to be resumed) and "finished" otherwise; None
+        leaves the run running (a job that will resume).
         """
         out = self._outbox
         if self._thread is None or self._conn is None or out.closing.is_set():
             return
         if state == "auto":
-            state = out.decision.final_state
+            state = None if out.decision.pause else out.decision.final_state
         if state is not None:
             state_of(state)  # a wrong name is the caller's bug: say so now
         out.final_state = state

@@ -31,7 +31,7 @@ except ImportError as e:  # the Reporter needs no numpy; this API does
 from forecaster_client._proto import forecaster_pb2 as pb
 from forecaster_client._proto import forecaster_pb2_grpc as pb_grpc
 from forecaster_client.connection import Credentials
-from forecaster_client.decision import Decision
+from forecaster_client.decision import Decision, RankedRun
 
 
 def _name(enum: Any, value: int, prefix: str) -> str:
@@ -289,6 +289,13 @@ class StudyClient:
         request = pb.GetDecisionRequest(study=study, run=run)
         return Decision.from_proto(self._call(self._stub.GetDecision, request).decision)
 
+    def rank(self, study: str, limit: int = 0) -> list[RankedRun]:
+        """The study's running and paused runs, best first: the expected gain of the rest of
+        each run per fraction of its budget still to run ("which run deserves the next GPU
+        hour"). limit 0: the service's page size."""
+        request = pb.RankRunsRequest(study=study, limit=limit)
+        return [RankedRun.from_proto(r) for r in self._call(self._stub.RankRuns, request).runs]
+
     def history(self, study: str, run: str) -> list[DecisionChange]:
         """Every change of the run's decision, oldest first."""
         return list(self._history(study, run))
@@ -389,6 +396,11 @@ class AsyncStudyClient:
     async def decision(self, study: str, run: str) -> Decision:
         request = pb.GetDecisionRequest(study=study, run=run)
         return Decision.from_proto((await self._call(self._stub.GetDecision, request)).decision)
+
+    async def rank(self, study: str, limit: int = 0) -> list[RankedRun]:
+        request = pb.RankRunsRequest(study=study, limit=limit)
+        reply = await self._call(self._stub.RankRuns, request)
+        return [RankedRun.from_proto(r) for r in reply.runs]
 
     async def history(self, study: str, run: str) -> list[DecisionChange]:
         out: list[DecisionChange] = []

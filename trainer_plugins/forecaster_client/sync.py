@@ -27,7 +27,7 @@ from forecaster_client.connection import (
     last_stored_step,
     to_struct,
 )
-from forecaster_client.decision import Decision
+from forecaster_client.decision import Decision, RankedRun
 from forecaster_client.forecast import FinalForecast
 
 log = logging.getLogger("forecaster_client")
@@ -107,6 +107,18 @@ class FailOpenStudy:
                     run,
                     describe(e),
                 )
+                return None
+
+    def rank(self) -> list[RankedRun] | None:
+        """The study's running and paused runs, best first (RankRuns); None when the service
+        cannot say now (fail-open, as report())."""
+        with self._lock:
+            if self.refused or time.monotonic() < self._retry_at:
+                return None
+            try:
+                return self.conn.rank(self.spec.name, 0)
+            except grpc.RpcError as e:
+                self.warnings.once(f"rank-{e.code()}", "forecaster: no ranking (%s)", describe(e))
                 return None
 
     def finish(self, run: str, state: str) -> None:
