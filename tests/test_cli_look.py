@@ -142,3 +142,32 @@ def test_studies_reads_every_page_of_studies_and_runs(tmp_path):
             assert [s.name for s in client.studies()] == ["study-0", "study-1", "study-2"]
     finally:
         server.stop()
+
+
+def test_runs_rank_prints_the_running_and_paused_runs_best_first(tmp_path):
+    server = start_live_server(tmp_path / "s.db")
+    try:
+        for run, floor, upto in (("best", 2.0, 1000), ("bad", 4.0, 400), ("good", 1.9, 300)):
+            reporter = Reporter(
+                server.address, "freeze", run, max_step=1000, policy_params={"pause": True}
+            )
+            for s in range(10, upto + 1, 10):
+                reporter.report(s, floor + 3.0 * (s / 10.0) ** -0.5)
+                if s % 50 == 0:
+                    assert reporter.flush(20)
+            reporter.close(state="finished" if run == "best" else None)
+        result = forecaster_cli("runs", "freeze", "--rank", "--address", server.address)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith("incumbent 2.")
+        assert lines[1].split()[:5] == ["rank", "run", "state", "step", "left"]
+        rows = [line.split() for line in lines[3:]]
+        assert [r[:3] for r in rows] == [["1", "good", "running"], ["2", "bad", "paused"]]
+        assert rows[1][-3:] == ["pause", "/", "unpromising"]
+        bad = forecaster_cli(
+            "runs", "freeze", "--rank", "--limit", "-1", "--address", server.address
+        )
+        assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    finally:
+        server.stop()
