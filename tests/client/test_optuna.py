@@ -131,3 +131,50 @@ def test_a_stopped_trial_returns_its_forecast_so_the_sampler_learns_from_it(serv
     runs = {r.spec.name: r for r in service.runs("feedback")}
     assert runs["trial-1"].state == pb.RUN_STATE_STOPPED  # the service knows it was cut
     assert study.best_trial.number == 0
+
+
+def test_a_paused_trial_is_marked_and_a_driver_resumes_it_as_the_same_run(service):
+    """The study pauses instead of pruning; the paused trial carries its mark, ranks as the
+    service says, and its continuation goes on from its checkpoint as the same run."""
+    checkpoints: dict[int, int] = {}  # trial number -> last step trained: the objective's own
+
+    def curve_objective(trial: optuna.Trial) -> float:
+        floor = trial.suggest_float("floor", 1.0, 8.0)
+        start = checkpoints.get(trial.user_attrs.get("forecaster_resumes", -1), 0)
+        value = math.nan
+        for step in range(start + 1, STEPS + 1):
+            value = floor + 3.0 * (step / 10.0) ** -0.5
+            trial.report(value, step)
+            checkpoints[trial.number] = step
+            if trial.should_prune():
+                return pruner.forecast_or_prune(trial)
+        return value
+
+    pruner = ForecastPruner(service.address, max_step=STEPS, policy_params={"pause": True})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="optuna-pause", direction="minimize", pruner=pruner)
+    for floor in (2.0, 6.0, 4.0):
+        study.enqueue_trial({"floor": floor})
+    study.optimize(curve_objective, n_trials=3)
+
+    assert set(pruner.paused) == {1, 2} and pruner.last_decision[1].pause
+    paused = pruner.paused_trials(study)
+    assert [t.number for t in paused] == [2, 1]  # 4.0 is closer to the incumbent: first
+    assert all(t.user_attrs["paused"] and t.user_attrs["paused_at_step"] < STEPS for t in paused)
+    runs = {r.spec.name: r for r in service.runs("optuna-pause")}
+    assert runs["trial-1"].state == runs["trial-2"].state == pb.RUN_STATE_RUNNING
+
+    pruner.resume(study, paused[0])
+    study.optimize(curve_objective, n_trials=1)
+    resumed = study.trials[-1]
+    assert resumed.user_attrs["forecaster_resumes"] == 2
+    assert (
+        resumed.state == optuna.trial.TrialState.COMPLETE and min(resumed.intermediate_values) > 1
+    )
+    assert [t.number for t in pruner.paused_trials(study)] == [1]
+    study.optimize(curve_objective, n_trials=1)  # a later report finishes the resumed run
+    steps = service.points("optuna-pause", "trial-2").steps.tolist()
+    assert steps == list(range(1, STEPS + 1))  # one run, no step twice: it went on
+    assert service.run("optuna-pause", "trial-2").state == pb.RUN_STATE_FINISHED
+    with pytest.raises(ValueError, match="not paused"):
+        pruner.resume(study, study.trials[0])
