@@ -6,7 +6,9 @@ of the run: the expected improvement over the incumbent at the budget, E[max(0, 
 final)] in the loss view (Jones et al.'s expected improvement), relative to the incumbent, per
 fraction of the budget still to run. A run is stopped when that rate falls below
 `min_gain_rate`: with 0.01, "continue only while the rest of this run is expected to improve
-on the best result by 1% per budget's worth of compute still to spend".
+on the best result by 1% per budget's worth of compute still to spend". A run with no incumbent
+to beat (a study's first run, a run alone) is priced against its own best so far, and stopped
+as CONVERGED: what the rest of it buys over what it already has.
 """
 
 from __future__ import annotations
@@ -59,13 +61,19 @@ class ExpectedGainPolicy:
         check_non_negative("min_gain_rate", self.min_gain_rate)
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
-        return study.incumbent is not None and bool(run.curve.max_step)
+        return bool(run.curve.max_step) and run.remaining_steps > 0
 
     def grace_settings(self) -> Mapping[str, float]:
         return {}
 
     def decide(self, run: RunView, prediction: Prediction | None, study: StudyContext) -> Decision:
-        curve, incumbent, budget = run.curve, study.incumbent, run.curve.max_step
+        curve, budget = run.curve, run.curve.max_step
+        incumbent, against, reason = study.incumbent, "the incumbent", Reason.UNPROMISING
+        if incumbent is None:  # nothing to beat: price the rest against the run's own best
+            finite = curve.values[np.isfinite(curve.values)]
+            if len(finite):
+                best = finite.min() if curve.direction is Direction.MIN else finite.max()
+                incumbent, against, reason = float(best), "its own best", Reason.CONVERGED
         if incumbent is None or prediction is None or not budget or run.remaining_steps <= 0:
             said = "no incumbent or forecast to price by."
             return too_early(continue_promising(run, self.name, said), run)
@@ -75,14 +83,14 @@ class ExpectedGainPolicy:
             return too_early(continue_promising(run, self.name, said), run)
         left = run.remaining_steps / budget
         rate = relative / left
-        probs = {"expected_gain": relative, "gain_rate": rate}
+        # In the decision's probabilities, capped at 1 as every entry there (the explanation
+        # says the full figures).
+        probs = {"expected_gain": min(relative, 1.0), "gain_rate": min(rate, 1.0)}
         said = (
-            f"expected gain over the incumbent {incumbent:.4g} is {relative:.3%} for the "
+            f"expected gain over {against} {incumbent:.4g} is {relative:.3%} for the "
             f"{run.remaining_steps} steps left ({left:.0%} of the budget): {rate:.3%} per budget"
         )
         if rate < self.min_gain_rate:
-            return stop(
-                run, self.name, Reason.UNPROMISING, f"{said} < {self.min_gain_rate:.3%}.", probs
-            )
+            return stop(run, self.name, reason, f"{said} < {self.min_gain_rate:.3%}.", probs)
         going_on = continue_promising(run, self.name, f"{said} >= {self.min_gain_rate:.3%}.", probs)
         return too_early(going_on, run)

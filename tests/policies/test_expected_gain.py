@@ -41,3 +41,14 @@ def test_the_forecast_policy_prices_runs_only_when_asked():
     assert judge(on, curve, 1.0).reason is Reason.UNPROMISING
     off = policies.create("forecast", {"hysteresis": 1})
     assert "gain_rate" not in judge(off, curve, 1.0).probabilities
+
+
+def test_a_run_alone_is_priced_against_its_own_best_and_stops_as_converged():
+    policy = policies.create("expected_gain", {"min_gain_rate": 0.01})
+    steps = np.arange(1, 601)  # at its floor long since: the rest buys little over its best
+    flat = Curve(steps, 1.0 + 2.0 * np.exp(-steps / 30.0), Direction.MIN, max_step=1000)
+    d = judge(policy, flat, incumbent=None)
+    assert d.is_stop and d.reason is Reason.CONVERGED and "its own best" in d.explanation
+    steep = Curve(np.arange(1, 101), 1.0 + 50.0 / np.arange(1, 101), Direction.MIN, max_step=1000)
+    going = judge(policy, steep, incumbent=None)
+    assert not going.is_stop and "its own best" in going.explanation
