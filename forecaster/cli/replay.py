@@ -43,6 +43,17 @@ def add_parser(commands: Commands) -> None:
         action="store_true",
         help="give the studies the corpus targets (TARGET_REACHED/UNREACHABLE come into play)",
     )
+    parser.add_argument(
+        "--compute-budget",
+        type=float,
+        help="stop each task once its runs used this fraction of the steps of running them all "
+        "(a pausing policy, forecast:pause=true, resumes its paused runs by rank meanwhile)",
+    )
+    parser.add_argument(
+        "--single-runs",
+        action="store_true",
+        help="replay each run alone, as a study of its own: compute saved and metric given up",
+    )
     options.add_workers(parser)
     parser.add_argument("--engine", choices=["local", "ray"], default="local",
                         help="where the tasks run: local processes or a Ray cluster")  # fmt: skip
@@ -69,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         max_reports=args.max_reports,
         forecaster=args.forecaster,
         use_targets=args.use_targets,
+        compute_budget=args.compute_budget,
+        single_runs=args.single_runs,
         workers=args.workers,
         progress=not args.no_progress,
         models_dir=options.models_dir(args.models_dir),

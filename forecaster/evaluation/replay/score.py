@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from forecaster.curves import to_loss
+from forecaster.curves import Curve, to_loss
 from forecaster.evaluation.replay.settings import Setting
 from forecaster.policies import Reason
 
@@ -42,10 +42,24 @@ class TaskResult:
     converged_given_up: tuple[float, ...] = field(default=())
     stops: tuple[tuple[str, int], ...] = ()  # (reason, count)
     outcomes: tuple[tuple[str, int, str], ...] = ()  # (run_id, last step run, stop reason or "")
+    # With a target: runs whose whole curve reaches it, and those of them stopped as unreachable.
+    n_reach_target: int = 0
+    n_false_unreachable: int = 0
 
 
-def score_task(source: str, task: str, setting: Setting, runs: Sequence[_Run]) -> TaskResult:
-    """The figures of one task replayed under one setting, from its runs as they ended."""
+def reaches(curve: Curve) -> bool:
+    """Whether any point of the curve meets its target (False without one)."""
+    if curve.target is None:
+        return False
+    loss = to_loss(curve.values, curve.direction)
+    return bool(np.any(loss[np.isfinite(loss)] <= float(to_loss(curve.target, curve.direction))))
+
+
+def score_task(
+    source: str, task: str, setting: Setting, runs: Sequence[_Run], *, budgeted: bool = False
+) -> TaskResult:
+    """The figures of one task replayed under one setting, from its runs as they ended. Under
+    a compute budget (budgeted) a run the budget cut, or never let start, counts as cut."""
     direction = runs[0].curve.direction
     finals = np.array([to_loss(r.curve.last_value, direction) for r in runs], dtype=float)
     finals = np.where(np.isfinite(finals), finals, np.inf)
@@ -60,7 +74,9 @@ def score_task(source: str, task: str, setting: Setting, runs: Sequence[_Run]) -
         regret = (found - best) / max(abs(best), 1e-12)
     else:
         regret = math.nan if not math.isfinite(best) else math.inf
-    cut = [runs[i].stop_reason in CUT for i in order]
+    cut_by = CUT | {Reason.BUDGET_EXHAUSTED} if budgeted else CUT
+    cut = [runs[i].stop_reason in cut_by or (budgeted and not runs[i].reported) for i in order]
+    reachers = [r for r in runs if reaches(r.curve)]
     given_up = tuple(
         float((r.kept - f) / max(abs(f), 1e-12))
         for r, f in zip(runs, finals, strict=True)
@@ -85,6 +101,8 @@ def score_task(source: str, task: str, setting: Setting, runs: Sequence[_Run]) -
             (r.logged.run_id, r.seen.last_step, r.stop_reason.value if r.stop_reason else "")
             for r in runs
         ),
+        n_reach_target=len(reachers),
+        n_false_unreachable=sum(r.stop_reason is Reason.TARGET_UNREACHABLE for r in reachers),
     )
 
 
@@ -118,6 +136,8 @@ def summarize(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
                 "n_converged": sum(r["n_converged"] for r in per_source),
                 "converged_given_up": float(np.mean(given)) if given else 0.0,
                 "n_stops": sum(r["n_stops"] for r in per_source),
+                "n_reach_target": sum(r["n_reach_target"] for r in per_source),
+                "n_false_unreachable": sum(r["n_false_unreachable"] for r in per_source),
                 "note": why_no_stop(setting, everywhere),
             }
         )
@@ -164,5 +184,7 @@ def _row(source: str, setting: Setting, rs: list[TaskResult]) -> dict[str, Any]:
         "n_converged": len(given),
         "converged_given_up": float(np.mean(given)) if given else 0.0,
         "n_stops": sum(n for r in rs for _, n in r.stops),
+        "n_reach_target": sum(r.n_reach_target for r in rs),
+        "n_false_unreachable": sum(r.n_false_unreachable for r in rs),
         "note": why_no_stop(setting, rs),
     }

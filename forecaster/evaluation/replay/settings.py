@@ -71,6 +71,8 @@ def parse_settings(specs: Sequence[str]) -> list[Setting]:
 
 
 def _number(text: str) -> Any:
+    if text.lower() in ("true", "false"):  # a switch, e.g. pause=true
+        return text.lower() == "true"
     for kind in (int, float):
         try:
             return kind(text)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from forecaster import models, policies
+from forecaster import models, policies, ranking
 from forecaster.corpus.reader import LoggedRun, Source
 from forecaster.curves import Curve, to_loss
 from forecaster.errors import InvalidArgumentError
@@ -28,6 +28,7 @@ from forecaster.judging import (
     HistoryHolder,
     Standing,
     fit_forecast,
+    incumbent_of,
     judge,
     study_context,
 )
@@ -48,6 +49,7 @@ class _Run:
     done: bool = False
     stop_reason: Reason | None = None
     trial: Any = None
+    resumed: bool = False  # a paused run the ranking resumed: not paused again
     seen: Curve = field(init=False)  # what the service has been told so far
 
     def __post_init__(self) -> None:
@@ -74,6 +76,10 @@ class _Job:
     forecaster: str
     use_targets: bool
     bank: ModelBank | None  # the learned models (a worker process loads its own)
+    # Stop everything once the runs have used this fraction of the steps of running every run
+    # to its end (None: no cap); paused runs are resumed by the ranking while it lasts.
+    compute_budget: float | None = None
+    single_runs: bool = False  # each run alone, as a study of its own
 
 
 def _batches(n: int, max_reports: int) -> list[int]:
@@ -91,6 +97,12 @@ def replay_task(job: _Job) -> list[TaskResult]:
     memo: ForecastMemo = {}
     # The study histories (and the study fits they hold) are shared by the settings too.
     holder = HistoryHolder(f"{job.source.name}/{job.task}", keep=_HISTORIES_KEPT)
+    if job.single_runs:  # each run alone: its own study, no peers, no incumbent
+        return [
+            replace(_replay(job, [r], setting, memo, holder), task=f"{job.task}/{r.run_id}")
+            for r in logged
+            for setting in job.settings
+        ]
     return [_replay(job, logged, setting, memo, holder) for setting in job.settings]
 
 
@@ -129,47 +141,97 @@ def _replay(
         where = f"{study}/{run.logged.run_id}"
         return lambda head: fit_forecast(job.forecaster, head, history, where, job.bank, memo)
 
-    def judge_run(policy: StoppingPolicy, run: _Run) -> Reason | None:
+    def standings(run: _Run) -> list[Standing]:
+        return [
+            Standing.of(
+                o.logged.run_id, done=o.done, last_value=o.seen.last_value, decision=o.record
+            )
+            for o in runs
+            if o is not run and o.reported
+        ]
+
+    def judge_run(policy: StoppingPolicy, run: _Run) -> tuple[Reason | None, bool]:
+        """The stop reason (None: go on) and whether the decision is PAUSE."""
         others = [o for o in runs if o is not run and o.reported]
         context = study_context(
-            study,
-            direction,
-            budget,
-            target,
-            (
-                Standing.of(
-                    o.logged.run_id, done=o.done, last_value=o.seen.last_value, decision=o.record
-                )
-                for o in others
-            ),
-            lambda: [o.seen for o in others],
+            study, direction, budget, target, standings(run), lambda: [o.seen for o in others]
         )
         view = RunView(study, run.logged.run_id, run.seen)
         judged = judge(policy, view, context, run.record, run.cached, fit(run))
         run.record = judged.record
         run.cached = (judged.record.fitted_points, judged.prediction)
-        return judged.decision.reason if judged.decision.is_stop else None
+        d = judged.decision
+        if d.is_pause and not run.resumed:
+            return d.reason, True
+        return (d.reason if d.is_stop else None), False
 
+    def best_paused(paused: list[_Run]) -> _Run:
+        """The paused run whose rest buys most per unit of compute (forecaster/ranking.py),
+        as RankRuns would say."""
+        candidates = []
+        for r in paused:
+            values = r.seen.values[np.isfinite(r.seen.values)]
+            best = float(to_loss(values, direction).min()) if len(values) else np.nan
+            candidates.append(
+                ranking.Candidate(
+                    name=r.logged.run_id,
+                    decision=None,
+                    last_step=r.seen.last_step,
+                    budget=r.curve.horizon,
+                    best_value=float(to_loss(best, direction)),
+                    prediction=r.cached[1] if r.cached is not None else None,
+                    incumbent=incumbent_of(direction, standings(r)),
+                )
+            )
+        first = ranking.rank(candidates, direction)[0].name
+        return next(r for r in paused if r.logged.run_id == first)
+
+    full = sum(max(r.curve.last_step, 0) for r in runs)
+    cap = None if job.compute_budget is None else job.compute_budget * full
+    used = 0.0
     queue = list(runs)
     active: list[_Run] = []
-    while queue or active:
+    paused: list[_Run] = []
+    while queue or active or paused:
         while queue and len(active) < job.parallel:
-            run = queue.pop(0)
+            active.append(queue.pop(0))
+        while paused and not queue and len(active) < job.parallel and cap is not None:
+            run = best_paused(paused)  # freeze-thaw: compute left goes to the best paused run
+            paused.remove(run)
+            run.resumed = True
             active.append(run)
+        if not active:  # paused runs that no budget resumes: they stay stopped
+            for run in paused:
+                run.done = True
+            break
         for run in list(active):
+            if cap is not None and used >= cap:  # the budget is spent: every run ends here
+                for r in (*active, *queue, *paused):
+                    r.done = True
+                    r.stop_reason = Reason.BUDGET_EXHAUSTED if r.reported else None
+                active, queue, paused = [], [], []
+                break
+            before = max(run.seen.last_step, 0) if run.reported else 0
             run.advance()
+            used += max(run.seen.last_step, 0) - before
             finished = run.reported == len(run.batches)
             reason: Reason | None = None
+            pause = False
             if decide is not None:
                 reason = decide(run, finished)
             elif policy is not None:
-                reason = judge_run(policy, run)
+                reason, pause = judge_run(policy, run)
+            if pause and not finished:
+                run.stop_reason = reason  # a paused run that is never resumed was cut here
+                active.remove(run)
+                paused.append(run)
+                continue
             if reason is not None or finished:
                 run.done = True
                 # A verdict at the last point saves nothing: the run ran to its end.
                 run.stop_reason = None if finished else reason
                 active.remove(run)
-    return score_task(job.source.name, job.task, setting, runs)
+    return score_task(job.source.name, job.task, setting, runs, budgeted=cap is not None)
 
 
 # -- the corpus --------------------------------------------------------------------------------
@@ -186,6 +248,8 @@ def _jobs(
     forecaster: str,
     use_targets: bool,
     bank: ModelBank | None,
+    compute_budget: float | None = None,
+    single_runs: bool = False,
 ) -> Iterator[_Job]:
     for source, task, _, chosen in sample_tasks(corpus, source_names, max_runs_per_task, seed):
         if chosen:
@@ -199,6 +263,8 @@ def _jobs(
                 forecaster=forecaster,
                 use_targets=use_targets,
                 bank=bank,
+                compute_budget=compute_budget,
+                single_runs=single_runs,
             )
 
 
@@ -218,6 +284,8 @@ def replay_corpus(
     models_dir: str = "",
     engine: str = "local",
     address: str | None = None,
+    compute_budget: float | None = None,
+    single_runs: bool = False,
 ) -> list[TaskResult]:
     """Every policy setting on every task of the corpus; one TaskResult per (task, setting).
 
@@ -227,11 +295,21 @@ def replay_corpus(
 
     The studies get the corpus targets only with use_targets: the figures measure how well a
     policy keeps the best run, which a study that wants a target (and stops every run that
-    cannot reach it) does not aim at."""
+    cannot reach it) does not aim at.
+
+    compute_budget: every task stops once its runs have used this fraction of the steps of
+    running them all to the end; a policy that pauses (forecast with pause=true) spends what
+    is left on its paused runs, best first by the ranking (freeze-thaw).
+    single_runs: each run replayed alone, as a study of its own (no peers, no incumbent): the
+    "when does it stop learning" question; its regret is the metric the stop gave up."""
     if parallel < 1:
         raise InvalidArgumentError(f"--parallel must be >= 1; got {parallel}.")
     if max_reports < 1:
         raise InvalidArgumentError(f"max_reports must be >= 1; got {max_reports}.")
+    if compute_budget is not None and not 0.0 < compute_budget <= 1.0:
+        raise InvalidArgumentError(
+            f"--compute-budget must be in (0, 1] (a fraction of the steps); got {compute_budget}."
+        )
     settings = parse_settings(policy_specs)
     name = models.check_name(forecaster)
     bank = ModelBank.load(models_dir) if name == models.AUTO or models.is_learned(name) else None
@@ -247,6 +325,8 @@ def replay_corpus(
             forecaster,
             use_targets,
             bank,
+            compute_budget,
+            single_runs,
         )
     )
     from forecaster.batch import engines
