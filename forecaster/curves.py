@@ -626,3 +626,41 @@ class DropTable:
         since = np.maximum(s1[:, None] - self.area[None, :], 0.0)
         x = (c * self.lr_after**-gamma)[None, :] * since
         return np.asarray((-np.expm1(-beta * np.log1p(x))) @ self.amount, dtype=np.float64)
+
+
+# A planned decay counts when the lr still to come falls below this share of the lr in force
+# now: a halving, by definition of "a decay" (not fitted to any figure; CONVERGED waits for it).
+DECAY_AHEAD_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class DecayAhead:
+    """Where the planned lr first falls below DECAY_AHEAD_SHARE of the lr now."""
+
+    step: int
+    lr_then: float
+    lr_now: float
+
+
+def decay_ahead(curve: Curve, share: float = DECAY_AHEAD_SHARE) -> DecayAhead | None:
+    """The first step between the curve's last step and its budget where its planned lr
+    schedule (LrProfile: the reported lr, then the plan) falls below share x the lr now, while
+    the lr now is still at least share x its peak (a run already in its cool-down has its
+    drop under way); None without a plan, a budget, or such a fall. The late drop of a WSD or
+    cosine cool-down is still to come while this is not None, so a flat curve then has not
+    converged."""
+    if curve.schedule is None or not len(curve) or not curve.max_step:
+        return None
+    if curve.max_step <= curve.last_step:
+        return None
+    profile = LrProfile.of(curve, curve.max_step)
+    if profile is None:
+        return None
+    now = float(profile.lr_at([curve.last_step])[0])
+    grid = np.unique(np.linspace(curve.last_step, curve.max_step, 513).round())
+    future = profile.lr_at(grid)
+    below = np.flatnonzero(future < share * now)
+    if now <= 0 or now < share * profile.peak or not len(below):
+        return None
+    i = int(below[0])
+    return DecayAhead(int(grid[i]), float(future[i]), now)

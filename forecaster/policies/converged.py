@@ -1,7 +1,9 @@
 """CONVERGED: what is left to gain over the rest of the budget is too small to pay for.
 
 The idea of stopping once the forecast gain is negligible follows "When do CNNs stop
-learning?" (the run is stopped and its result kept, unlike an unpromising run).
+learning?" (the run is stopped and its result kept, unlike an unpromising run). Never while
+the run's planned lr schedule still has a decay ahead (curves.decay_ahead): a flat loss in the
+stable phase of a WSD schedule drops at its cool-down, which a forecast may not see coming.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from forecaster.curves import to_loss
+from forecaster.curves import decay_ahead, to_loss
 from forecaster.models.prediction import Prediction
 from forecaster.policies.base import (
     Decision,
@@ -42,7 +44,7 @@ class ConvergedPolicy:
         check_probability("epsilon", self.epsilon)
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
-        return bool(run.curve.max_step) and run.remaining_steps > 0
+        return bool(run.curve.max_step) and run.remaining_steps > 0 and not decay_ahead(run.curve)
 
     def grace_settings(self) -> Mapping[str, float]:
         return {}
@@ -52,6 +54,9 @@ class ConvergedPolicy:
         best = curve.best_value()
         if prediction is None or not budget or best != best:
             return continue_promising(run, self.name, "no forecast or no budget to judge by.")
+        held = decay_held(run)
+        if held is not None:
+            return held
         best_loss = float(to_loss(best, curve.direction))
         needed = float(to_loss(best_loss - self.delta * abs(best_loss), curve.direction))
         p = prediction.prob_better_than(needed, budget)
@@ -63,3 +68,15 @@ class ConvergedPolicy:
         if p < self.epsilon:
             return stop(run, self.name, Reason.CONVERGED, f"{said} < {self.epsilon:g}.", probs)
         return continue_promising(run, self.name, f"{said} >= {self.epsilon:g}.", probs)
+
+
+def decay_held(run: RunView) -> Decision | None:
+    """CONTINUE while a planned lr decay is still ahead of the run; None otherwise."""
+    ahead = decay_ahead(run.curve)
+    if ahead is None:
+        return None
+    said = (
+        f"a planned lr decay is still ahead (lr {ahead.lr_now:.3g} now, {ahead.lr_then:.3g} "
+        f"by step {ahead.step}): not converged before it."
+    )
+    return continue_promising(run, "converged", said)

@@ -14,7 +14,7 @@ as CONVERGED: what the rest of it buys over what it already has.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -31,6 +31,7 @@ from forecaster.policies.base import (
     stop,
     too_early,
 )
+from forecaster.policies.converged import decay_held
 
 
 def expected_gain(
@@ -70,6 +71,9 @@ class ExpectedGainPolicy:
         curve, budget = run.curve, run.curve.max_step
         incumbent, against, reason = study.incumbent, "the incumbent", Reason.UNPROMISING
         if incumbent is None:  # nothing to beat: price the rest against the run's own best
+            held = decay_held(run)  # as CONVERGED: never before a planned decay
+            if held is not None:
+                return too_early(replace(held, policy=self.name), run)
             finite = curve.values[np.isfinite(curve.values)]
             if len(finite):
                 best = finite.min() if curve.direction is Direction.MIN else finite.max()
