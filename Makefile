@@ -31,5 +31,6 @@ bench:              ## writes docs/benchmarks.md
 	python benchmarks/service_load.py
 	python benchmarks/forecast_accuracy.py
 	python benchmarks/replay.py
+	python benchmarks/replay_freeze.py
 	python benchmarks/plugin_overhead.py
 	python benchmarks/batch.py --replay-tasks 7
