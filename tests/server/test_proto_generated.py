@@ -64,4 +64,6 @@ def test_every_public_rpc_of_the_design_is_served():
         "ListDecisionHistory",
         "ListRunSummaries",
         "GetRunSummary",
+        # issue 17: which running or paused run deserves compute next (freeze-thaw)
+        "RankRuns",
     }
