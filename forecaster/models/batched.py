@@ -197,9 +197,7 @@ def fit_many(forecaster: PowerLawForecaster, curves: Sequence[Curve]) -> list[Pr
         if prep is not None:
             for request in _requests(forecaster, len(prep.y)):
                 wanted[request].append(i)
-    fits: list[dict[tuple[str, int], tuple[FloatArray, FloatArray, GridFit]]] = [
-        {} for _ in curves
-    ]
+    fits: list[dict[tuple[str, int], tuple[FloatArray, FloatArray, GridFit]]] = [{} for _ in curves]
     for (name, length), members in wanted.items():
         family = FAMILIES[name]
         m = len(family.theta)
