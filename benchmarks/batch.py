@@ -6,9 +6,16 @@ Measures, in one run (the machine is shared: compare the ratios):
 - the Ray engine against the local one on 2 CPUs (ray.init(num_cpus=2)), same input;
 - the peak memory (RSS of the batch process and its workers, summed) on a synthetic input of
   --memory-runs runs (1,000,000 by default);
-- a cost model: curves/s per core x cores, for 10 million runs on a cluster (an estimate).
+- a cost model: curves/s per core x cores, for 10 million runs on a cluster (an estimate);
+- auto's rate without its start (loading the learned models in the batch and in each worker,
+  a few seconds that a 278-run input cannot amortise): the extra curves of three cuts a run
+  over one, divided by the extra time;
+- with --baseline DIR (a checkout of an earlier commit: `git worktree add DIR <commit>`), the
+  same pow3 and auto batches and the replay on that code, in the same run, so the speed-up is
+  a ratio on one load.
 
-    python benchmarks/batch.py [--runs 20000] [--memory-runs 1000000] [--no-write]
+    python benchmarks/batch.py [--runs 20000] [--memory-runs 1000000] [--replay-tasks 3]
+        [--baseline DIR] [--no-write]
 """
 
 from __future__ import annotations
@@ -40,6 +47,13 @@ def throughput(corpus: Path, spec: JudgeSpec, engine: object, out: Path) -> tupl
     return summary.runs, summary.rows / (time.perf_counter() - started)
 
 
+def run_rows(path: Path) -> int:
+    """Rows of a results file."""
+    import pyarrow.parquet as pq
+
+    return int(pq.read_metadata(path).num_rows)
+
+
 def peak_rss(command: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     """(peak RSS in GB of the process and its children together, seconds, exit code)."""
     import psutil
@@ -58,13 +72,74 @@ def peak_rss(command: list[str], env: dict[str, str]) -> tuple[float, float, int
     return peak / 1e9, time.perf_counter() - started, proc.returncode
 
 
-def replay_rate(corpus: Path, n_tasks: int, tmp: Path) -> str:
+def replay_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | None) -> str:
     """`forecaster replay` on the first task of each source in turn (n_tasks in all), 40 runs
     a task, every policy, 2 workers; the time extrapolated to 248 tasks."""
-    import polars as pl
-
     from forecaster.evaluation.replay import replay_corpus
     from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
+
+    chosen, picked = pick_replay_tasks(corpus, n_tasks, tmp)
+    started = time.perf_counter()
+    replay_corpus(chosen, policy_specs=DEFAULT_POLICIES, max_runs_per_task=40, workers=2,
+                  progress=False)  # fmt: skip
+    seconds = time.perf_counter() - started
+    line = (
+        f"`forecaster replay`, every policy ({len(DEFAULT_POLICIES)} families), 40 runs a task, "
+        f"2 workers: {picked} tasks (the first of each source) in {seconds:,.0f} s, "
+        f"{seconds / picked:,.0f} s a task; 248 tasks would take about "
+        f"{248 * seconds / picked / 60:,.0f} min (extrapolated; the target is 10 min)."
+    )
+    if baseline is not None:
+        before = on_baseline(baseline, _BASELINE_REPLAY, [str(chosen)], tmp)
+        line += (
+            f" The baseline code, same tasks, same run: {before:,.0f} s (about "
+            f"{248 * before / picked / 60:,.0f} min); this code takes {seconds / before:.0%} "
+            "of its time."
+        )
+    return line
+
+
+_BASELINE_BATCH = """
+import sys, time
+from pathlib import Path
+from forecaster.batch import CorpusInput, JudgeSpec, LocalEngine, run_batch
+if __name__ == "__main__":
+    corpus, model, cutoffs, out = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
+    spec = JudgeSpec(model=model, cutoffs=tuple(float(c) for c in cutoffs.split(",") if c))
+    started = time.perf_counter()
+    summary = run_batch(CorpusInput(corpus), out, spec, engine=LocalEngine(2), progress=False)
+    print(summary.rows / (time.perf_counter() - started))
+"""
+
+_BASELINE_REPLAY = """
+import sys, time
+from forecaster.evaluation.replay import replay_corpus
+from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
+if __name__ == "__main__":
+    started = time.perf_counter()
+    replay_corpus(sys.argv[1], policy_specs=DEFAULT_POLICIES, max_runs_per_task=40, workers=2,
+                  progress=False)  # fmt: skip
+    print(time.perf_counter() - started)
+"""
+
+
+def on_baseline(baseline: Path, script: str, args: list[str], tmp: Path) -> float:
+    """The number a script prints when run on the code at baseline (its own PYTHONPATH)."""
+    path = tmp / f"baseline-{abs(hash(script))}.py"
+    path.write_text(script)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(baseline), str(baseline / "trainer_plugins")]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(path), *args], env=env, capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def pick_replay_tasks(corpus: Path, n_tasks: int, tmp: Path) -> tuple[Path, int]:
+    """A corpus of the first task of each source in turn (n_tasks in all)."""
+    import polars as pl
 
     chosen = tmp / "replay-corpus"
     picked = 0
@@ -80,16 +155,7 @@ def replay_rate(corpus: Path, n_tasks: int, tmp: Path) -> str:
             pl.col("run_id").is_in(mine["run_id"].implode())
         ).sink_parquet(chosen / src.name / "points.parquet")
         picked += 1
-    started = time.perf_counter()
-    replay_corpus(chosen, policy_specs=DEFAULT_POLICIES, max_runs_per_task=40, workers=2,
-                  progress=False)  # fmt: skip
-    seconds = time.perf_counter() - started
-    return (
-        f"`forecaster replay`, every policy ({len(DEFAULT_POLICIES)} families), 40 runs a task, "
-        f"2 workers: {picked} tasks (the first of each source) in {seconds:,.0f} s, "
-        f"{seconds / picked:,.0f} s a task; 248 tasks would take about "
-        f"{248 * seconds / picked / 60:,.0f} min (extrapolated; the target is 10 min)."
-    )
+    return chosen, picked
 
 
 def main() -> None:
@@ -106,9 +172,15 @@ def main() -> None:
         "extrapolate to 248 tasks",
     )
     parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "datasets"))
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="a checkout of an earlier commit: its pow3/auto rates and replay time, same run",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="batch-bench-"))
+    baseline = Path(args.baseline).resolve() if args.baseline else None
     load_before = os.getloadavg()[0]
     synthetic = write_scale_corpus(tmp / "syn" / "synthetic", args.runs, points=args.points).parent
     rows = []
@@ -130,6 +202,28 @@ def main() -> None:
             )
             rates[(model, workers)] = rate
             rows.append([model, what, "local", workers, runs, f"{rate:,.0f}"])
+            print(rows[-1], flush=True)
+    started = time.perf_counter()
+    cuts3 = JudgeSpec(model="auto", cutoffs=(0.4, 0.5, 0.6))
+    rows3, _ = throughput(SAMPLE, cuts3, LocalEngine(2), tmp / "auto-3cuts.parquet")
+    del rows3
+    three = run_rows(tmp / "auto-3cuts.parquet")
+    t3 = time.perf_counter() - started
+    one = run_rows(tmp / "auto-2.parquet")
+    t1 = one / rates[("auto", 2)]
+    steady = (three - one) / max(t3 - t1, 1e-9)
+    rows.append(["auto", "datasets/sample at 40/50/60% minus at 50%", "local, without its start",
+                 2, f"{three - one} extra curves", f"{steady:,.0f}"])  # fmt: skip
+    print(rows[-1], flush=True)
+    if baseline is not None:
+        for model, corpus, spec, what in cases[1:]:
+            cut = ",".join(str(c) for c in spec.cutoffs)
+            out = tmp / f"{model}-baseline.parquet"
+            before = on_baseline(
+                baseline, _BASELINE_BATCH, [str(corpus), model, cut, str(out)], tmp
+            )
+            cell = f"{before:,.0f} (this code: {rates[(model, 2)] / before:.1f}x)"
+            rows.append([model, what, "local, baseline code", 2, run_rows(out), cell])
             print(rows[-1], flush=True)
     if not args.no_ray:
         import ray
@@ -164,7 +258,7 @@ def main() -> None:
         print(memory, flush=True)
     replay_line = ""
     if args.replay_tasks:
-        replay_line = replay_rate(Path(args.corpus), args.replay_tasks, tmp)
+        replay_line = replay_rate(Path(args.corpus), args.replay_tasks, tmp, baseline)
         print(replay_line, flush=True)
     cost = []
     for model in ("last_value", "pow3", "auto"):
@@ -184,7 +278,8 @@ def main() -> None:
             "`forecaster batch` end to end (read, forecast, judge with the default `forecast` "
             "policy, write Parquet), curves = result rows. The targets of issue 19: >= 2,000 "
             "curves/s for pow3/last_value and >= 300 for auto with the local engine on 2 cores; "
-            "Ray within 20% of local on 2 CPUs; 1 M runs under 2 GB.",
+            "Ray within 20% of local on 2 CPUs; 1 M runs under 2 GB."
+            + (f" Baseline code: {baseline} (same run, same load)." if baseline else ""),
             "",
             load,
             "",

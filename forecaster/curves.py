@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,12 @@ class Direction(enum.Enum):
 
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _sealed(a: np.ndarray) -> np.ndarray:
+    """A freshly made array (a mask's copy, a negation) made read-only, without a copy."""
     a.setflags(write=False)
     return a
 
@@ -351,13 +357,26 @@ class Curve:
         if n >= len(self):
             return self
         lr = None if self.lr is None else self.lr[:n]
-        return replace(self, steps=self.steps[:n], values=self.values[:n], lr=lr)
+        return self._derived(steps=self.steps[:n], values=self.values[:n], lr=lr)
+
+    def _derived(self, **changes: Any) -> Curve:
+        """A copy with some arrays changed, not validated again: a head, the finite points or
+        the loss view of a validated curve are valid, and validating cost more than a pow3 fit
+        (the replay takes ~100,000 heads a task). The arrays given must be read-only."""
+        out = object.__new__(Curve)
+        out.__dict__.update(self.__dict__)
+        out.__dict__.update(changes)
+        return out
 
     def finite(self) -> Curve:
         """The points whose value is finite (what a fit can use)."""
         mask = np.isfinite(self.values)
-        lr = None if self.lr is None else self.lr[mask]
-        return replace(self, steps=self.steps[mask], values=self.values[mask], lr=lr)
+        if mask.all():
+            return self
+        lr = None if self.lr is None else _sealed(self.lr[mask])
+        return self._derived(
+            steps=_sealed(self.steps[mask]), values=_sealed(self.values[mask]), lr=lr
+        )
 
     def best_value(self) -> float:
         """The best finite value in this curve's direction; NaN when there is none."""
@@ -371,7 +390,7 @@ class Curve:
         if self.direction is Direction.MIN:
             return self
         target = None if self.target is None else -self.target
-        return replace(self, values=-self.values, direction=Direction.MIN, target=target)
+        return self._derived(values=_sealed(-self.values), direction=Direction.MIN, target=target)
 
 
 def to_loss(values: npt.ArrayLike, direction: Direction) -> FloatArray:

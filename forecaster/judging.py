@@ -200,6 +200,37 @@ def fit_forecast(
     return prediction
 
 
+def fit_forecasts(
+    forecaster: str,
+    heads: Sequence[tuple[str, Curve]],
+    bank: ModelBank | None,
+    memo: ForecastMemo,
+) -> None:
+    """The forecasts of many (where, head) at once, into memo, where the forecaster can fit
+    many curves in one batch (the parametric families: models/batched.py) and reads no study
+    history: what fit_forecast(forecaster, head, ..., where, bank, memo) then finds there,
+    the same forecast it would have fitted. The others are left to fit_forecast; so is a
+    batch that fails (it then fits, and logs, curve by curve)."""
+    from forecaster.models.batched import fit_many
+    from forecaster.models.power_law import PowerLawForecaster
+
+    groups: dict[PowerLawForecaster, list[tuple[str, Curve]]] = {}
+    for where, head in heads:
+        if (where, len(head), "") in memo or not len(head):
+            continue
+        model = models.create(forecaster, head, bank=bank)
+        if isinstance(model, PowerLawForecaster) and not model.needs_history(head):
+            groups.setdefault(model, []).append((where, head))
+    for model, items in groups.items():
+        try:
+            predictions = fit_many(model, [head for _, head in items])
+        except Exception:
+            log.exception("batched %s fit failed; fitting curve by curve", model.name)
+            continue
+        for (where, head), prediction in zip(items, predictions, strict=True):
+            memo[(where, len(head), "")] = prediction
+
+
 @dataclass(frozen=True)
 class Judged:
     """A decision with the forecast it rests on and the record the store keeps of it."""

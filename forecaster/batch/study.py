@@ -34,6 +34,7 @@ from forecaster.judging import (
     Judged,
     Standing,
     fit_forecast,
+    fit_forecasts,
     fit_length,
     incumbent_of,
     judge,
@@ -120,7 +121,7 @@ def run_job(job: StudyJob) -> list[dict[str, Any]]:
     judge_spec = job.spec
     policy = policies.create(judge_spec.policy, dict(judge_spec.policy_params))
     longest = max(int(r.steps[-1]) for r in logged)
-    full = {r.run_id: r.curve(horizon=budget_of(r, judge_spec, longest)) for r in logged}
+    full = _Curves({r.run_id: r for r in logged}, judge_spec, longest)
     done = {r.run_id: completed(r) for r in logged}
     holder = HistoryHolder(job.study, keep=2)
     histories = {
@@ -138,6 +139,8 @@ def run_job(job: StudyJob) -> list[dict[str, Any]]:
     ]
     finished.sort(key=lambda s: float(to_loss(s.last_value, logged[0].direction)))
     rows: list[dict[str, Any]] = []
+    memo: ForecastMemo = {}
+    fit_forecasts(judge_spec.model, _heads(job, by_id, full), job.bank, memo)
     for run_id in job.judged:
         run = by_id.get(run_id)
         if run is None:
@@ -151,7 +154,6 @@ def run_job(job: StudyJob) -> list[dict[str, Any]]:
             incumbent_of(run.direction, best_others),
             Peers(_peers(logged, full, run_id)),
         )
-        memo: ForecastMemo = {}
         where = f"{job.study}/{run_id}"
         history = histories[_fold(run_id)]
 
@@ -170,6 +172,36 @@ def run_job(job: StudyJob) -> list[dict[str, Any]]:
             curve = full[run_id].head(n)
             rows.append(_row(job, run, curve, cutoff, policy, context, fit))
     return rows
+
+
+class _Curves(dict[str, Curve]):
+    """run_id -> the run's whole curve with its budget, built on first use: a job judges a
+    slice of its study, and reads the other runs' curves only for a history or the peers."""
+
+    def __init__(self, runs: dict[str, LoggedRun], spec: JudgeSpec, longest: int) -> None:
+        super().__init__()
+        self._runs, self._spec, self._longest = runs, spec, longest
+
+    def __missing__(self, run_id: str) -> Curve:
+        run = self._runs[run_id]
+        curve = self[run_id] = run.curve(horizon=budget_of(run, self._spec, self._longest))
+        return curve
+
+
+def _heads(
+    job: StudyJob, by_id: dict[str, LoggedRun], full: dict[str, Curve]
+) -> list[tuple[str, Curve]]:
+    """(where, the points its forecast is fitted on) of each judged run at each of its cuts."""
+    out = []
+    for run_id in job.judged:
+        run = by_id.get(run_id)
+        if run is None:
+            continue
+        for _, step in job.spec.cuts(run):
+            n = int(np.searchsorted(run.steps, step, side="right"))
+            if n >= 1:
+                out.append((f"{job.study}/{run_id}", full[run_id].head(fit_length(n))))
+    return out
 
 
 def _history_of(

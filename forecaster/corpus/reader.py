@@ -126,29 +126,21 @@ class Source:
         _require(self.points_file, names, REQUIRED_POINT_COLUMNS)
         cols = [c for c in (*REQUIRED_POINT_COLUMNS, *OPTIONAL_POINT_COLUMNS) if c in names]
         points = lf.select(cols).filter(wanted).collect()
-        # One partition of the frame, not a group_by iteration (which collects once a run).
-        by_run = {
-            key[0]: frame
-            for key, frame in points.partition_by(
-                "run_id", as_dict=True, maintain_order=True
-            ).items()
-        }
         meta = {r["run_id"]: r for r in runs.iter_rows(named=True)}
+        columns = _split_points(points)
         out = []
         for run_id in ids:
             if run_id not in meta:
                 raise InvalidArgumentError(f"{self.runs_file}: no run {run_id!r}.")
-            frame = by_run.get(run_id)
-            out.append(self._logged_run(meta[run_id], frame))
+            out.append(self._logged_run(meta[run_id], columns.get(run_id)))
         return out
 
-    def _logged_run(self, row: dict[str, Any], frame: Any) -> LoggedRun:
+    def _logged_run(self, row: dict[str, Any], points: _RunPoints | None) -> LoggedRun:
         run_id = row["run_id"]
-        if frame is None or frame.height == 0:
+        if points is None:
             steps, values, lr = np.zeros(0, np.int64), np.zeros(0), None
         else:
-            steps = frame["step"].to_numpy().astype(np.int64)
-            values = frame["value"].cast(float).fill_null(float("nan")).to_numpy()
+            steps, values, lr = points
             if len(steps) > 1 and (np.diff(steps) <= 0).any():
                 i = int(np.argmax(np.diff(steps) <= 0))
                 raise InvalidArgumentError(
@@ -156,10 +148,6 @@ class Source:
                     f"order or repeated (step {steps[i + 1]} after {steps[i]}); sort by "
                     "run_id, step and keep one point per step."
                 )
-            lr = None
-            if "lr" in frame.columns and frame["lr"].null_count() < frame.height:
-                lr = frame["lr"].cast(float).fill_null(float("nan")).to_numpy()
-                lr = np.where(np.isfinite(lr) & (lr >= 0), lr, np.nan)
         max_step = row.get("max_step")
         target = row.get("target")
         return LoggedRun(
@@ -175,6 +163,44 @@ class Source:
             lr=lr,
             config=_config(self.runs_file, run_id, row.get("config")),
         )
+
+
+# One run's (steps, values, lr or None) as numpy arrays.
+_RunPoints = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+def _split_points(points: Any) -> dict[str, _RunPoints]:
+    """A study's points frame cut into runs, in the order each run's points come in the file:
+    one conversion of each column to numpy and slices of it, not a polars call per run (which
+    cost more than a pow3 fit). A run's lr is None when it never logged one; NaN where it was
+    not logged or is not a usable rate (negative, inf)."""
+    import polars as pl
+
+    if points.height == 0:
+        return {}
+    # Stable: each run's points stay in file order (the order check is the caller's).
+    points = points.sort("run_id", maintain_order=True)
+    run_ids = points["run_id"]
+    firsts = run_ids.unique(maintain_order=True).to_list()
+    counts = run_ids.unique_counts().to_numpy()
+    bounds = np.zeros(len(counts) + 1, dtype=np.int64)
+    bounds[1:] = np.cumsum(counts)
+    steps = points["step"].to_numpy().astype(np.int64)
+    values = points["value"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    lr_all = None
+    logged = np.zeros(len(firsts), dtype=bool)
+    if "lr" in points.columns:
+        lr_col = points["lr"].cast(pl.Float64)
+        known = lr_col.is_not_null().to_numpy()
+        logged = np.add.reduceat(known.astype(np.int64), bounds[:-1]) > 0
+        lr_all = lr_col.fill_null(float("nan")).to_numpy()
+        lr_all = np.where(np.isfinite(lr_all) & (lr_all >= 0), lr_all, np.nan)
+    out: dict[str, _RunPoints] = {}
+    for k, run_id in enumerate(firsts):
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        lr = lr_all[lo:hi] if lr_all is not None and logged[k] else None
+        out[run_id] = (steps[lo:hi], values[lo:hi], lr)
+    return out
 
 
 def _config(path: Path, run_id: str, text: str | None) -> dict[str, Any]:

@@ -67,9 +67,11 @@ class GridFit:
         """(grid index, coefficients, noise sd) per sample."""
         pick = rng.choice(len(self.theta), size=n_samples, p=self.weights)
         p = self.coef.shape[1]
-        # Cholesky of each picked covariance (jittered: a dropped coefficient has variance 0).
-        cov = self.cov[pick] + np.eye(p)[None] * 1e-18
-        chol = np.linalg.cholesky(cov + np.eye(p)[None] * 1e-12 * np.abs(cov).max())
+        # Cholesky of each picked covariance (jittered: a dropped coefficient has variance 0),
+        # once per grid point picked: the same factors, a tenth of the work.
+        picked, again = np.unique(pick, return_inverse=True)
+        cov = self.cov[picked] + np.eye(p)[None] * 1e-18
+        chol = np.linalg.cholesky(cov + np.eye(p)[None] * 1e-12 * np.abs(cov).max())[again]
         z = rng.standard_normal((n_samples, p, 1))
         coef = self.coef[pick] + np.matmul(chol, z)[:, :, 0]
         return pick, coef, np.sqrt(self.sigma2[pick])

@@ -247,6 +247,11 @@ class PowerLawForecaster:
             notes=notes,
         )
 
+    def _family_fit(self, name: str, x: FloatArray, y: FloatArray, w: FloatArray) -> GridFit:
+        """One family fitted on (x, y): the seam where models/batched.py hands in the fits it
+        made for many curves at once."""
+        return FAMILIES[name].fit(x, y, w)
+
     # -- ensemble weights -------------------------------------------------------------------
 
     def _weigh_members(self, x: FloatArray, y: FloatArray, w: FloatArray) -> list[_Member]:
@@ -263,7 +268,7 @@ class PowerLawForecaster:
         noise: list[float] = []
         for name in self.families:
             family = FAMILIES[name]
-            grid_fit = family.fit(fit_x, fit_y, w[:-n_hold])
+            grid_fit = self._family_fit(name, fit_x, fit_y, w[:-n_hold])
             pred = family.mean_at(grid_fit, hold_x)
             err = float(np.sqrt(np.mean((pred - hold_y) ** 2)))
             errors[name] = err if np.isfinite(err) else math.inf
@@ -309,7 +314,7 @@ class PowerLawForecaster:
 
             return constant
         family = FAMILIES[member.name]
-        grid_fit = family.fit(x, y, w)
+        grid_fit = self._family_fit(member.name, x, y, w)
         pick, coef, noise_sd = grid_fit.sample(rng, k)
         theta = grid_fit.theta[pick]
         z = rng.standard_normal(k) * noise_sd

@@ -39,6 +39,29 @@ def check_quantile_levels(q: Sequence[float]) -> tuple[float, ...]:
     return levels
 
 
+def sample_quantiles(samples: FloatArray, levels: Sequence[float]) -> FloatArray:
+    """(n_steps, len(levels)) quantiles of (n_samples, n_steps) samples along the samples:
+    np.quantile's default ("linear", Hyndman & Fan 7) to the bit, NaN where a column holds a
+    NaN, computed from one sort instead of np.quantile's general machinery (which cost a
+    batch more than the fit of a pow3 curve)."""
+    arr = np.sort(np.asarray(samples, dtype=np.float64), axis=0)
+    n = arr.shape[0]
+    q = np.asarray(levels, dtype=np.float64)
+    virtual = (n - 1) * q  # np.quantile's virtual index for "linear", as it writes it
+    previous = np.floor(virtual)
+    above, below = virtual >= n - 1, virtual < 0
+    lo = np.where(above, -1, np.where(below, 0, previous)).astype(np.intp)
+    hi = np.where(above, -1, np.where(below, 0, previous + 1)).astype(np.intp)
+    gamma = (virtual - lo)[:, None]
+    a, b = arr[lo], arr[hi]
+    with np.errstate(invalid="ignore"):
+        diff = b - a
+        out = a + diff * gamma
+        np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    out[:, np.isnan(arr[-1])] = np.nan
+    return np.ascontiguousarray(out.T)
+
+
 @dataclass(frozen=True)
 class Prediction:
     """The predictive distribution of a run's metric at future steps.
@@ -96,10 +119,7 @@ class Prediction:
     def quantiles(self, q: Sequence[float], at_steps: npt.ArrayLike) -> FloatArray:
         """(n_steps, len(q)) quantiles, ascending along q, in the study's direction."""
         levels = check_quantile_levels(q)
-        s = self.samples(at_steps)
-        with np.errstate(invalid="ignore"):
-            out = np.quantile(s, levels, axis=0).T
-        return np.asarray(out, dtype=np.float64)
+        return sample_quantiles(self.samples(at_steps), levels)
 
     def mean(self, at_steps: npt.ArrayLike) -> FloatArray:
         """Mean at each step, in the study's direction."""

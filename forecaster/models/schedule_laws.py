@@ -423,9 +423,21 @@ def _solve(law: Law, runs: _Runs, sharing: Sharing) -> tuple[FloatArray, FloatAr
         p[free] = x
         return p
 
+    kept: dict[bytes, FloatArray] = {}
+
+    def anneal_at(rest: FloatArray) -> FloatArray:
+        """_anneal_all, remembered for the last shapes: least_squares asks for the residual
+        and then the Jacobian at the same point, and both need the annealing column."""
+        key = rest.tobytes()
+        if key not in kept:
+            if len(kept) > 8:
+                kept.clear()
+            kept[key] = _anneal_all(law, runs, rest)
+        return kept[key]
+
     def predict(p: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         power = np.exp(-p[0] * runs.log_s1)
-        anneal = _anneal_all(law, runs, p[1:d])
+        anneal = anneal_at(p[1:d])
         return p[li] + p[ai] * power - p[d] * anneal, power, anneal
 
     def residual(x: FloatArray) -> FloatArray:
@@ -442,7 +454,7 @@ def _solve(law: Law, runs: _Runs, sharing: Sharing) -> tuple[FloatArray, FloatAr
             step = 1e-5 * max(1.0, abs(float(p[i])))
             bumped = p[1:d].copy()
             bumped[i - 1] += step
-            jac[:, i] = -p[d] * (_anneal_all(law, runs, bumped) - anneal) / step
+            jac[:, i] = -p[d] * (anneal_at(bumped) - anneal) / step
         jac[:, d] = -anneal
         jac[rows, li] = 1.0
         jac[rows, ai] = power
