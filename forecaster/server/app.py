@@ -256,6 +256,13 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
             ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
             ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
             ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+            # A connection is pinged even with no call on it, and an unanswered ping ends it
+            # after keepalive_timeout (without ping_timeout_ms, gRPC 1.85 kept such a
+            # connection well past it: tests/server/test_connections.py): a client whose network vanished is dropped, its streams with it.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.ping_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+            # One connection has at most this many RPCs open at once; more wait in the client.
+            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
             # Clients ping every 20 s under a stream (forecaster_client): allow it.
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ],
