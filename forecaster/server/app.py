@@ -235,7 +235,8 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
 
     With engine None the server answers (health NOT_SERVING, calls UNAVAILABLE) until
     `RunningServer.attach(engine)`."""
-    check_port_free(settings.host, settings.port, "port", shared=settings.processes > 1)
+    shared = settings.processes > 1  # the ports are the processes' together (SO_REUSEPORT)
+    check_port_free(settings.host, settings.port, "port", shared=shared)
     auth = Authenticator.from_settings(settings)
     credentials = server_credentials(settings)
     metrics = ServiceMetrics() if settings.metrics_port else None
@@ -309,7 +310,7 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
     if metrics is not None:
         host = settings.metrics_host or settings.host
         try:
-            check_port_free(host, settings.metrics_port, "metrics_port")
+            check_port_free(host, settings.metrics_port, "metrics_port", shared=shared)
             metrics_port = metrics.serve(host, settings.metrics_port)
         except (StartupError, OSError) as e:
             executor.shutdown()
@@ -337,7 +338,7 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
     )
     if settings.http_port:
         try:
-            check_port_free(settings.host, settings.http_port, "http_port")
+            check_port_free(settings.host, settings.http_port, "http_port", shared=shared)
             running.http = await start_http(
                 lambda: servicer.engine,
                 executor,
@@ -345,6 +346,7 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
                 port=settings.http_port,
                 auth=auth,
                 refresh_s=settings.dashboard_refresh_s,
+                shared=shared,
             )
         except (StartupError, OSError) as e:
             await running.stop(0)
@@ -369,6 +371,14 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     started, when settings.processes > 1). The port is bound before the store opens and the
     models load, so health answers NOT_SERVING meanwhile."""
     processes.check(settings)
+    metrics_dir = processes.prepare(settings)
+    try:
+        await _serve(settings, ready)
+    finally:
+        processes.forget(metrics_dir)
+
+
+async def _serve(settings: Settings, ready: asyncio.Event | None) -> None:
     running = await start_server(None, settings)
     host = settings.host
     shown = f"[{host}]" if ":" in host else host
