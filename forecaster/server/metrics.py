@@ -131,7 +131,7 @@ class ServiceMetrics:
             server_class = _SharedPortServer
         family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0][0]
         bound_class = type("MetricsServer", (server_class,), {"address_family": family})
-        server = make_server(
+        server: ThreadingWSGIServer = make_server(
             host, port, make_wsgi_app(registry), bound_class, handler_class=_QuietHandler
         )
         self._server = server
