@@ -89,8 +89,9 @@ class Settings:
     # Secret mapped to FORECASTER_TOKENS); no flag, so that no token shows in `ps`.
     tokens: str = ""
     # HTTP/2 streams (RPCs of every kind) one connection may have open at once; more wait in
-    # the client until one ends, so one client cannot take every worker.
-    max_streams_per_connection: int = 100
+    # the client until one ends. Room for a sweep driver that multiplexes its trials on one
+    # connection: at 100, 250 trainers on one connection waited 83 ms (p50) instead of 6 ms.
+    max_streams_per_connection: int = 1_000
 
     def __post_init__(self) -> None:
         for name in ("port", "http_port"):
