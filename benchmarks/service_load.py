@@ -220,8 +220,34 @@ def start_service(
         raise SystemExit(f"the service on {db} did not start")
     address = f"127.0.0.1:{match.group(1)}"
     if processes > 1:
-        time.sleep(3.0)  # the other processes bind after their own start-up
+        wait_all_serving(address)
     return proc, address
+
+
+def wait_all_serving(address: str, fresh: int = 12, timeout_s: float = 180.0) -> None:
+    """Until `fresh` new connections in a row (each handed to any of the processes by the
+    kernel) all answer health SERVING: the siblings bind, then load, after the first."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        serving = 0
+        for _ in range(fresh):
+            own = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.insecure_channel(address, options=own) as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=5
+                    )
+                except grpc.RpcError:
+                    break
+                if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                    break
+                serving += 1
+        if serving == fresh:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the processes on {address} did not all become SERVING")
 
 
 def stop_service(proc: subprocess.Popen[str]) -> None:
@@ -591,6 +617,7 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.postgres import PostgresServer
 
+    load_before = os.getloadavg()[0]
     pg = PostgresServer.start() if not args.no_postgres else None
     backends: list[tuple[str, Callable[[], str], int]] = [
         ("SQLite, 1 process", lambda: str(tmp / f"scale-{time.monotonic_ns()}.db"), 1),
@@ -658,6 +685,7 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
     finally:
         if pg is not None:
             pg.stop()
+    load_after = os.getloadavg()[0]
     ratios = "not measured (--load-only)"
     if size_rows:
         base = [float(v) for v in size_rows[0][1:]]
@@ -695,7 +723,12 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         f"between, for {args.duration:g} s; closed loop: {args.closed_trainers} trainers each "
         f"sending its next batch as soon as the last is answered. One asyncio load generator "
         f"on the same {os.cpu_count()} cores as the service. 'stored' is what the service "
-        f"holds afterwards (ListRuns), 'acknowledged' what the trainers were told.\n\n"
+        f"holds afterwards (ListRuns), 'acknowledged' what the trainers were told. Load "
+        f"average of the machine (shared with other work): {load_before:.1f} at the start, "
+        f"{load_after:.1f} at the end; with more runnable processes than cores, latencies "
+        f"measure the machine as much as the service, and 'service CPU ms per report' (its "
+        f"user + system time over the ReportMetrics answered, GetDecision included in the "
+        f"paced rows) is the steadier figure.\n\n"
         f"{load_table}\n\n"
         f"Slow readers: the same paced load, with and without {args.readers} readers beside "
         f"it, each on its own connection behind a loopback proxy that passes it the service's "
