@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import platform
@@ -422,10 +423,8 @@ class ThrottledProxy:
             finally:
                 dst.close()
 
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # the proxy stopped under it
             await asyncio.gather(pump(c_reader, s_writer, False), pump(s_reader, c_writer, True))
-        except asyncio.CancelledError:  # the proxy stopped under an open connection
-            pass
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -506,7 +505,8 @@ async def with_slow_readers(
         await stub.StartRun(pb.StartRunRequest(study="load", run=pb.RunSpec(name="long")))
         for lo in range(1, 10_001, 5_000):
             pts = [
-                pb.Point(step=s, value=2.0 + 3.0 * (s / 10.0) ** -0.5) for s in range(lo, lo + 5_000)
+                pb.Point(step=s, value=2.0 + 3.0 * (s / 10.0) ** -0.5)
+                for s in range(lo, lo + 5_000)
             ]
             request = pb.ReportMetricsRequest(study="load", run="long", points=pts)
             await stub.ReportMetrics(request)

@@ -259,7 +259,8 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
             ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
             # A connection is pinged even with no call on it, and an unanswered ping ends it
             # after keepalive_timeout (without ping_timeout_ms, gRPC 1.85 kept such a
-            # connection well past it: tests/server/test_connections.py): a client whose network vanished is dropped, its streams with it.
+            # connection well past it: tests/server/test_connections.py): a client whose
+            # network vanished is dropped, its streams with it.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.ping_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
             # One connection has at most this many RPCs open at once; more wait in the client.

@@ -24,8 +24,14 @@ from socketserver import BaseServer
 from typing import Any, cast
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+    multiprocess,
+)
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from forecaster.store import Store
