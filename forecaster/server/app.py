@@ -372,6 +372,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     started, when settings.processes > 1). The port is bound before the store opens and the
     models load, so health answers NOT_SERVING meanwhile."""
     processes.check(settings)
+    processes.follow_parent()
     metrics_dir = processes.prepare(settings)
     try:
         await _serve(settings, ready)

@@ -92,6 +92,21 @@ def start_siblings(settings: Settings) -> list[subprocess.Popen[bytes]]:
     ]
 
 
+def follow_parent() -> None:
+    """In a sibling: SIGTERM (a graceful drain) when the first process dies, even by SIGKILL,
+    so that no sibling goes on serving the port alone (Linux; elsewhere nothing is done)."""
+    parent = os.environ.get(SIBLING_VARIABLE)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(parent):  # it died before the line above: stop now
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def stop_siblings(siblings: list[subprocess.Popen[bytes]], grace_s: float) -> None:
     """SIGTERM (each drains as the first one does), then SIGKILL after the grace period."""
     for proc in siblings:

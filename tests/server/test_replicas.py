@@ -244,7 +244,8 @@ def test_every_process_serves_the_dashboard_and_the_summed_metrics(postgres_serv
         assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.terminate()  # its sibling with it
+            proc.wait(60)
 
 
 def _get(url: str) -> str:
@@ -266,3 +267,35 @@ def _sample(text: str, name: str, **labels: str) -> float:
     ]
     assert values, f"{name} {labels} not in the metrics"
     return sum(values)
+
+
+def test_a_sibling_stops_when_the_first_process_is_killed(postgres_server):
+    # Before: SIGKILL of the first process left its sibling serving the port alone, forever.
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forecaster.cli", "serve", "--port", str(port), "--processes",
+         "2", "--db", postgres_server.fresh_url()],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "FORECASTER_MODELS_DIR": "none"},
+    )  # fmt: skip
+    sibling = 0
+    try:
+        assert proc.stdout is not None and "listening" in proc.stdout.readline()
+        deadline = time.monotonic() + 60
+        while not _children(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (sibling,) = _children(proc.pid)
+        while not _listeners(sibling, port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _listeners(sibling, port)
+        proc.kill()
+        proc.wait(30)
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{sibling}").exists() and not _zombie(sibling):
+            assert time.monotonic() < deadline, "the sibling outlived the first process"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if sibling and Path(f"/proc/{sibling}").exists() and not _zombie(sibling):
+            os.kill(sibling, signal.SIGKILL)
