@@ -62,7 +62,7 @@ def _choose_value_class() -> None:
     imported: choose again from the environment as it is now."""
     values = sys.modules.get("prometheus_client.values")
     if values is not None:
-        values.ValueClass = values.get_value_class()
+        setattr(values, "ValueClass", values.get_value_class())  # noqa: B010 - mypy: a ModuleType
 
 
 def forget(folder: str) -> None:
