@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import platform
@@ -220,8 +221,34 @@ def start_service(
         raise SystemExit(f"the service on {db} did not start")
     address = f"127.0.0.1:{match.group(1)}"
     if processes > 1:
-        time.sleep(3.0)  # the other processes bind after their own start-up
+        wait_all_serving(address)
     return proc, address
+
+
+def wait_all_serving(address: str, fresh: int = 12, timeout_s: float = 180.0) -> None:
+    """Until `fresh` new connections in a row (each handed to any of the processes by the
+    kernel) all answer health SERVING: the siblings bind, then load, after the first."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        serving = 0
+        for _ in range(fresh):
+            own = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.insecure_channel(address, options=own) as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=5
+                    )
+                except grpc.RpcError:
+                    break
+                if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                    break
+                serving += 1
+        if serving == fresh:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the processes on {address} did not all become SERVING")
 
 
 def stop_service(proc: subprocess.Popen[str]) -> None:
@@ -249,6 +276,8 @@ async def trainers_load(
     duration_s: float,
     study: str,
     channels: int = 4,
+    create: bool = True,
+    pid: int = 0,
 ) -> dict[str, float]:
     """`trainers` jobs, each sending `batch` points every period_s (open loop; period_s = 0:
     closed loop, each sends again as soon as answered) for duration_s, and asking GetDecision
@@ -262,14 +291,15 @@ async def trainers_load(
     ]
     stubs = [pb_grpc.CurveServiceStub(c) for c in chans]
     stub = stubs[0]
-    await stub.CreateStudy(
-        pb.CreateStudyRequest(
-            study=pb.StudySpec(
-                name=study, metric="val_loss", direction=pb.DIRECTION_MINIMIZE,
-                max_step=1_000_000, target=2.2,
+    if create:
+        await stub.CreateStudy(
+            pb.CreateStudyRequest(
+                study=pb.StudySpec(
+                    name=study, metric="val_loss", direction=pb.DIRECTION_MINIMIZE,
+                    max_step=1_000_000, target=2.2,
+                )
             )
-        )
-    )  # fmt: skip
+        )  # fmt: skip
     sem = asyncio.Semaphore(200)
     for lo in range(0, trainers, 200):
         await asyncio.gather(
@@ -326,11 +356,20 @@ async def trainers_load(
                     except grpc.aio.AioRpcError as e:
                         failed[e.code().name] = failed.get(e.code().name, 0) + 1
 
+    cpu0 = cpu_s_of_tree(pid) if pid else math.nan
     t0 = time.perf_counter()
     acked = await asyncio.gather(*(trainer(i) for i in range(trainers)))
     seconds = time.perf_counter() - t0
-    runs = (await stub.ListRuns(pb.ListRunsRequest(study=study), timeout=60)).runs
-    stored = sum(r.n_points for r in runs)
+    cpu_s = (cpu_s_of_tree(pid) if pid else math.nan) - cpu0
+    stored, token = 0, ""
+    while True:  # every page of the listing
+        page = await stub.ListRuns(
+            pb.ListRunsRequest(study=study, page_size=1_000, page_token=token), timeout=60
+        )
+        stored += sum(r.n_points for r in page.runs if r.spec.name.startswith("t"))
+        token = page.next_page_token
+        if not token:
+            break
     for c in chans:
         await c.close()
     pct = lambda xs, q: float(np.percentile(xs, q)) if xs else math.nan  # noqa: E731
@@ -343,8 +382,158 @@ async def trainers_load(
         "decision_p50_ms": pct(decision_ms, 50),
         "decision_p99_ms": pct(decision_ms, 99),
         "failed": float(sum(failed.values())),
+        # The service's CPU (user + system, every process) per ReportMetrics answered: what a
+        # report costs, much less moved by the machine's other load than its latency is.
+        "cpu_ms_per_report": cpu_s * 1e3 / max(len(report_ms), 1),
         "failed_codes": ", ".join(f"{k} {v}" for k, v in sorted(failed.items())) or "-",
     }
+
+
+class ThrottledProxy:
+    """A loopback TCP proxy that passes the server's bytes to the client at rate_bps per
+    connection, through small socket buffers: each client behind it is a slow reader."""
+
+    def __init__(self, target: str, rate_bps: float) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.rate_bps = rate_bps
+        self.server: asyncio.Server | None = None
+        self.address = ""
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _connection(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # no autotuning
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, self.target)
+        s_reader, s_writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, slow: bool) -> None:
+            try:
+                while data := await src.read(4096 if slow else 65536):
+                    dst.write(data)
+                    await dst.drain()
+                    if slow:
+                        await asyncio.sleep(len(data) / self.rate_bps)
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        with contextlib.suppress(asyncio.CancelledError):  # the proxy stopped under it
+            await asyncio.gather(pump(c_reader, s_writer, False), pump(s_reader, c_writer, True))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def slow_readers(
+    address: str, *, readers: int, rate_bps: float, duration_s: float, study: str
+) -> dict[str, float]:
+    """`readers` clients, each on its own connection behind a ThrottledProxy, asking again and
+    again for the biggest answers there are (a 10,000-point ListPoints page, a 1,000-run
+    ListRuns page) and reading them at rate_bps. Counts the answers they finished."""
+    proxy = ThrottledProxy(address, rate_bps)
+    await proxy.start()
+    done = 0
+    end = time.monotonic() + duration_s
+
+    async def reader(i: int) -> None:
+        nonlocal done
+        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
+        async with grpc.aio.insecure_channel(proxy.address, options=options) as channel:
+            stub = pb_grpc.CurveServiceStub(channel)
+            while time.monotonic() < end:
+                try:
+                    if i % 2:
+                        await stub.ListPoints(
+                            pb.ListPointsRequest(study=study, run="long", page_size=10_000),
+                            timeout=max(1.0, end - time.monotonic()),
+                        )
+                    else:
+                        await stub.ListRuns(
+                            pb.ListRunsRequest(study=study, page_size=1_000),
+                            timeout=max(1.0, end - time.monotonic()),
+                        )
+                    done += 1
+                except grpc.aio.AioRpcError:
+                    pass
+
+    await asyncio.gather(*(reader(i) for i in range(readers)))
+    await proxy.stop()
+    return {"answers": float(done)}
+
+
+def cpu_s_of_tree(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children so far."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        times = [p.cpu_times() for p in [root, *root.children(recursive=True)]]
+        return sum(t.user + t.system for t in times)
+    except psutil.NoSuchProcess:
+        return math.nan
+
+
+def rss_mb_of_tree(pid: int) -> float:
+    """Resident memory of a process and its children, MB."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs) / 2**20
+    except psutil.NoSuchProcess:
+        return math.nan
+
+
+async def with_slow_readers(
+    address: str, pid: int, args: argparse.Namespace, readers: int
+) -> tuple[dict[str, float], float, float, float]:
+    """The paced load with `readers` slow readers at the same time; returns the load's
+    figures, the service's RSS before (MB), its peak during, and the readers' answers."""
+    async with grpc.aio.insecure_channel(address) as channel:  # the long run readers page
+        stub = pb_grpc.CurveServiceStub(channel)
+        await stub.CreateStudy(pb.CreateStudyRequest(study=pb.StudySpec(
+            name="load", metric="val_loss", direction=pb.DIRECTION_MINIMIZE,
+            max_step=1_000_000, target=2.2)))  # fmt: skip
+        await stub.StartRun(pb.StartRunRequest(study="load", run=pb.RunSpec(name="long")))
+        for lo in range(1, 10_001, 5_000):
+            pts = [
+                pb.Point(step=s, value=2.0 + 3.0 * (s / 10.0) ** -0.5)
+                for s in range(lo, lo + 5_000)
+            ]
+            request = pb.ReportMetricsRequest(study="load", run="long", points=pts)
+            await stub.ReportMetrics(request)
+    before = rss_mb_of_tree(pid)
+    peak = before
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, rss_mb_of_tree(pid))
+            await asyncio.sleep(0.25)
+
+    sampler = asyncio.ensure_future(sample())
+    load, reads = await asyncio.gather(
+        trainers_load(
+            address, trainers=args.scale_trainers, batch=args.batch, period_s=args.period,
+            duration_s=args.duration, study="load", create=False,
+        ),
+        slow_readers(
+            address, readers=readers, rate_bps=args.reader_bps, duration_s=args.duration,
+            study="load",
+        ),
+    )  # fmt: skip
+    stop.set()
+    await sampler
+    return load, before, peak, reads["answers"]
 
 
 def populate_study(url: str, study: str, n_runs: int) -> None:
@@ -428,6 +617,7 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.postgres import PostgresServer
 
+    load_before = os.getloadavg()[0]
     pg = PostgresServer.start() if not args.no_postgres else None
     backends: list[tuple[str, Callable[[], str], int]] = [
         ("SQLite, 1 process", lambda: str(tmp / f"scale-{time.monotonic_ns()}.db"), 1),
@@ -447,7 +637,7 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
                     r = asyncio.run(
                         trainers_load(
                             address, trainers=trainers, batch=args.batch, period_s=period,
-                            duration_s=args.duration, study="load",
+                            duration_s=args.duration, study="load", pid=proc.pid,
                         )
                     )  # fmt: skip
                 finally:
@@ -458,10 +648,26 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
                     f"{r['stored']:.0f}", f"{r['points_per_s']:,.0f}",
                     f"{r['report_p50_ms']:.1f}", f"{r['report_p99_ms']:.1f}",
                     f"{r['decision_p50_ms']:.1f}", f"{r['decision_p99_ms']:.1f}",
-                    r["failed_codes"],
+                    f"{r['cpu_ms_per_report']:.2f}", r["failed_codes"],
+                ])  # fmt: skip
+        reader_rows: list[list[object]] = []
+        for label, url_of, processes in backends[:1]:
+            for readers in (0, args.readers):
+                proc, address = start_service(url_of(), processes=processes)
+                try:
+                    r, before, peak, answers = asyncio.run(
+                        with_slow_readers(address, proc.pid, args, readers)
+                    )
+                finally:
+                    stop_service(proc)
+                reader_rows.append([
+                    label, readers, f"{args.reader_bps / 1024:.0f} KiB/s" if readers else "-",
+                    f"{answers:.0f}", f"{before:.0f}", f"{peak:.0f}", f"{peak - before:.0f}",
+                    f"{r['report_p50_ms']:.1f}", f"{r['report_p99_ms']:.1f}",
+                    f"{r['decision_p99_ms']:.1f}", f"{r['acked']:.0f}", f"{r['stored']:.0f}",
                 ])  # fmt: skip
         size_rows: list[list[object]] = []
-        for n_runs in tqdm(args.study_sizes, desc="study size", unit="study"):
+        for n_runs in tqdm(args.study_sizes if not args.load_only else [], desc="study size"):
             row: list[object] = [f"{n_runs:,}"]
             for _, url_of, _ in backends[:2]:
                 url = url_of()
@@ -473,22 +679,31 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
                     stop_service(proc)
             size_rows.append(row)
         long_rows: list[list[object]] = []
-        for label, url_of, _ in backends[:2]:
+        for label, url_of, _ in backends[:2] if not args.load_only else []:
             wrote, first = first_decision_after_restart(url_of(), args.long_points)
             long_rows.append([label, f"{args.long_points:,}", f"{wrote:.1f}", f"{first:.2f}"])
     finally:
         if pg is not None:
             pg.stop()
-    base = [float(v) for v in size_rows[0][1:]]
-    last = [float(v) for v in size_rows[-1][1:]]
-    ratios = ", ".join(
-        f"{label.split(',')[0]} {b / a:.2f}x"
-        for (label, _, _), a, b in zip(backends[:2], base, last, strict=True)
-    )
+    load_after = os.getloadavg()[0]
+    ratios = "not measured (--load-only)"
+    if size_rows:
+        base = [float(v) for v in size_rows[0][1:]]
+        last = [float(v) for v in size_rows[-1][1:]]
+        ratios = ", ".join(
+            f"{label.split(',')[0]} {b / a:.2f}x"
+            for (label, _, _), a, b in zip(backends[:2], base, last, strict=True)
+        )
+    reader_table = markdown_table(
+        ["store", "slow readers", "each reads at", "answers read", "service RSS before MB",
+         "peak RSS MB", "pinned MB", "report p50 ms", "report p99 ms", "GetDecision p99 ms",
+         "acknowledged", "stored"],
+        reader_rows,
+    )  # fmt: skip
     load_table = markdown_table(
         ["store", "load", "offered points", "acknowledged", "stored", "durable points/s",
          "report p50 ms", "report p99 ms", "GetDecision p50 ms", "GetDecision p99 ms",
-         "failed calls"],
+         "service CPU ms per report", "failed calls"],
         load_rows,
     )  # fmt: skip
     size_table = markdown_table(
@@ -508,8 +723,19 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         f"between, for {args.duration:g} s; closed loop: {args.closed_trainers} trainers each "
         f"sending its next batch as soon as the last is answered. One asyncio load generator "
         f"on the same {os.cpu_count()} cores as the service. 'stored' is what the service "
-        f"holds afterwards (ListRuns), 'acknowledged' what the trainers were told.\n\n"
+        f"holds afterwards (ListRuns), 'acknowledged' what the trainers were told. Load "
+        f"average of the machine (shared with other work): {load_before:.1f} at the start, "
+        f"{load_after:.1f} at the end; with more runnable processes than cores, latencies "
+        f"measure the machine as much as the service, and 'service CPU ms per report' (its "
+        f"user + system time over the ReportMetrics answered, GetDecision included in the "
+        f"paced rows) is the steadier figure.\n\n"
         f"{load_table}\n\n"
+        f"Slow readers: the same paced load, with and without {args.readers} readers beside "
+        f"it, each on its own connection behind a loopback proxy that passes it the service's "
+        f"bytes at {args.reader_bps / 1024:.0f} KiB/s through 16 KiB socket buffers, asking "
+        f"again and again for the biggest pages there are (a 10,000-point ListPoints page, a "
+        f"1,000-run ListRuns page). 'pinned' is the service's peak resident memory (sampled "
+        f"every 0.25 s) less its memory before the load.\n\n{reader_table}\n\n"
         f"ReportMetrics p50 against the size of the study (runs written into the store "
         f"beforehand, half finished, each with a decision; {args.probes} reports of 10 points "
         f"to 20 running runs, their first reports left out). p50 at {args.study_sizes[-1]:,} "
@@ -546,6 +772,11 @@ def main() -> None:
     scale.add_argument("--study-sizes", type=int, nargs="+", default=[10, 100, 1000, 10000])
     scale.add_argument("--probes", type=int, default=200, help="reports per study size")
     scale.add_argument("--long-points", type=int, default=1_000_000)
+    scale.add_argument("--readers", type=int, default=50, help="slow readers beside the load")
+    scale.add_argument("--reader-bps", type=float, default=64 * 1024, help="their read rate")
+    scale.add_argument(
+        "--load-only", action="store_true", help="the load tables only (no study sizes, long run)"
+    )
     args = parser.parse_args()
 
     if args.scale:

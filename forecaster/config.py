@@ -84,6 +84,15 @@ class Settings:
     stream_idle_timeout_s: float = 300.0  # a StreamMetrics that sends nothing this long is closed
     max_concurrent_streams: int = 1_000  # StreamMetrics open at once, all clients together
 
+    # issue 18 (second pass): tokens from the environment, streams per connection
+    # "token tenant" pairs separated by commas or newlines, as the lines of tokens_file (for a
+    # Secret mapped to FORECASTER_TOKENS); no flag, so that no token shows in `ps`.
+    tokens: str = ""
+    # HTTP/2 streams (RPCs of every kind) one connection may have open at once; more wait in
+    # the client until one ends. Room for a sweep driver that multiplexes its trials on one
+    # connection: at 100, 250 trainers on one connection waited 83 ms (p50) instead of 6 ms.
+    max_streams_per_connection: int = 1_000
+
     def __post_init__(self) -> None:
         for name in ("port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
@@ -136,6 +145,7 @@ class Settings:
             "page_size",
             "max_page_size",
             "max_concurrent_streams",
+            "max_streams_per_connection",
         ):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be >= 1; got {getattr(self, name)}.")
@@ -200,6 +210,7 @@ SECURITY_AND_LIMIT_SETTINGS = (
     "max_name_chars", "max_metric_chars", "max_config_keys", "max_config_bytes",
     "max_schedule_pairs", "max_step_value", "page_size", "max_page_size", "keepalive_time_s",
     "keepalive_timeout_s", "stream_idle_timeout_s", "max_concurrent_streams",
+    "max_streams_per_connection",
 )  # fmt: skip
 
 

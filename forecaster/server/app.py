@@ -235,7 +235,8 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
 
     With engine None the server answers (health NOT_SERVING, calls UNAVAILABLE) until
     `RunningServer.attach(engine)`."""
-    check_port_free(settings.host, settings.port, "port", shared=settings.processes > 1)
+    shared = settings.processes > 1  # the ports are the processes' together (SO_REUSEPORT)
+    check_port_free(settings.host, settings.port, "port", shared=shared)
     auth = Authenticator.from_settings(settings)
     credentials = server_credentials(settings)
     metrics = ServiceMetrics() if settings.metrics_port else None
@@ -256,6 +257,14 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
             ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
             ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
             ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+            # A connection is pinged even with no call on it, and an unanswered ping ends it
+            # after keepalive_timeout (without ping_timeout_ms, gRPC 1.85 kept such a
+            # connection well past it: tests/server/test_connections.py): a client whose
+            # network vanished is dropped, its streams with it.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.ping_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+            # One connection has at most this many RPCs open at once; more wait in the client.
+            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
             # Clients ping every 20 s under a stream (forecaster_client): allow it.
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ],
@@ -302,7 +311,7 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
     if metrics is not None:
         host = settings.metrics_host or settings.host
         try:
-            check_port_free(host, settings.metrics_port, "metrics_port")
+            check_port_free(host, settings.metrics_port, "metrics_port", shared=shared)
             metrics_port = metrics.serve(host, settings.metrics_port)
         except (StartupError, OSError) as e:
             executor.shutdown()
@@ -330,7 +339,7 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
     )
     if settings.http_port:
         try:
-            check_port_free(settings.host, settings.http_port, "http_port")
+            check_port_free(settings.host, settings.http_port, "http_port", shared=shared)
             running.http = await start_http(
                 lambda: servicer.engine,
                 executor,
@@ -338,6 +347,7 @@ async def start_server(engine: Engine | None, settings: Settings) -> RunningServ
                 port=settings.http_port,
                 auth=auth,
                 refresh_s=settings.dashboard_refresh_s,
+                shared=shared,
             )
         except (StartupError, OSError) as e:
             await running.stop(0)
@@ -362,6 +372,15 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     started, when settings.processes > 1). The port is bound before the store opens and the
     models load, so health answers NOT_SERVING meanwhile."""
     processes.check(settings)
+    processes.follow_parent()
+    metrics_dir = processes.prepare(settings)
+    try:
+        await _serve(settings, ready)
+    finally:
+        processes.forget(metrics_dir)
+
+
+async def _serve(settings: Settings, ready: asyncio.Event | None) -> None:
     running = await start_server(None, settings)
     host = settings.host
     shown = f"[{host}]" if ":" in host else host

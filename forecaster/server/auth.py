@@ -1,7 +1,8 @@
 """Who is calling: a bearer token resolved to its tenant, for every transport.
 
 Tokens come from `tokens_file` (lines "token tenant"; "*" as the tenant makes an admin token;
-blank lines and "#" comments skipped) and from `auth_token`, the single token of earlier
+blank lines and "#" comments skipped), from FORECASTER_TOKENS (the same entries separated by
+commas or newlines) and from `auth_token`, the single token of earlier
 versions, which stays an admin token. With neither set the service is open and every caller
 is the admin, as before tenants existed.
 
@@ -13,19 +14,40 @@ Another transport (the HTTP dashboard) resolves a caller with
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from forecaster.config import Settings
+from forecaster.config import ENV_PREFIX, Settings
 from forecaster.errors import InvalidArgumentError, StartupError, UnauthenticatedError
 from forecaster.tenancy import ADMIN, Tenant
 
 _BEARER = "bearer "
 UNAUTHENTICATED_MESSAGE = (
     "missing or unknown token: send the metadata 'authorization: Bearer <token>' with a token "
-    "the service knows (its tokens_file or FORECASTER_AUTH_TOKEN)."
+    "the service knows (its tokens_file, FORECASTER_TOKENS or FORECASTER_AUTH_TOKEN)."
 )
+
+
+def parse_tokens(entries: list[str], where: Callable[[int], str]) -> dict[str, Tenant]:
+    """token -> tenant from entries "token tenant" (blank ones and "#" comments skipped);
+    StartupError saying where (where(number), number counted from 1) when one is bad."""
+    tokens: dict[str, Tenant] = {}
+    for number, entry in enumerate(entries, 1):
+        text = entry.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = text.split()
+        if len(parts) != 2:
+            raise StartupError(f"{where(number)}: expected 'token tenant', got {len(parts)} words.")
+        token, name = parts
+        if token in tokens:
+            raise StartupError(f"{where(number)}: this token is already given earlier.")
+        try:
+            tokens[token] = Tenant(name)
+        except InvalidArgumentError as e:
+            raise StartupError(f"{where(number)}: {e}") from None
+    return tokens
 
 
 def read_tokens_file(path: Path) -> dict[str, Tenant]:
@@ -37,23 +59,15 @@ def read_tokens_file(path: Path) -> dict[str, Tenant]:
             f"tokens_file {str(path)!r} cannot be read ({e.strerror}): fix the path given as "
             "--tokens-file or FORECASTER_TOKENS_FILE."
         ) from None
-    tokens: dict[str, Tenant] = {}
-    for number, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        parts = text.split()
-        where = f"tokens_file {str(path)!r} line {number}"
-        if len(parts) != 2:
-            raise StartupError(f"{where}: expected 'token tenant', got {len(parts)} words.")
-        token, name = parts
-        if token in tokens:
-            raise StartupError(f"{where}: this token is already given on an earlier line.")
-        try:
-            tokens[token] = Tenant(name)
-        except InvalidArgumentError as e:
-            raise StartupError(f"{where}: {e}") from None
-    return tokens
+    return parse_tokens(lines, lambda n: f"tokens_file {str(path)!r} line {n}")
+
+
+def tokens_from_variable(value: str) -> dict[str, Tenant]:
+    """token -> tenant from FORECASTER_TOKENS: "token tenant" entries separated by commas or
+    newlines (a Kubernetes Secret mapped to the variable keeps the file's lines). The error
+    names the entry by its number, never by its text (it holds a token)."""
+    entries = value.replace(",", "\n").splitlines()
+    return parse_tokens(entries, lambda n: f"{ENV_PREFIX}TOKENS entry {n}")
 
 
 class Authenticator:
@@ -69,6 +83,13 @@ class Authenticator:
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
         tokens = read_tokens_file(Path(settings.tokens_file)) if settings.tokens_file else {}
+        for token, tenant in tokens_from_variable(settings.tokens).items():
+            if token in tokens:
+                raise StartupError(
+                    f"a token of {ENV_PREFIX}TOKENS is also in tokens_file "
+                    f"{settings.tokens_file!r}: give each token once."
+                )
+            tokens[token] = tenant
         if settings.auth_token:
             tokens[settings.auth_token] = ADMIN
         return cls(tokens)

@@ -275,12 +275,14 @@ async def start_http(
     port: int,
     auth: Authenticator,
     refresh_s: float,
+    shared: bool = False,
 ) -> HttpSide:
-    """Starts the dashboard on host:port, its callers resolved to tenants by auth."""
+    """Starts the dashboard on host:port, its callers resolved to tenants by auth. shared: the
+    service's processes all serve the port (SO_REUSEPORT), each reading the one database."""
     app = build_app(Dashboard(engine_of, executor, auth, refresh_s))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=False)
+    site = web.TCPSite(runner, host, port, reuse_port=shared)
     try:
         await site.start()
     except OSError as e:

@@ -1,7 +1,11 @@
-"""Prometheus metrics, served over HTTP on `metrics_port` by prometheus_client's own server.
+"""Prometheus metrics, served over HTTP on `metrics_port` by prometheus_client's WSGI app.
 
 One registry per service (not the library's global one), so two servers in one process (the
-tests) keep their counts apart. What is measured and where:
+tests) keep their counts apart. With several processes on one port (settings.processes) each
+process writes its values to files in one folder (prometheus_client's multiprocess mode, set up
+by `processes.prepare` before prometheus_client is imported) and every process serves, on the
+one shared metrics port, the sum over all of them: a scrape sees the whole service whichever
+process the kernel hands it to. What is measured and where:
 - RPCs by method and status code, with latency histograms: the access-log interceptor.
 - points stored, decisions by action and reason: the servicer, on every ReportMetrics and
   StreamMetrics batch.
@@ -12,15 +16,48 @@ tests) keep their counts apart. What is measured and where:
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
+from socketserver import BaseServer
 from typing import Any, cast
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+    multiprocess,
+)
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from forecaster.store import Store
 
 _RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str:
+    """The folder the processes of one service write their values to; "" with one process."""
+    return os.environ.get(MULTIPROCESS_VARIABLE, "")
+
+
+class _SharedPortServer(ThreadingWSGIServer):
+    """The metrics endpoint, bound with SO_REUSEPORT so that every process serves it."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not access-logged
+        pass
 
 
 class ServiceMetrics:
@@ -28,6 +65,7 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.shared_dir = multiprocess_dir()
         r = self.registry
         self.rpcs = Counter(
             "forecaster_rpcs",
@@ -70,7 +108,10 @@ class ServiceMetrics:
             registry=r,
         )
         self.streams = Gauge(
-            "forecaster_streams_open", "StreamMetrics streams open now", registry=r
+            "forecaster_streams_open",
+            "StreamMetrics streams open now",
+            registry=r,
+            multiprocess_mode="livesum",  # summed over the live processes
         )
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -86,16 +127,33 @@ class ServiceMetrics:
     # -- the endpoint -----------------------------------------------------------------------
 
     def serve(self, host: str, port: int) -> int:
-        """Starts the HTTP endpoint (/metrics) in a thread; returns the bound port."""
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        bound: int = self._server.server_port
+        """Starts the HTTP endpoint (/metrics) in a thread; returns the bound port. With several
+        processes the port is shared and what is served is the sum over the processes."""
+        registry = self.registry
+        server_class: type[ThreadingWSGIServer] = ThreadingWSGIServer
+        if self.shared_dir:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.shared_dir)
+            server_class = _SharedPortServer
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0][0]
+        bound_class = type("MetricsServer", (server_class,), {"address_family": family})
+        server: ThreadingWSGIServer = make_server(
+            host, port, make_wsgi_app(registry), bound_class, handler_class=_QuietHandler
+        )
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        bound: int = server.server_port
         return bound
 
     def close(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            server: BaseServer = self._server
+            server.shutdown()
+            server.server_close()
             self._server = None
+        if self.shared_dir:  # this process's open-streams gauge leaves the sum
+            multiprocess.mark_process_dead(os.getpid(), self.shared_dir)
 
 
 class TimedStore:

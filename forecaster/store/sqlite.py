@@ -614,22 +614,28 @@ class SqliteStore:
         """The n best standings of the study's runs (name, value), best first: bounded, one
         step down an index whatever the study's size."""
         with self._read(snapshot=False) as cur:
-            # Both orders in one statement (an index walk each way, LIMIT n): the direction
-            # is the study row's, so no second round trip to learn it first.
+            study_id, direction = self._study_key(cur, study)
+            order = "DESC" if direction == Direction.MAX.value else "ASC"
             rows = cur.execute(
-                "SELECT * FROM (SELECT r.name, r.standing, r.id, s.direction FROM runs r "
-                "JOIN studies s ON r.study_id = s.id WHERE s.name = ? AND s.direction = 'min' "
-                "AND r.standing IS NOT NULL ORDER BY r.standing ASC, r.id LIMIT ?) AS lo "
-                "UNION ALL SELECT * FROM (SELECT r.name, r.standing, r.id, s.direction FROM runs r "
-                "JOIN studies s ON r.study_id = s.id WHERE s.name = ? AND s.direction = 'max' "
-                "AND r.standing IS NOT NULL ORDER BY r.standing DESC, r.id LIMIT ?) AS hi",
-                (study, n, study, n),
+                "SELECT name, standing FROM runs WHERE study_id = ? AND standing IS NOT NULL "
+                f"ORDER BY standing {order}, id LIMIT ?",
+                (study_id, n),
             ).fetchall()
-            if not rows:
-                self._study_id(cur, study)  # NotFoundError for a study that is not there
-        sign = -1.0 if rows and rows[0]["direction"] == Direction.MAX.value else 1.0
-        ordered = sorted(rows, key=lambda r: (sign * float(r["standing"]), r["id"]))
-        return [(r["name"], float(r["standing"])) for r in ordered]
+        return [(r["name"], float(r["standing"])) for r in rows]
+
+    def _study_key(self, cur: Cursor, name: str) -> tuple[int, str]:
+        """(id, direction) of a study, kept once read: a study is never renamed, deleted nor
+        turned around, so the one row need not be read on every report. Only committed rows
+        are kept (this is called on the read side)."""
+        keys: dict[str, tuple[int, str]] = self.__dict__.setdefault("_study_keys", {})
+        key = keys.get(name)
+        if key is None:
+            row = self._study_id(cur, name)  # NotFoundError for a study that is not there
+            key = (int(row["id"]), str(row["direction"]))
+            if len(keys) >= 100_000:  # bounded however many studies come and go
+                keys.clear()
+            keys[name] = key
+        return key
 
     def finish_run(self, study: str, run: str, state: RunState) -> Run:
         if state is RunState.RUNNING:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 
 import grpc
@@ -50,7 +51,14 @@ def test_metrics_count_rpcs_points_decisions_fits_cache_and_store(tmp_path):
                 stub.GetDecision(pb.GetDecisionRequest(study="s", run="r"))
             with pytest.raises(grpc.RpcError):
                 stub.GetStudy(pb.GetStudyRequest(name="missing"))
+        # An RPC is counted as it ends, just after its caller has the answer: scrape until
+        # the last one is in (a loaded machine may take a moment).
+        last = ("forecaster_rpcs_total", (("code", "NOT_FOUND"), ("method", METHOD + "GetStudy")))
+        deadline = time.monotonic() + 10
         m = scrape(live.running.metrics_port)
+        while last not in m and time.monotonic() < deadline:
+            time.sleep(0.1)
+            m = scrape(live.running.metrics_port)
     finally:
         live.stop()
 

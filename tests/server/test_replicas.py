@@ -188,3 +188,114 @@ def test_processes_with_sqlite_are_refused_in_one_line(tmp_path):
     )  # fmt: skip
     assert proc.returncode != 0 and "needs a PostgreSQL database" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _listeners(pid: int, port: int) -> bool:
+    import psutil
+
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        for c in psutil.Process(pid).net_connections("tcp")
+    )
+
+
+def test_every_process_serves_the_dashboard_and_the_summed_metrics(postgres_server):
+    port, http_port, metrics_port = _free_port(), _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forecaster.cli", "serve", "--port", str(port), "--processes",
+         "2", "--db", postgres_server.fresh_url(), "--http-port", str(http_port),
+         "--metrics-port", str(metrics_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "FORECASTER_MODELS_DIR": "none"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and "listening" in proc.stdout.readline()
+        deadline = time.monotonic() + 60
+        while not _children(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (sibling,) = _children(proc.pid)
+        while not _listeners(sibling, metrics_port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in (proc.pid, sibling):  # both processes listen on all three ports
+            for p in (port, http_port, metrics_port):
+                assert _listeners(pid, p), f"process {pid} does not serve port {p}"
+        address = f"127.0.0.1:{port}"
+        with grpc.insecure_channel(address) as ch:
+            stub = pb_grpc.CurveServiceStub(ch)
+            stub.CreateStudy(pb.CreateStudyRequest(study=study_spec("m", max_step=5000)))
+            stub.StartRun(pb.StartRunRequest(study="m", run=pb.RunSpec(name="r")))
+        n_calls, size = 24, 5
+        for i in range(n_calls):  # a connection each: the kernel spreads them over both
+            own = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.insecure_channel(address, options=own) as ch:
+                steps = range(1 + i * size, 1 + (i + 1) * size)
+                request = pb.ReportMetricsRequest(study="m", run="r", points=points(steps))
+                pb_grpc.CurveServiceStub(ch).ReportMetrics(request, timeout=30)
+        # Each scrape (a new connection, either process) shows the whole service's counts.
+        for _ in range(6):
+            text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert _sample(text, "forecaster_points_stored_total") == n_calls * size
+            method = "/forecaster.v1.CurveService/ReportMetrics"
+            reports = _sample(text, "forecaster_rpcs_total", method=method, code="OK")
+            assert reports == n_calls
+        for _ in range(6):  # the study's row on the studies page, from either process
+            assert ">m</a></td>" in _get(f"http://127.0.0.1:{http_port}/")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # its sibling with it
+            proc.wait(60)
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called name whose labels include labels, in a scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    ]
+    assert values, f"{name} {labels} not in the metrics"
+    return sum(values)
+
+
+def test_a_sibling_stops_when_the_first_process_is_killed(postgres_server):
+    # Before: SIGKILL of the first process left its sibling serving the port alone, forever.
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forecaster.cli", "serve", "--port", str(port), "--processes",
+         "2", "--db", postgres_server.fresh_url()],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "FORECASTER_MODELS_DIR": "none"},
+    )  # fmt: skip
+    sibling = 0
+    try:
+        assert proc.stdout is not None and "listening" in proc.stdout.readline()
+        deadline = time.monotonic() + 60
+        while not _children(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (sibling,) = _children(proc.pid)
+        while not _listeners(sibling, port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _listeners(sibling, port)
+        proc.kill()
+        proc.wait(30)
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{sibling}").exists() and not _zombie(sibling):
+            assert time.monotonic() < deadline, "the sibling outlived the first process"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if sibling and Path(f"/proc/{sibling}").exists() and not _zombie(sibling):
+            os.kill(sibling, signal.SIGKILL)

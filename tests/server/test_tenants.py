@@ -4,6 +4,10 @@ only its own studies and cannot learn that another tenant's exist; the admin see
 from __future__ import annotations
 
 import logging
+import os
+import re
+import subprocess
+import sys
 import time
 
 import grpc
@@ -11,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from forecaster.config import Settings
 from forecaster.errors import StartupError
 from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
@@ -257,3 +262,51 @@ def test_the_dashboard_shows_a_tenant_its_own_studies_only(server, channel, seed
     assert page(server, "/", "tok-unknown")[0] == 401
     code, admin = page(server, "/", "tok-root")
     assert code == 200 and "team-a/only-a" in admin
+
+
+def test_tokens_from_the_environment_give_each_tenant_its_own_studies(tmp_path):
+    # `forecaster serve` as a Secret mapped to FORECASTER_TOKENS starts it: no tokens file.
+    env = {
+        **os.environ,
+        "FORECASTER_MODELS_DIR": "none",
+        "FORECASTER_TOKENS": "env-a team-a, env-b team-b\nenv-root *",
+    }
+    env.pop("FORECASTER_TOKENS_FILE", None)
+    env.pop("FORECASTER_AUTH_TOKEN", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forecaster.cli", "serve", "--port", "0",
+         "--db", str(tmp_path / "env.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"listening on \S+:(\d+)", line)
+        assert match, f"unexpected first line from serve: {line!r}"
+        with grpc.insecure_channel(f"127.0.0.1:{match.group(1)}") as ch:
+            a, b, root = As(ch, "env-a"), As(ch, "env-b"), As(ch, "env-root")
+            a.CreateStudy(pb.CreateStudyRequest(study=study_spec("mine")))
+            assert [s.spec.name for s in a.ListStudies(pb.ListStudiesRequest()).studies] == ["mine"]
+            assert list(b.ListStudies(pb.ListStudiesRequest()).studies) == []
+            code, _ = status(b.GetStudy, pb.GetStudyRequest(name="mine"))
+            assert code == grpc.StatusCode.NOT_FOUND
+            names = [s.spec.name for s in root.ListStudies(pb.ListStudiesRequest()).studies]
+            assert names == ["team-a/mine"]
+            code, _ = status(As(ch, "tok-a").ListStudies, pb.ListStudiesRequest())
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_a_bad_tokens_variable_is_refused_naming_the_entry_not_the_token(tmp_path):
+    with pytest.raises(StartupError, match="FORECASTER_TOKENS entry 2") as info:
+        Authenticator.from_settings(Settings(tokens="ok-token team-a,secret-one"))
+    assert "secret-one" not in str(info.value)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKENS)
+    with pytest.raises(StartupError, match="also in tokens_file"):
+        Authenticator.from_settings(Settings(tokens_file=str(tokens), tokens="tok-a team-z"))
+    both = Authenticator.from_settings(Settings(tokens_file=str(tokens), tokens="env-c team-c"))
+    assert both.tenant_for("Bearer env-c") == Tenant("team-c")
+    assert both.tenant_for("Bearer tok-b") == Tenant("team-b")
