@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
@@ -41,7 +41,7 @@ import numpy as np
 from forecaster.curves import Curve, FloatArray, thin_indices
 from forecaster.errors import InvalidArgumentError
 from forecaster.models.base import StudyHistory
-from forecaster.models.baselines import unfit_prediction
+from forecaster.models.baselines import diverged_note, unfit_prediction
 from forecaster.models.fitting import GridFit, solve_grid
 from forecaster.models.prediction import Prediction
 
@@ -149,6 +149,7 @@ FAMILIES: dict[str, Family] = {
 }
 
 _MIN_FIT_POINTS = 5
+_MIN_SHORT_POINTS = 3  # from here to _MIN_FIT_POINTS the short-curve law answers
 _MIN_HOLDOUT_POINTS = 8  # below this the members are weighted equally
 _HOLDOUT_FRACTION = 0.2
 # How far the extrapolation term widens per unit of log(step / last step), in multiples of a
@@ -208,6 +209,8 @@ class PowerLawForecaster:
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         finite = curve.loss_view().finite()
+        if _MIN_SHORT_POINTS <= len(finite) < _MIN_FIT_POINTS and diverged_note(curve) is None:
+            return self._short(curve)
         fallback = unfit_prediction(
             curve, len(finite), _MIN_FIT_POINTS, self.name, self.version, self.n_samples,
             self.seed,
@@ -245,6 +248,16 @@ class PowerLawForecaster:
             float(finite.values.min()),
             converged=True,
             notes=notes,
+        )
+
+    def _short(self, curve: Curve) -> Prediction:
+        """Too few points for the families' fits: the short-curve law answers (and says so)."""
+        from forecaster.models.short_curve import ShortCurveForecaster
+
+        short = ShortCurveForecaster(n_samples=self.n_samples, seed=self.seed).fit(curve)
+        note = f"{self.name}: fewer than {_MIN_FIT_POINTS} points, the short-curve law answered."
+        return replace(
+            short, model=self.name, model_version=self.version, notes=(note, *short.notes)
         )
 
     # -- ensemble weights -------------------------------------------------------------------
