@@ -155,14 +155,14 @@ def fit_short(x: FloatArray, y: FloatArray, priors: ShortCurvePriors) -> ShortFi
     span = max(span, 1e-3 * abs(float(y[-1])), 1e-12)
     noise = priors.noise_share * span  # three points cannot tell noise from shape
     result = _map_fit(x, y, priors, span, noise)
-    if len(y) >= _OWN_NOISE_POINTS:
-        # Enough points to see their own scatter about the law: a noisier curve than the
-        # prior share is fitted again with its own noise level (robust: MAD of residuals).
+    for _ in range(2 if len(y) >= _OWN_NOISE_POINTS else 0):
+        # Enough points to see their own scatter about the law: the curve is fitted again with
+        # its own noise level (robust: the MAD of its residuals), noisier or cleaner than the
+        # prior share says.
         resid = result.fun[: len(y)] * noise
         own = 1.4826 * float(np.median(np.abs(resid))) * math.sqrt(len(y) / (len(y) - 3))
-        if own > noise:
-            noise = own
-            result = _map_fit(x, y, priors, span, noise)
+        noise = max(own, 1e-3 * span)
+        result = _map_fit(x, y, priors, span, noise)
     sd = np.array([priors.log_exponent_sd, priors.log_remaining_sd])
     jac = np.asarray(result.jac, dtype=np.float64)
     precision = jac.T @ jac + np.diag([1e-12 / noise**2, 1e-9, 1e-9])
