@@ -112,9 +112,11 @@ def test_power_law_widens_with_noise():
     # extrapolation term (issue 16: a noise of 0.3 once gave [-6.9, 12.7] for a final 2.3).
     truth = 2.0 + 3.0 * 100**-0.5
     for sd in (0.1, 0.3):
-        lo, mid, hi = PowerLawForecaster().fit(power_law_curve(noise=sd)).quantiles(
-            [0.05, 0.5, 0.95], [1000]
-        )[0]
+        lo, mid, hi = (
+            PowerLawForecaster()
+            .fit(power_law_curve(noise=sd))
+            .quantiles([0.05, 0.5, 0.95], [1000])[0]
+        )
         assert lo < truth < hi and abs(mid - truth) < 0.5 and hi - lo < 6.0
 
 
