@@ -520,6 +520,13 @@ def _linear_init(
     return np.asarray(coef, dtype=np.float64)
 
 
+def _decay_ahead(profile: LrProfile, curve: Curve) -> bool:
+    """Whether the lr falls (by more than rounding) between the newest step and the horizon."""
+    ahead = np.linspace(float(curve.last_step), float(curve.horizon), 64)
+    lr = profile.lr_at(ahead)
+    return bool(lr.min() < 0.99 * float(profile.lr_at([float(curve.last_step)])[0]))
+
+
 def _own_noise(
     study: StudyFit, profile: LrProfile, steps: FloatArray, y: FloatArray, coef: tuple[float, float]
 ) -> float:
@@ -607,7 +614,7 @@ class ScheduleLawForecaster:
             return fitted
         profile = LrProfile.of(curve, curve.horizon)
         assert profile is not None
-        worse = self._worse_than_power_law(curve, history)
+        worse = None if _decay_ahead(profile, curve) else self._worse_than_power_law(curve, history)
         if worse is not None:
             fallback = PowerLawForecaster(name=self.name, seed=self.seed).fit(curve)
             return replace(fallback, model_version=self.version, notes=(worse, *fallback.notes))
@@ -618,7 +625,9 @@ class ScheduleLawForecaster:
     def _worse_than_power_law(self, curve: Curve, history: StudyHistory | None) -> str | None:
         """Why the law is not used for this curve (its forecast of the newest points, fitted
         without them, is worse than the power-law ensemble's: a noisy or erratic run the law
-        does not describe), or None when it does at least as well."""
+        does not describe), or None when it does at least as well. Asked only when no decay
+        of the lr lies ahead: a decay to come is what the law knows and the ensemble cannot,
+        and the newest points, before it, cannot show that."""
         finite = curve.finite()
         n = len(finite)
         if n < _MIN_CHECK_POINTS:
