@@ -31,7 +31,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from forecaster.curves import Curve, Direction, FloatArray, LrProfile, LrSchedule, thin_indices
+from forecaster.curves import (
+    Curve,
+    Direction,
+    FloatArray,
+    LrProfile,
+    LrSchedule,
+    level_noise,
+    thin_indices,
+)
 from forecaster.models.base import StudyHistory
 from forecaster.models.baselines import constant_prediction, unfit_prediction
 from forecaster.models.power_law import PowerLawForecaster
@@ -527,6 +535,23 @@ def _decay_ahead(profile: LrProfile, curve: Curve) -> bool:
     return bool(lr.min() < 0.99 * float(profile.lr_at([float(curve.last_step)])[0]))
 
 
+def _fits_newest(prediction: Prediction, curve: Curve) -> bool:
+    """Whether the law's fit runs through the curve's newest 20% of points: its median
+    residual there within 3 standard errors of a level (`curves.level_noise`, the curve's own
+    noise). Only a law that misses them is checked out of sample (the costly part)."""
+    loss = curve.loss_view().finite()
+    n = len(loss)
+    if n < _MIN_CHECK_POINTS:
+        return True
+    n_hold = max(2, int(round(_CHECK_FRACTION * n)))
+    steps = loss.steps[n - n_hold :].astype(np.float64)
+    median = np.median(prediction.sampler(steps[:: max(1, n_hold // 16)]), axis=0)
+    resid = loss.values[n - n_hold :][:: max(1, n_hold // 16)] - median
+    bias = abs(float(np.median(resid)))
+    noise = level_noise(loss.values, len(resid))  # the standard error of their median
+    return bias <= 3.0 * max(noise, 1e-12 * (1.0 + abs(float(loss.values[-1]))))
+
+
 def _own_noise(
     study: StudyFit, profile: LrProfile, steps: FloatArray, y: FloatArray, coef: tuple[float, float]
 ) -> float:
@@ -614,13 +639,16 @@ class ScheduleLawForecaster:
             return fitted
         profile = LrProfile.of(curve, curve.horizon)
         assert profile is not None
-        worse = None if _decay_ahead(profile, curve) else self._worse_than_power_law(curve, history)
-        if worse is not None:
-            fallback = PowerLawForecaster(name=self.name, seed=self.seed).fit(curve)
-            return replace(fallback, model_version=self.version, notes=(worse, *fallback.notes))
-        return fitted[0].prediction(
+        prediction = fitted[0].prediction(
             profile, curve, self.name, self.version, self.n_samples, self.seed, fitted[1]
         )
+        if _decay_ahead(profile, curve) or _fits_newest(prediction, curve):
+            return prediction
+        worse = self._worse_than_power_law(curve, history)
+        if worse is None:
+            return prediction
+        fallback = PowerLawForecaster(name=self.name, seed=self.seed).fit(curve)
+        return replace(fallback, model_version=self.version, notes=(worse, *fallback.notes))
 
     def _worse_than_power_law(self, curve: Curve, history: StudyHistory | None) -> str | None:
         """Why the law is not used for this curve (its forecast of the newest points, fitted
