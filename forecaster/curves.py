@@ -16,14 +16,17 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import median_filter
 
 from forecaster.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from forecaster.metric_kinds import MetricKind
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -310,6 +313,8 @@ class Curve:
         schedule: the planned learning-rate schedule, when known.
         config: the run's hyper-parameters as given (JSON-like), when known; the learned
             forecasters read the common ones (lr, batch size, size, ...) as features.
+        kind: what kind of metric it is (its natural bounds, its starting plateau), when
+            known (`metric_kinds`); the forecast stays within its bounds.
     """
 
     steps: IntArray
@@ -320,6 +325,7 @@ class Curve:
     target: float | None = None
     schedule: LrSchedule | None = field(default=None)
     config: Mapping[str, Any] | None = field(default=None, compare=False)
+    kind: MetricKind | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         pts = Points.of(self.steps, self.values, self.lr)  # one validation for both types

@@ -37,7 +37,7 @@ from forecaster.judging import (
 )
 from forecaster.models import Prediction, StudyHistory
 from forecaster.models.artifacts import ModelBank
-from forecaster.models.prediction import ForecastSummary, summarize
+from forecaster.models.prediction import ForecastSummary, summarize, within_bounds
 from forecaster.observer import EngineObserver, NoObserver
 from forecaster.policies import Decision, RunView, StoppingPolicy, StudyContext
 from forecaster.policies.base import Peers
@@ -372,6 +372,7 @@ class Engine:
                 old.target,
                 old.schedule,
                 old.config,
+                old.kind,
             )
         elif (
             cached is not None
@@ -439,7 +440,9 @@ class Engine:
         """Stateless: forecasts an inline curve; nothing is stored."""
         if not len(curve):
             raise InvalidArgumentError("ForecastCurve: the curve has no points.")
-        prediction = models.create(forecaster, curve, bank=self.models).fit(curve)
+        prediction = within_bounds(
+            models.create(forecaster, curve, bank=self.models).fit(curve), curve
+        )
         steps = self._check_steps(curve, list(at_steps) or self._default_steps(curve, "the curve"))
         return summarize(prediction, steps, quantile_levels, curve.target)
 

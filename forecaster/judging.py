@@ -25,6 +25,7 @@ from forecaster.curves import Curve, Direction
 from forecaster.hashing import digest
 from forecaster.models import Prediction, StudyHistory
 from forecaster.models.artifacts import ModelBank
+from forecaster.models.prediction import within_bounds
 from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
 from forecaster.policies.base import Peers, best_final
 from forecaster.store import Run, RunState, StopRequest, StoredDecision
@@ -191,7 +192,7 @@ def fit_forecast(
         key = (where, len(head), study_history.key if study_history is not None else "")
         if memo is not None and key in memo:
             return memo[key]
-        prediction = model.fit(head, study_history)
+        prediction = within_bounds(model.fit(head, study_history), head)
     except Exception:
         log.exception("forecaster %s failed on run %s", model.name, where)
         prediction = None

@@ -16,6 +16,7 @@ import numpy as np
 
 from forecaster.curves import Curve, Direction, LrSchedule, ScheduleKind
 from forecaster.errors import InvalidArgumentError
+from forecaster.metric_kinds import infer_kind
 
 REQUIRED_RUN_COLUMNS = ("run_id", "task", "direction", "final_step", "final_value")
 OPTIONAL_RUN_COLUMNS = ("metric", "step_unit", "max_step", "target", "config")
@@ -38,6 +39,7 @@ class LoggedRun:
     values: np.ndarray
     lr: np.ndarray | None  # NaN where not logged; None when never logged
     config: dict[str, Any] = field(default_factory=dict)  # the run's hyper-parameters
+    metric: str = ""  # the logged metric's name, when the corpus says
 
     def curve(self, until_step: int | None = None, horizon: int | None = None) -> Curve:
         """The run as it was at until_step (all of it by default). When the run logged its lr,
@@ -64,6 +66,7 @@ class LoggedRun:
             target=self.target,
             schedule=schedule,
             config=self.config,
+            kind=infer_kind(self.metric, self.direction is Direction.MIN),
         )
 
 
@@ -162,6 +165,7 @@ class Source:
             values=values,
             lr=lr,
             config=_config(self.runs_file, run_id, row.get("config")),
+            metric=str(row.get("metric") or ""),
         )
 
 

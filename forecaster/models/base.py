@@ -18,6 +18,7 @@ import numpy as np
 
 from forecaster.curves import Curve, Direction
 from forecaster.errors import InvalidArgumentError
+from forecaster.metric_kinds import on_starting_plateau
 from forecaster.models.prediction import Prediction
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ class Forecaster(Protocol):
 
 
 AUTO = "auto"
+# Curves with this many finite points get the short-curve law from auto (from 3: below that
+# only the last value; up to 4: from 5 the power-law ensemble fits).
+SHORT_MIN_POINTS, SHORT_MAX_POINTS = 3, 5
 
 # name -> (module, factory, keyword arguments), imported on first use.
 _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -91,6 +95,8 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "damped_trend": ("forecaster.models.baselines", "DampedTrendForecaster", {}),
     "annealing_law": ("forecaster.models.annealing_law", "AnnealingLawForecaster", {}),
     "multi_power_law": ("forecaster.models.multi_power_law", "MultiPowerLawForecaster", {}),
+    "short_curve": ("forecaster.models.short_curve", "ShortCurveForecaster", {}),
+    "plateau": ("forecaster.models.plateau", "PlateauForecaster", {}),
 }
 # Each parametric family alone, for comparison ("pow3" is the naive single fit).
 _FAMILY_NAMES = (
@@ -116,9 +122,13 @@ def auto_choice(curve: Curve | None, bank: ModelBank | None) -> str:
     """What "auto" means for a curve, by what wins benchmarks/forecast_accuracy.py on tasks
     no model trained on (docs/benchmarks.md):
 
+    - the plateau (the last value, said so) while the metric is on its kind's starting
+      plateau (a WER near 1, a win rate near 0.5): no trend to extrapolate yet;
     - the annealing law when the metric is a loss and the learning rate is known into the
       future (a planned schedule, or a logged lr the run will keep): on the LR-schedule
       sources it beats the learned models, which have seen few such tasks;
+    - else the short-curve law on curves of 3-4 points, too short for the others' fits
+      (benchmarks/short_curve_priors.py);
     - else the learned ensemble when it is loaded and the run has a budget (its medae is
       0.52-0.69 of the best parametric model's on four of the five other sources, and even on
       the fifth, taskset: 1.01);
@@ -126,12 +136,17 @@ def auto_choice(curve: Curve | None, bank: ModelBank | None) -> str:
 
     bank: the learned models in use (None: none).
     """
+    finite = curve.values[np.isfinite(curve.values)] if curve is not None else np.zeros(0)
+    if curve is not None and on_starting_plateau(curve.kind, finite):
+        return "plateau"
     if (
         curve is not None
         and curve.direction is Direction.MIN
         and (curve.schedule is not None or (curve.lr is not None and not np.isnan(curve.lr).all()))
     ):
         return "annealing_law"
+    if SHORT_MIN_POINTS <= len(finite) < SHORT_MAX_POINTS:
+        return "short_curve"
     has_budget = (
         curve is not None and curve.max_step is not None and curve.max_step > curve.last_step
     )

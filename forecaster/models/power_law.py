@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
@@ -41,7 +41,7 @@ import numpy as np
 from forecaster.curves import Curve, FloatArray, thin_indices
 from forecaster.errors import InvalidArgumentError
 from forecaster.models.base import StudyHistory
-from forecaster.models.baselines import unfit_prediction
+from forecaster.models.baselines import diverged_note, unfit_prediction
 from forecaster.models.fitting import GridFit, solve_grid
 from forecaster.models.prediction import Prediction
 
@@ -149,6 +149,7 @@ FAMILIES: dict[str, Family] = {
 }
 
 _MIN_FIT_POINTS = 5
+_MIN_SHORT_POINTS = 3  # from here to _MIN_FIT_POINTS the short-curve law answers
 _MIN_HOLDOUT_POINTS = 8  # below this the members are weighted equally
 _HOLDOUT_FRACTION = 0.2
 # How far the extrapolation term widens per unit of log(step / last step), in multiples of a
@@ -164,11 +165,27 @@ def _holdout_size(n: int) -> int:
     return max(2, int(round(_HOLDOUT_FRACTION * n)))
 
 
+def _drift(residuals: FloatArray) -> float:
+    """A member's level error on the hold-out: its median residual, or the standard error
+    of a level among the residuals' own (robust) scatter when that is larger. On a smooth
+    curve the residuals are all one sign and this is about their RMSE; on a noisy one it is
+    the noise over sqrt(n), not the noise."""
+    if not np.isfinite(residuals).all():
+        return math.inf
+    centre = float(np.median(residuals))
+    scatter = 1.4826 * float(np.median(np.abs(residuals - centre)))
+    return max(abs(centre), scatter / math.sqrt(len(residuals)))
+
+
 @dataclass(frozen=True)
 class _Member:
     name: str
     weight: float
     holdout_rmse: float
+    # How far the member's level is off on the hold-out, beyond the points' noise: what the
+    # extrapolation term grows from (NaN: use holdout_rmse). A noisy curve's hold-out error is
+    # mostly noise, which does not grow with the distance; its level's error does.
+    holdout_drift: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -208,6 +225,8 @@ class PowerLawForecaster:
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         finite = curve.loss_view().finite()
+        if _MIN_SHORT_POINTS <= len(finite) < _MIN_FIT_POINTS and diverged_note(curve) is None:
+            return self._short(curve)
         fallback = unfit_prediction(
             curve, len(finite), _MIN_FIT_POINTS, self.name, self.version, self.n_samples,
             self.seed,
@@ -251,6 +270,15 @@ class PowerLawForecaster:
         """One family fitted on (x, y): the seam where models/batched.py hands in the fits it
         made for many curves at once."""
         return FAMILIES[name].fit(x, y, w)
+    def _short(self, curve: Curve) -> Prediction:
+        """Too few points for the families' fits: the short-curve law answers (and says so)."""
+        from forecaster.models.short_curve import ShortCurveForecaster
+
+        short = ShortCurveForecaster(n_samples=self.n_samples, seed=self.seed).fit(curve)
+        note = f"{self.name}: fewer than {_MIN_FIT_POINTS} points, the short-curve law answered."
+        return replace(
+            short, model=self.name, model_version=self.version, notes=(note, *short.notes)
+        )
 
     # -- ensemble weights -------------------------------------------------------------------
 
@@ -265,6 +293,7 @@ class PowerLawForecaster:
         n_hold = _holdout_size(n)
         fit_x, fit_y, hold_x, hold_y = x[:-n_hold], y[:-n_hold], x[-n_hold:], y[-n_hold:]
         errors: dict[str, float] = {}
+        drift: dict[str, float] = {}
         noise: list[float] = []
         for name in self.families:
             family = FAMILIES[name]
@@ -272,9 +301,11 @@ class PowerLawForecaster:
             pred = family.mean_at(grid_fit, hold_x)
             err = float(np.sqrt(np.mean((pred - hold_y) ** 2)))
             errors[name] = err if np.isfinite(err) else math.inf
+            drift[name] = _drift(pred - hold_y)
             noise.append(float(grid_fit.sigma2[grid_fit.best]))
         if self.include_last_value:
             errors["last_value"] = float(np.sqrt(np.mean((hold_y - fit_y[-1]) ** 2)))
+            drift["last_value"] = _drift(fit_y[-1] - hold_y)
         noise2 = float(np.median(noise)) if noise else 0.0
         ranked = sorted(errors, key=lambda k: errors[k])[: self.top_k]
         inv = np.array([1.0 / (errors[k] ** 2 + noise2 + 1e-300) for k in ranked])
@@ -282,7 +313,10 @@ class PowerLawForecaster:
         if inv.sum() <= 0:
             inv = np.ones(len(ranked))
         share = inv / inv.sum()
-        return [_Member(k, float(s), errors[k]) for k, s in zip(ranked, share, strict=True)]
+        return [
+            _Member(k, float(s), errors[k], min(drift[k], errors[k]))
+            for k, s in zip(ranked, share, strict=True)
+        ]
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -300,7 +334,8 @@ class PowerLawForecaster:
         split_x = x[-n_hold - 1] if n > n_hold + 1 else x[0]
         # Out-of-sample error per unit of log-extrapolation, observed on the hold-out.
         hold_span = max(float(np.log(x[-1] / split_x)), 1e-3)
-        spread = 0.0 if not np.isfinite(member.holdout_rmse) else member.holdout_rmse / hold_span
+        err = member.holdout_drift if np.isfinite(member.holdout_drift) else member.holdout_rmse
+        spread = 0.0 if not np.isfinite(err) else err / hold_span
         z_extra = rng.standard_normal(k) * _EXTRAPOLATION_SPREAD * spread
         if member.name == "last_value":
             level = float(y[-1])

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.curves import Direction, FloatArray, IntArray, to_loss
+from forecaster.curves import Curve, Direction, FloatArray, IntArray, to_loss
 from forecaster.errors import InvalidArgumentError
+from forecaster.metric_kinds import bounds_for
 
 Sampler = Callable[[FloatArray], FloatArray]
 
@@ -75,6 +76,9 @@ class Prediction:
         observed_best_loss: best finite observed value, loss view (NaN when none).
         converged: False when the fit fell back to something simpler.
         notes: what a person should know about this forecast.
+        bounds: (lower, upper) the metric cannot leave, in the study's direction (its kind's
+            natural bounds, e.g. [0, 1] for an accuracy); every sample read is clipped to them
+            here, so a wrapper of the sampler keeps them. None: unbounded.
     """
 
     model: str
@@ -85,6 +89,7 @@ class Prediction:
     observed_best_loss: float = math.nan
     converged: bool = True
     notes: tuple[str, ...] = ()
+    bounds: tuple[float, float] | None = None
     # Samples at a few steps, kept: a policy asks several questions of the same step (the
     # budget), and a decision on a cached forecast should not draw them again. Not init
     # fields, so `replace()` starts a copy with its own memo; the engine's worker threads
@@ -96,15 +101,24 @@ class Prediction:
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
 
+    def _sample(self, steps: FloatArray) -> FloatArray:
+        """The sampler's draws (loss view), clipped to the metric's bounds."""
+        drawn = self.sampler(steps)
+        if self.bounds is None:
+            return drawn
+        ends = to_loss(np.asarray(self.bounds, dtype=np.float64), self.direction)
+        with np.errstate(invalid="ignore"):
+            return np.clip(drawn, ends.min(), ends.max())
+
     def _draw(self, steps: FloatArray) -> FloatArray:
         if len(steps) > 4:
-            return self.sampler(steps)
+            return self._sample(steps)
         key = tuple(float(s) for s in steps)
         with self._memo_lock:
             kept = self._memo.get(key)
         if kept is not None:
             return kept
-        drawn = self.sampler(steps)  # outside the lock: deterministic, a race draws twice
+        drawn = self._sample(steps)  # outside the lock: deterministic, a race draws twice
         drawn.setflags(write=False)
         with self._memo_lock:
             if len(self._memo) > 16:
@@ -142,7 +156,7 @@ class Prediction:
         target_loss = float(to_loss(target, self.direction))
         if self.observed_best_loss <= target_loss:
             return 1.0
-        paths = self.sampler(self._reach_grid(by_step))
+        paths = self._sample(self._reach_grid(by_step))
         with np.errstate(invalid="ignore"):
             reached = (paths <= target_loss).any(axis=1)
         return float(reached.mean())
@@ -154,10 +168,19 @@ class Prediction:
         if self.observed_best_loss <= target_loss:
             return np.full(len(q), self.observed_until, dtype=np.int64)
         with np.errstate(invalid="ignore"):
-            hit = self.sampler(grid) <= target_loss
+            hit = self._sample(grid) <= target_loss
         first = np.where(hit.any(axis=1), grid[np.argmax(hit, axis=1)], np.inf)
         out = np.quantile(first, check_quantile_levels(q), method="lower")
         return np.where(np.isfinite(out), out, 0).astype(np.int64)
+
+
+def within_bounds(prediction: Prediction, curve: Curve) -> Prediction:
+    """prediction bounded by the curve's metric kind (`metric_kinds.bounds_for`): what the
+    service, the batch, the replay and the evaluation read. The same object when unbounded."""
+    bounds = bounds_for(curve.kind, curve.values)
+    if bounds is None or prediction.bounds == bounds:
+        return prediction
+    return replace(prediction, bounds=bounds)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from forecaster.curves import Curve, Direction, FloatArray, LrProfile, LrSchedule, thin_indices
+from forecaster.curves import (
+    Curve,
+    Direction,
+    FloatArray,
+    LrProfile,
+    LrSchedule,
+    level_noise,
+    thin_indices,
+)
 from forecaster.models.base import StudyHistory
 from forecaster.models.baselines import constant_prediction, unfit_prediction
 from forecaster.models.power_law import PowerLawForecaster
@@ -532,6 +540,47 @@ def _linear_init(
     return np.asarray(coef, dtype=np.float64)
 
 
+def _decay_ahead(profile: LrProfile, curve: Curve) -> bool:
+    """Whether the lr falls (by more than rounding) between the newest step and the horizon."""
+    ahead = np.linspace(float(curve.last_step), float(curve.horizon), 64)
+    lr = profile.lr_at(ahead)
+    return bool(lr.min() < 0.99 * float(profile.lr_at([float(curve.last_step)])[0]))
+
+
+def _fits_newest(prediction: Prediction, curve: Curve) -> bool:
+    """Whether the law's fit runs through the curve's newest 20% of points: its median
+    residual there within 3 standard errors of a level (`curves.level_noise`, the curve's own
+    noise). Only a law that misses them is checked out of sample (the costly part)."""
+    loss = curve.loss_view().finite()
+    n = len(loss)
+    if n < _MIN_CHECK_POINTS:
+        return True
+    n_hold = max(2, int(round(_CHECK_FRACTION * n)))
+    steps = loss.steps[n - n_hold :].astype(np.float64)
+    median = np.median(prediction.sampler(steps[:: max(1, n_hold // 16)]), axis=0)
+    resid = loss.values[n - n_hold :][:: max(1, n_hold // 16)] - median
+    bias = abs(float(np.median(resid)))
+    noise = level_noise(loss.values, len(resid))  # the standard error of their median
+    return bias <= 3.0 * max(noise, 1e-12 * (1.0 + abs(float(loss.values[-1]))))
+
+
+def _own_noise(
+    study: StudyFit, profile: LrProfile, steps: FloatArray, y: FloatArray, coef: tuple[float, float]
+) -> float:
+    """A run's relative residual sd about the study's law with its own (L0, A): robust (MAD),
+    0 below 8 points."""
+    if len(y) < 8:
+        return 0.0
+    cols = study.columns(profile, steps, study.shape)
+    mean = coef[0] + coef[1] * cols[:, 0] - float(study.params[study.d]) * cols[:, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = y / mean - 1.0
+    rel = rel[np.isfinite(rel)]
+    if not len(rel):
+        return 0.0
+    return 1.4826 * float(np.median(np.abs(rel - np.median(rel))))
+
+
 @dataclass(frozen=True)
 class FittedRun:
     """A run's law: the study's (or its own) fit with the run's (L0, A)."""
@@ -577,6 +626,10 @@ def schedule_known(curve: Curve) -> bool:
 
 
 _MIN_POINTS_ALONE = 5  # a run with no completed run in its study needs this many points
+# A law is checked against the power-law ensemble on the newest 20% of a curve's points (fitted
+# without them), from this many points on (the ensemble's own hold-out weighting starts there).
+_MIN_CHECK_POINTS = 8
+_CHECK_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -598,8 +651,48 @@ class ScheduleLawForecaster:
             return fitted
         profile = LrProfile.of(curve, curve.horizon)
         assert profile is not None
-        return fitted[0].prediction(
+        prediction = fitted[0].prediction(
             profile, curve, self.name, self.version, self.n_samples, self.seed, fitted[1]
+        )
+        if _decay_ahead(profile, curve) or _fits_newest(prediction, curve):
+            return prediction
+        worse = self._worse_than_power_law(curve, history)
+        if worse is None:
+            return prediction
+        fallback = PowerLawForecaster(name=self.name, seed=self.seed).fit(curve)
+        return replace(fallback, model_version=self.version, notes=(worse, *fallback.notes))
+
+    def _worse_than_power_law(self, curve: Curve, history: StudyHistory | None) -> str | None:
+        """Why the law is not used for this curve (its forecast of the newest points, fitted
+        without them, is worse than the power-law ensemble's: a noisy or erratic run the law
+        does not describe), or None when it does at least as well. Asked only when no decay
+        of the lr lies ahead: a decay to come is what the law knows and the ensemble cannot,
+        and the newest points, before it, cannot show that."""
+        finite = curve.finite()
+        n = len(finite)
+        if n < _MIN_CHECK_POINTS:
+            return None
+        n_hold = max(2, int(round(_CHECK_FRACTION * n)))
+        head = finite.head(n - n_hold)
+        hold_steps = finite.steps[n - n_hold :].astype(np.float64)
+        truth = finite.loss_view().values[n - n_hold :]
+        law = self.fit_law(head, history)
+        if isinstance(law, Prediction):
+            return None
+        profile = LrProfile.of(head, head.horizon)
+        assert profile is not None
+        law_pred = law[0].prediction(profile, head, self.name, self.version, 100, self.seed, ())
+        power = PowerLawForecaster(n_samples=100, seed=self.seed).fit(head)
+        errors = []
+        for prediction in (law_pred, power):
+            median = np.median(prediction.sampler(hold_steps), axis=0)
+            errors.append(float(np.mean(np.abs(median - truth))))
+        if not errors[0] > errors[1]:
+            return None
+        return (
+            f"the {self.name}'s forecast of the newest {n_hold} points (fitted without them) is "
+            f"off by {errors[0]:.3g} on average, the power-law ensemble's by {errors[1]:.3g}: "
+            "the power-law ensemble answered for this curve."
         )
 
     def what_if(
@@ -657,6 +750,10 @@ class ScheduleLawForecaster:
         steps, y = steps[idx], y[idx]
         if study is not None:
             coef, cov, same = study.run_coefficients(profile, steps, y)
+            own = _own_noise(study, profile, steps, y, coef)
+            if own > study.sigma:  # a noisier run than the study's: its own noise widens it
+                study = replace(study, sigma=own)
+                coef, cov, same = study.run_coefficients(profile, steps, y)
             notes = [f"shape and annealing term shared with {study.n_runs} completed runs"]
             notes.append(
                 "; L0 and A of their peak lr, adjusted to this run's points."
@@ -667,9 +764,10 @@ class ScheduleLawForecaster:
         if len(y) < _MIN_POINTS_ALONE:
             note = (
                 f"only {len(y)} usable points past the warm-up and no completed run in the "
-                "study: the forecast is the last value with a wide interval."
+                "study: this is the power-law ensemble (the short-curve law below 5 points)."
             )
-            return constant_prediction(curve, self.name, self.version, self.n_samples, 0, note)
+            short = PowerLawForecaster(name=self.name, seed=self.seed).fit(curve)
+            return replace(short, model_version=self.version, notes=(note, *short.notes))
         alone = fit_study(self.name, (curve.finite(),))
         if alone is None:
             return constant_prediction(curve, self.name, self.version, self.n_samples, 0, None)

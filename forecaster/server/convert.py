@@ -194,6 +194,9 @@ def study_spec_from_proto(m: pb.StudySpec, limits: Limits) -> StudySpec:
         policy=m.policy.name,
         policy_params=struct_to_dict(m.policy.params, f"{where}: policy.params", limits),
         forecaster=m.forecaster,
+        metric_kind=m.metric_kind,
+        metric_lower=m.metric_lower if m.HasField("metric_lower") else None,
+        metric_upper=m.metric_upper if m.HasField("metric_upper") else None,
     )
 
 
@@ -207,6 +210,9 @@ def study_to_proto(study: Study) -> pb.Study:
         target=s.target,
         policy=pb.PolicySettings(name=s.policy, params=dict_to_struct(s.policy_params)),
         forecaster=s.forecaster,
+        metric_kind=s.metric_kind,
+        metric_lower=s.metric_lower,
+        metric_upper=s.metric_upper,
     )
     return pb.Study(spec=spec, created_at_s=study.created_at_s, n_runs=study.n_runs)
 

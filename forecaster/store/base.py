@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from forecaster.curves import Curve, Direction, LrSchedule, Points
 from forecaster.errors import InvalidArgumentError
+from forecaster.metric_kinds import MetricKind, kind_of
 
 _MAX_NAME = 200
 
@@ -59,6 +60,11 @@ class StudySpec:
     policy: str = ""
     policy_params: dict[str, Any] = field(default_factory=dict, compare=False)
     forecaster: str = ""
+    # issue 16: what kind of metric it is ("" inferred from metric and direction) and explicit
+    # bounds (None: the kind's own); see forecaster/metric_kinds.py.
+    metric_kind: str = ""
+    metric_lower: float | None = None
+    metric_upper: float | None = None
 
     def __post_init__(self) -> None:
         check_name("study", self.name)
@@ -73,15 +79,31 @@ class StudySpec:
                 f"study {self.name!r}: target must be finite; got {self.target}."
             )
         try:
+            self.kind  # noqa: B018 (validates the kind's name and bounds)
+        except InvalidArgumentError as e:
+            raise InvalidArgumentError(f"study {self.name!r}: {e}") from None
+        try:
             canonical_json(self.policy_params)
         except (TypeError, ValueError) as e:
             raise InvalidArgumentError(
                 f"study {self.name!r}: policy params must be plain JSON: {e}"
             ) from None
 
+    @property
+    def kind(self) -> MetricKind:
+        """The metric's kind: as the study says, else inferred from its name and direction."""
+        return kind_of(
+            self.metric,
+            self.direction is Direction.MIN,
+            self.metric_kind,
+            self.metric_lower,
+            self.metric_upper,
+        )
+
     def differences(self, other: StudySpec) -> list[str]:
         """Names of the fields whose values differ."""
         fields = ["metric", "direction", "max_step", "target", "policy", "forecaster"]
+        fields += ["metric_kind", "metric_lower", "metric_upper"]
         diff = [f for f in fields if getattr(self, f) != getattr(other, f)]
         if canonical_json(self.policy_params) != canonical_json(other.policy_params):
             diff.append("policy_params")
@@ -308,6 +330,7 @@ def curve_of(study: Study, run: Run, points: Points) -> Curve:
         target=study.spec.target,
         schedule=run.spec.lr_schedule,
         config=run.spec.config,
+        kind=study.spec.kind,
     )
 
 

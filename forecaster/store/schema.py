@@ -177,6 +177,15 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        6,
+        "issue 16: a study's metric kind and explicit bounds (empty kind / NULL: inferred)",
+        (
+            "ALTER TABLE studies ADD COLUMN metric_kind TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE studies ADD COLUMN metric_lower {REAL}",
+            "ALTER TABLE studies ADD COLUMN metric_upper {REAL}",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

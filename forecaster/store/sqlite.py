@@ -414,7 +414,8 @@ class SqliteStore:
 
     _STUDY_COLS = (
         "s.id AS study_id, s.name, s.metric, s.direction, s.max_step, s.target, s.policy, "
-        "s.policy_params, s.forecaster, s.created_at, s.n_runs, s.n_done"
+        "s.policy_params, s.forecaster, s.created_at, s.n_runs, s.n_done, s.metric_kind, "
+        "s.metric_lower, s.metric_upper"
     )
 
     @staticmethod
@@ -428,6 +429,9 @@ class SqliteStore:
             policy=row["policy"],
             policy_params=json.loads(row["policy_params"]),
             forecaster=row["forecaster"],
+            metric_kind=row["metric_kind"],
+            metric_lower=row["metric_lower"],
+            metric_upper=row["metric_upper"],
         )
         return Study(
             spec, created_at_s=row["created_at"], n_runs=row["n_runs"], n_done=row["n_done"]
@@ -449,7 +453,8 @@ class SqliteStore:
             now = self._clock()
             inserted = cur.execute(
                 "INSERT INTO studies (name, metric, direction, max_step, target, policy, "
-                "policy_params, forecaster, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "policy_params, forecaster, created_at, metric_kind, metric_lower, metric_upper) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (name) DO NOTHING",
                 (
                     spec.name,
@@ -461,6 +466,9 @@ class SqliteStore:
                     canonical_json(spec.policy_params),
                     spec.forecaster,
                     now,
+                    spec.metric_kind,
+                    spec.metric_lower,
+                    spec.metric_upper,
                 ),
             ).rowcount
             if inserted:

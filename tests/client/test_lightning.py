@@ -145,6 +145,7 @@ def test_the_forecast_lands_in_the_trainers_tensorboard_log(service, tmp_path):
     low, high = dict(scalars["forecast/final_q05"]), dict(scalars["forecast/final_q95"])
     for step, value in median.items():
         assert low[step] <= value <= high[step] and math.isfinite(value)
+        assert low[step] >= 0.0  # a loss (the kind "train_loss" names) is never forecast < 0
     # The reporter's forecast after fit() may be one report newer than the last one logged (the
     # sender thread refreshes it while the trainer closes): the same run's forecast, so the
     # last logged median lies within its interval.

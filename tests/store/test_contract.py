@@ -84,12 +84,18 @@ def test_create_study_returns_what_it_stored_and_get_study_reads_it(backend):
     spec = StudySpec(
         "sweep", "acc", Direction.MAX, max_step=500, target=0.9, policy="unpromising",
         policy_params={"p": 0.05, "nested": {"k": [1, 2]}}, forecaster="power_law",
+        metric_kind="accuracy", metric_lower=0.1, metric_upper=0.95,
     )  # fmt: skip
     study, created = store.create_study(spec)
     assert created and study.spec == spec and study.n_runs == 0
     got = store.get_study("sweep")
     assert got.spec == spec and got.spec.policy_params == spec.policy_params
     assert got.created_at_s == study.created_at_s and got.n_runs == 0
+    assert got.spec.kind.bounds == (0.1, 0.95) and got.spec.kind.name == "accuracy"
+    # Left empty, the kind is inferred from the metric and direction, and stored empty.
+    store.create_study(StudySpec("plain", "val_loss", Direction.MIN))
+    plain = store.get_study("plain").spec
+    assert plain.metric_kind == "" and plain.metric_lower is None and plain.kind.name == "loss"
 
 
 def test_create_study_is_idempotent(backend):
@@ -113,6 +119,8 @@ def test_create_study_is_idempotent(backend):
         ("policy", {"policy": "median"}),
         ("policy_params", {"policy_params": {"p": 0.1}}),
         ("forecaster", {"forecaster": "gbm"}),
+        ("metric_kind", {"metric_kind": "loss"}),
+        ("metric_upper", {"metric_upper": 10.0}),
     ],
 )
 def test_create_study_with_another_definition_is_refused_naming_the_field(backend, field, other):

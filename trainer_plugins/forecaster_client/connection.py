@@ -219,16 +219,27 @@ def study_spec(
     policy: str = "",
     policy_params: Mapping[str, Any] | None = None,
     forecaster: str = "",
+    metric_kind: str = "",
+    metric_lower: float | None = None,
+    metric_upper: float | None = None,
 ) -> pb.StudySpec:
+    """The StudySpec a plugin creates its study with. metric_kind ("loss", "accuracy",
+    "probability", "win_rate", "error_rate", "perplexity", "unbounded"; "" = inferred by the
+    service) and metric_lower/metric_upper bound the service's forecasts of the metric."""
     spec = pb.StudySpec(
         name=name,
         metric=metric,
         direction=direction_of(direction),
         max_step=int(max_step or 0),
         forecaster=forecaster,
+        metric_kind=metric_kind,
     )
     if target is not None:
         spec.target = float(target)
+    if metric_lower is not None:
+        spec.metric_lower = float(metric_lower)
+    if metric_upper is not None:
+        spec.metric_upper = float(metric_upper)
     if policy or policy_params:
         spec.policy.name = policy
         params = to_struct(policy_params)

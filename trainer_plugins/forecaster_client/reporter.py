@@ -45,7 +45,8 @@ class Reporter:
     Args:
         address: "host:port" of the forecaster service.
         study: the study's name; it is created if missing (with ``metric``, ``direction``,
-            ``max_step``, ``target``, ``policy``, ``forecaster``), joined as it is otherwise.
+            ``max_step``, ``target``, ``policy``, ``forecaster``, ``metric_kind``,
+            ``metric_lower``, ``metric_upper``), joined as it is otherwise.
         run: the run's name, unique in the study. A re-started job that uses the same name
             re-attaches to its run; points at or before the run's last stored step are skipped.
         config: hyper-parameters, stored with the run (JSON-like values).
@@ -69,6 +70,10 @@ class Reporter:
             in between. Every rank must call should_stop() equally often.
         forecast_every_s: forecast() and summary() ask the service for a new forecast at
             most this often (on a background thread).
+        metric_kind: what kind of number the metric is ("loss", "accuracy", "probability",
+            "win_rate", "error_rate", "perplexity", "unbounded"); "" lets the service infer it
+            from ``metric`` and ``direction``. Its natural bounds bound every forecast.
+        metric_lower, metric_upper: explicit bounds of the metric (None: the kind's).
     """
 
     def __init__(
@@ -96,6 +101,9 @@ class Reporter:
         distributed: bool | None = None,
         sync_every: int = 1,
         forecast_every_s: float = 10.0,
+        metric_kind: str = "",
+        metric_lower: float | None = None,
+        metric_upper: float | None = None,
     ) -> None:
         if not run:
             raise ValueError("run must be a non-empty name, unique within the study")
@@ -114,6 +122,9 @@ class Reporter:
             policy=policy,
             policy_params=policy_params,
             forecaster=forecaster,
+            metric_kind=metric_kind,
+            metric_lower=metric_lower,
+            metric_upper=metric_upper,
         )
         run_spec = pb.RunSpec(name=run, max_step=int(max_step or 0))
         struct = to_struct(config)

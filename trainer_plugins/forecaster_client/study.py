@@ -60,6 +60,9 @@ class StudyInfo:
     forecaster: str
     n_runs: int
     created_at_s: float
+    metric_kind: str = ""  # "" = inferred by the service from the metric name and direction
+    metric_lower: float | None = None
+    metric_upper: float | None = None
 
     @classmethod
     def from_proto(cls, s: pb.Study) -> StudyInfo:
@@ -74,6 +77,9 @@ class StudyInfo:
             forecaster=spec.forecaster or "auto",
             n_runs=int(s.n_runs),
             created_at_s=s.created_at_s,
+            metric_kind=spec.metric_kind,
+            metric_lower=_optional(spec, "metric_lower"),
+            metric_upper=_optional(spec, "metric_upper"),
         )
 
 

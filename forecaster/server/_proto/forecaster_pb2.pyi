@@ -118,7 +118,7 @@ class PolicySettings(_message.Message):
     def __init__(self, name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class StudySpec(_message.Message):
-    __slots__ = ("name", "metric", "direction", "max_step", "target", "policy", "forecaster")
+    __slots__ = ("name", "metric", "direction", "max_step", "target", "policy", "forecaster", "metric_kind", "metric_lower", "metric_upper")
     NAME_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,9 @@ class StudySpec(_message.Message):
     TARGET_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     FORECASTER_FIELD_NUMBER: _ClassVar[int]
+    METRIC_KIND_FIELD_NUMBER: _ClassVar[int]
+    METRIC_LOWER_FIELD_NUMBER: _ClassVar[int]
+    METRIC_UPPER_FIELD_NUMBER: _ClassVar[int]
     name: str
     metric: str
     direction: Direction
@@ -133,7 +136,10 @@ class StudySpec(_message.Message):
     target: float
     policy: PolicySettings
     forecaster: str
-    def __init__(self, name: _Optional[str] = ..., metric: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., max_step: _Optional[int] = ..., target: _Optional[float] = ..., policy: _Optional[_Union[PolicySettings, _Mapping]] = ..., forecaster: _Optional[str] = ...) -> None: ...
+    metric_kind: str
+    metric_lower: float
+    metric_upper: float
+    def __init__(self, name: _Optional[str] = ..., metric: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., max_step: _Optional[int] = ..., target: _Optional[float] = ..., policy: _Optional[_Union[PolicySettings, _Mapping]] = ..., forecaster: _Optional[str] = ..., metric_kind: _Optional[str] = ..., metric_lower: _Optional[float] = ..., metric_upper: _Optional[float] = ...) -> None: ...
 
 class Study(_message.Message):
     __slots__ = ("spec", "created_at_s", "n_runs")
