@@ -48,6 +48,7 @@ class Examples:
     sched: FloatArray  # (n,): 1.0 where the schedule laws apply (a loss whose lr is known)
     source: StrArray  # (n,)
     task: StrArray  # (n,): "source/task"
+    run: StrArray  # (n,): the run_id each example was cut from (what an audit of a set reads)
     weight: FloatArray  # (n,)
 
     @property
@@ -83,6 +84,7 @@ class TaskExamples:
 class _Row(NamedTuple):
     """One example while a task's examples are collected."""
 
+    run: str
     x: FloatArray
     seq: FloatArray
     queries: FloatArray
@@ -106,6 +108,7 @@ def _stack(rows: Sequence[_Row], source: str, task: str) -> Examples:
         sched=np.asarray([r.sched for r in rows], dtype=np.float64),
         source=np.full(n, source),
         task=np.full(n, f"{source}/{task}"),
+        run=np.asarray([r.run for r in rows]),
         weight=np.ones(n),
     )
 
@@ -170,6 +173,7 @@ def _task_examples(job: _Job) -> TaskExamples:
             q_z[1 : 1 + len(picks)] = frame.scaled(loss[picks])
             rows.append(
                 _Row(
+                    run=run.run_id,
                     x=f.features,
                     seq=f.sequence,
                     queries=query_features(frame, q_steps),
