@@ -64,9 +64,7 @@ def add_parser(commands: Commands) -> None:
         ("finetune-epochs", loso.finetune_epochs, "sequence's epochs on the corpus"),
         ("gbm-rounds", loso.gbm_rounds, "gbm's boosting rounds"),
     ):
-        parser.add_argument(
-            f"--loso-{flag}", type=int, default=default, help=f"LOSO banks: {what}"
-        )
+        parser.add_argument(f"--loso-{flag}", type=int, default=default, help=f"LOSO banks: {what}")
     options.add_json(parser)
     options.add_no_progress(parser)
     parser.set_defaults(func=run)

@@ -62,9 +62,7 @@ def _code_digest() -> str:
     return digest("".join(f"{p.name}:{digest(p.read_text())}" for p in files))
 
 
-def bank_key(
-    corpus: str | Path, holdout: Sequence[str], training: LosoTraining
-) -> dict[str, Any]:
+def bank_key(corpus: str | Path, holdout: Sequence[str], training: LosoTraining) -> dict[str, Any]:
     """Everything a bank trained without `holdout` depends on."""
     from forecaster.training.pipeline import training_sources
     from forecaster.training.report import fingerprint

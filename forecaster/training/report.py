@@ -134,8 +134,14 @@ def write_example_index(out: Path, parts: Mapping[str, Examples]) -> Path:
                 "cutoff": ex.cutoff,
                 "weight": ex.weight,
             },
-            schema={"part": pl.String, "source": pl.String, "task": pl.String,
-                    "run_id": pl.String, "cutoff": pl.Float64, "weight": pl.Float64},
+            schema={
+                "part": pl.String,
+                "source": pl.String,
+                "task": pl.String,
+                "run_id": pl.String,
+                "cutoff": pl.Float64,
+                "weight": pl.Float64,
+            },
         )  # fmt: skip
         for part, ex in parts.items()
     ]
