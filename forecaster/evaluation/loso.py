@@ -96,7 +96,8 @@ def bank_for(
     folder = Path(cache) / f"{name}-{digest(json.dumps(key, sort_keys=True))[:16]}"
     if (folder / DONE).exists():
         if progress:
-            print(f"[loso] reusing the bank without {name}: {folder}", file=sys.stderr)
+            what = f"without {name}" if holdout else "trained on every source"
+            print(f"[loso] reusing the bank {what}: {folder}", file=sys.stderr)
         return folder
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
