@@ -73,6 +73,7 @@ def add_parser(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from forecaster.errors import InvalidArgumentError
     from forecaster.evaluation.accuracy import DEFAULT_MODELS, aggregate, format_table, score_corpus
     from forecaster.evaluation.loso import score_loso
 
@@ -86,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
         "progress": not args.no_progress,
     }
     if args.protocol == "loso":
+        if args.models_dir or args.tasks != "auto":
+            raise InvalidArgumentError(
+                "--models-dir and --tasks do not apply to --protocol loso: each source is "
+                "scored, all its tasks, by the bank trained without it (see --loso-cache)."
+            )
         training = LosoTraining(
             max_runs_per_task=args.loso_runs_per_task,
             synthetic_tasks=args.loso_synthetic_tasks,

@@ -106,6 +106,9 @@ def test_train_holds_out_named_sources_and_refuses_unknown_ones(marked_corpus, t
                  "--holdout-source", "syn_x", "--no-progress"]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert "syn_x" in err and "syn_a" in err and len(err.splitlines()) == 1
+    assert main(["eval", "--corpus", str(marked_corpus), "--protocol", "loso",
+                 "--models-dir", str(tmp_path), "--no-progress"]) == 2  # fmt: skip
+    assert "do not apply to --protocol loso" in capsys.readouterr().err
     with pytest.raises(InvalidArgumentError, match="every source is held out"):
         train_all(marked_corpus, tmp_path / "m", holdout_sources=["syn_a", "syn_b", "syn_c"])
     assert leave_one_source_out(["syn_b", "syn_a", "syn_c"]) == [
