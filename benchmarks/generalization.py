@@ -18,6 +18,8 @@ sample of the same forecasts (its share of declines and its CPU per forecast bes
 `auto`'s time on one 500-point curve, one core. Writes its section of docs/benchmarks.md.
 
     python benchmarks/generalization.py [--max-runs-per-task 15] [--nni-per-source 8]
+        [--loso-runs-per-task 12 --loso-synthetic-tasks 40 --loso-pretrain-epochs 2
+         --loso-finetune-epochs 4 --loso-gbm-rounds 120] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -259,14 +261,24 @@ def main() -> int:
     )
     parser.add_argument("--cache", default=None, help="LOSO bank cache (default: the user cache)")
     loso = LosoTraining()
-    parser.add_argument("--loso-runs-per-task", type=int, default=loso.max_runs_per_task)
+    sizes = {
+        "max_runs_per_task": "runs-per-task",
+        "synthetic_tasks": "synthetic-tasks",
+        "pretrain_epochs": "pretrain-epochs",
+        "finetune_epochs": "finetune-epochs",
+        "gbm_rounds": "gbm-rounds",
+    }
+    for field, flag in sizes.items():
+        parser.add_argument(f"--loso-{flag}", type=int, default=getattr(loso, field))
     args = parser.parse_args()
     if not corpus_found(args.corpus):
         return 2
     from forecaster.evaluation.loso import default_cache
 
     cache = Path(args.cache) if args.cache else default_cache()
-    training = LosoTraining(max_runs_per_task=args.loso_runs_per_task)
+    training = LosoTraining(
+        **{field: getattr(args, f"loso_{flag.replace('-', '_')}") for field, flag in sizes.items()}
+    )
     started = time.time()
     everything = bank_for(args.corpus, [], training, cache, workers=args.workers)
     trained_on = json.loads((everything / "ensemble" / "meta.json").read_text())["training_tasks"]
@@ -303,7 +315,9 @@ def main() -> int:
         [
             "## Generalization: in-distribution and leave-one-source-out, side by side",
             f"`python benchmarks/generalization.py --max-runs-per-task {args.max_runs_per_task} "
-            f"--nni-per-source {args.nni_per_source}` on {platform.machine()} "
+            f"--nni-per-source {args.nni_per_source} "
+            + " ".join(f"--loso-{flag} {getattr(training, field)}" for field, flag in sizes.items())
+            + f"` on {platform.machine()} "
             f"({os.cpu_count()} cores, shared): {len(ind_scores) + len(loso_scores)} forecasts "
             f"and {len(banks) + 1} banks in {scored:.0f} s (banks trained now or reused from "
             f"the cache), the peer in {t_peer:.0f} s.",

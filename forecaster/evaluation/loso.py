@@ -10,7 +10,10 @@ Training eight banks on two cores is the cost, so LOSO trains small ones (`LosoT
 runs per task, a smaller synthetic prior, fewer epochs and rounds) and keeps each in a cache
 folder named by everything it depends on: the training sources' fingerprint, the held-out
 sources, the training settings, and the code that trains and serves the models. A bank whose
-name matches is reused; anything else trains a new one.
+name matches is reused; anything else trains a new one. Each task's examples are kept too
+(`training.examples._TaskCache`): the banks of one evaluation share six of seven sources, so
+each task is cut once; a held-out source's tasks are never looked up, since its runs never
+become a training job.
 """
 
 from __future__ import annotations
@@ -54,18 +57,10 @@ def default_cache() -> Path:
     return Path(platformdirs.user_cache_dir("forecaster")) / "loso"
 
 
-def _code_digest() -> str:
-    """A name for the code that trains and serves the learned models: a bank trained by other
-    code is not reused."""
-    root = Path(__file__).resolve().parents[1]
-    files = sorted([*(root / "training").glob("*.py"), *(root / "models").glob("*.py")])
-    return digest("".join(f"{p.name}:{digest(p.read_text())}" for p in files))
-
-
 def bank_key(corpus: str | Path, holdout: Sequence[str], training: LosoTraining) -> dict[str, Any]:
     """Everything a bank trained without `holdout` depends on."""
     from forecaster.training.pipeline import training_sources
-    from forecaster.training.report import fingerprint
+    from forecaster.training.report import code_digest, fingerprint
 
     srcs = training_sources(corpus, None, holdout)
     return {
@@ -73,7 +68,7 @@ def bank_key(corpus: str | Path, holdout: Sequence[str], training: LosoTraining)
         "training_sources": [s.name for s in srcs],
         "corpus_fingerprint": fingerprint(srcs),
         "training": asdict(training),
-        "code": _code_digest(),
+        "code": code_digest(),
     }
 
 
@@ -115,6 +110,7 @@ def bank_for(
         workers=workers,
         progress=progress,
         example_index=True,
+        example_cache=Path(cache) / "examples",
     )
     (partial / DONE).write_text(json.dumps(key, indent=1, sort_keys=True))
     shutil.rmtree(folder, ignore_errors=True)

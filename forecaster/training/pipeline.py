@@ -31,6 +31,7 @@ def train_all(
     workers: int | None = None,
     progress: bool = True,
     example_index: bool = False,
+    example_cache: str | Path | None = None,
 ) -> Metrics:
     """Trains gbm, sequence and ensemble on the corpus and writes OUT/<name>/ for each.
     Returns the held-out metrics (z units) per model and source.
@@ -38,19 +39,26 @@ def train_all(
     holdout_sources: sources left out whole (leave-one-source-out). They are dropped here,
     where the corpus is read, so no later step (examples, fits, stacking, calibration) can
     see them; every artifact's meta.json lists them. example_index: also write
-    OUT/training_examples.parquet, the run behind every example of every set."""
+    OUT/training_examples.parquet, the run behind every example of every set. example_cache:
+    a folder where each task's examples are kept and reused (banks of overlapping sources)."""
     started = time.perf_counter()
     srcs = training_sources(corpus, source_names, holdout_sources)
     say = _say(progress)
     held = f" (held out: {', '.join(sorted(holdout_sources))})" if holdout_sources else ""
     say(f"corpus {corpus}: {', '.join(s.name for s in srcs)}{held}")
+    cache = Path(example_cache) if example_cache is not None else None
     with fit.reproducible():
         (train, calib, test), tasks = _corpus_examples(
-            srcs, max_runs_per_task, seed, split_seed, workers, progress, say
+            srcs, max_runs_per_task, seed, split_seed, workers, progress, say, cache
         )
         gbm_model = fit.fit_gbm(train, rounds=gbm_rounds, seed=seed, say=say)
         prior = prior_examples(
-            synthetic_tasks, seed=seed, split_seed=split_seed, workers=workers, progress=progress
+            synthetic_tasks,
+            seed=seed,
+            split_seed=split_seed,
+            workers=workers,
+            progress=progress,
+            cache=cache,
         )
         seq_model = fit.fit_sequence(
             prior,
@@ -114,11 +122,13 @@ def _corpus_examples(
     workers: int | None,
     progress: bool,
     say: Say,
+    cache: Path | None,
 ) -> tuple[tuple[Examples, Examples, Examples], dict[str, list[str]]]:
     """The train, calib and test examples of the corpus, and the task keys of each part."""
     data, tasks = build_examples(
-        srcs, max_runs_per_task, seed, split_seed, PARTS, workers, progress, "examples"
-    )
+        srcs, max_runs_per_task, seed, split_seed, PARTS, workers, progress, "examples",
+        cache=cache,
+    )  # fmt: skip
     for part in PARTS:
         if part not in data:
             raise InvalidArgumentError(

@@ -45,6 +45,16 @@ def fingerprint(srcs: Sequence[Source]) -> str:
     return h.hexdigest()
 
 
+def code_digest() -> str:
+    """A name for the code that makes examples and trains and serves the learned models
+    (forecaster/training and forecaster/models): what a cache of their outputs is keyed on."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted([*(root / "training").glob("*.py"), *(root / "models").glob("*.py")])
+    return hashlib.sha256(
+        "".join(f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in files).encode()
+    ).hexdigest()
+
+
 def heldout_predictions(ens: EnsembleForecaster, test: Examples) -> dict[str, FloatArray]:
     """(n, L) quantiles of z per model on the test examples: each member, the ensemble and the
     last value's level (z = 0)."""
