@@ -121,17 +121,21 @@ def test_train_holds_out_named_sources_and_refuses_unknown_ones(marked_corpus, t
 def test_training_twice_with_the_same_arguments_gives_the_same_models(
     trained_models, synthetic_corpus, tmp_path
 ):
-    # The same arguments as the trained_models fixture (tests/conftest.py).
-    metrics = train_all(
-        synthetic_corpus, tmp_path, max_runs_per_task=12, synthetic_tasks=12, pretrain_epochs=1,
-        finetune_epochs=2, gbm_rounds=25, workers=1, progress=False,
-    )  # fmt: skip
+    # The same arguments as the trained_models fixture (tests/conftest.py); then again with
+    # every task's examples read back from the example cache the first run filled.
     first = json.loads((trained_models / "ensemble" / "meta.json").read_text())
-    assert json.loads(json.dumps(metrics)) == first["heldout_metrics"]
-    for name in ("gbm", "ensemble"):
-        a = json.loads((trained_models / name / "meta.json").read_text())["files"]
-        b = json.loads((tmp_path / name / "meta.json").read_text())["files"]
-        assert a == b  # every file's sha256: the same trees, stacking weights and deltas
+    for again in ("fills", "reads"):
+        metrics = train_all(
+            synthetic_corpus, tmp_path / again, max_runs_per_task=12, synthetic_tasks=12,
+            pretrain_epochs=1, finetune_epochs=2, gbm_rounds=25, workers=1, progress=False,
+            example_cache=tmp_path / "examples",
+        )  # fmt: skip
+        assert json.loads(json.dumps(metrics)) == first["heldout_metrics"]
+        for name in ("gbm", "ensemble"):
+            a = json.loads((trained_models / name / "meta.json").read_text())["files"]
+            b = json.loads((tmp_path / again / name / "meta.json").read_text())["files"]
+            assert a == b  # every file's sha256: the same trees, stacking weights and deltas
+    assert len(list((tmp_path / "examples").glob("*.npz"))) >= 14 + 12  # corpus + prior tasks
 
 
 def test_evaluating_twice_gives_the_same_figures_whatever_order_workers_finish_in(
