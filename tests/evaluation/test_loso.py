@@ -50,6 +50,7 @@ def _seen_by(folder: Path) -> tuple[pl.DataFrame, list[dict]]:
     return index, metas
 
 
+@pytest.mark.slow  # trains two small banks
 def test_the_scored_source_never_reaches_training_or_calibration(marked_corpus, tmp_path):
     scores, names, banks = score_loso(
         marked_corpus, source_names=["syn_c"], model_names=["power_law", "ensemble", "auto"],
@@ -118,6 +119,7 @@ def test_train_holds_out_named_sources_and_refuses_unknown_ones(marked_corpus, t
     ]
 
 
+@pytest.mark.slow  # trains twice more
 def test_training_twice_with_the_same_arguments_gives_the_same_models(
     trained_models, synthetic_corpus, tmp_path
 ):
