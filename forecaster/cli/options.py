@@ -25,6 +25,7 @@ __all__ = [
     "add_sources",
     "add_workers",
     "csv",
+    "csv_all",
     "models_dir",
 ]
 
@@ -75,6 +76,12 @@ def csv(text: str | None) -> list[str] | None:
     if not text:
         return None
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def csv_all(texts: list[str] | None) -> list[str]:
+    """The items of a repeatable comma-separated flag (`--x a,b --x c`), in order, once each."""
+    items = [item for text in texts or [] for item in csv(text) or []]
+    return list(dict.fromkeys(items))
 
 
 def models_dir(flag: str | None) -> str:

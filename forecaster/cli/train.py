@@ -24,6 +24,13 @@ def add_parser(commands: Commands) -> None:
     options.add_corpus(parser)
     parser.add_argument("--out", required=True, help="folder for the artifacts")
     options.add_sources(parser)
+    parser.add_argument(
+        "--holdout-source",
+        action="append",
+        metavar="SOURCE",
+        help="leave this source out of everything training reads (repeatable or "
+        "comma-separated): what `forecaster eval --protocol loso` scores it with",
+    )
     options.add_max_runs_per_task(parser, default=60, help="runs sampled per task")
     parser.add_argument("--synthetic-tasks", type=int, default=150, help="tasks of the prior (x20)")
     parser.add_argument("--pretrain-epochs", type=int, default=6)
@@ -31,6 +38,11 @@ def add_parser(commands: Commands) -> None:
     parser.add_argument("--gbm-rounds", type=int, default=300)
     options.add_seed(parser)
     options.add_workers(parser)
+    parser.add_argument(
+        "--example-index",
+        action="store_true",
+        help="also write OUT/training_examples.parquet: the run behind every example",
+    )
     options.add_json(parser, help="print the held-out metrics as JSON")
     options.add_no_progress(parser, help="no progress on stderr")
     parser.set_defaults(func=run)
@@ -45,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         args.corpus,
         args.out,
         source_names=options.csv(args.sources),
+        holdout_sources=options.csv_all(args.holdout_source),
         max_runs_per_task=args.max_runs_per_task,
         synthetic_tasks=args.synthetic_tasks,
         pretrain_epochs=args.pretrain_epochs,
@@ -53,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         progress=not args.no_progress,
+        example_index=args.example_index,
     )
     if args.json:
         print(json.dumps({"heldout_metrics": metrics}, indent=1))

@@ -4,7 +4,11 @@ dataset), so a task is wholly in train, calib or test, never in two.
 Per source, tasks are ordered by a seeded hash of their name; the first 20% (at least one, when
 the source has three tasks or more) are test, the next 20% calib, the rest train. The split of
 a task depends only on the seed and its source's task names, so it is the same on every
-machine, in every process, and for every model.
+machine, in every process, and for every model (a seeded hash, not scikit-learn's
+`GroupShuffleSplit`, whose assignment of a task changes when another task is added).
+
+`leave_one_source_out` gives the folds of the leave-one-source-out protocol
+(evaluation/loso.py): each source scored by models that never saw any of it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 from collections.abc import Iterable
 from typing import Literal
 
+from forecaster.errors import InvalidArgumentError
 from forecaster.hashing import digest
 
 Part = Literal["train", "calib", "test"]
@@ -47,3 +52,25 @@ def split_tasks(
 def task_key(source: str, task: str) -> str:
     """How a task is named across sources, e.g. in an artifact's list of training tasks."""
     return f"{source}/{task}"
+
+
+def leave_one_source_out(source_names: Iterable[str]) -> list[tuple[list[str], str]]:
+    """(the sources to train on, the one held out) for each source, in name order: the folds
+    of the leave-one-source-out protocol (scikit-learn's `LeaveOneGroupOut` over sources).
+
+    A source is a team's own set of studies (its metrics, schedules, logging habits), so a
+    figure measured on a source that no learned, stacked or calibrated piece saw is what a
+    new team should expect; task-level splits inside a source cannot say that."""
+    import numpy as np
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    names = sorted(set(source_names))
+    if len(names) < 2:
+        raise InvalidArgumentError(
+            f"leave-one-source-out needs at least 2 sources; the corpus has {names or 'none'}."
+        )
+    groups = np.asarray(names)
+    return [
+        ([names[i] for i in train], names[int(held[0])])
+        for train, held in LeaveOneGroupOut().split(groups, groups=groups)
+    ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,6 +199,8 @@ def score_corpus(
     progress: bool = True,
     models_dir: str = "",
     heldout: bool | None = None,
+    skip_tasks: Collection[str] = (),
+    load_bank: bool | None = None,
 ) -> tuple[list[Score], list[str]]:
     """Every forecast of every model on every sampled run and cutoff, scored; and the model
     names in report order (the last-value baseline first).
@@ -206,15 +208,24 @@ def score_corpus(
     models_dir: the learned models' artifacts, as the service's setting ("": the shipped
     ones; "none": none), loaded only when a learned model or "auto" is scored.
     heldout: score only tasks no loaded learned model trained on (default: when a learned
-    model is among the models), so every model is compared on the same, unseen tasks.
+    model, or auto with learned models loaded, is among the models), so every model is
+    compared on the same, unseen tasks.
+    skip_tasks: task keys ("source/task") not to score besides those.
+    load_bank: hand every model the bank of models_dir, whatever is scored (what the
+    leave-one-source-out protocol does: anything a model takes from a bank comes from the one
+    that never saw the source); default: only when a learned model or auto is scored.
+
+    The scores come in one order (source, run, model, cutoff) whatever order the workers
+    finish in, so the same arguments give the same figures to the last bit.
     """
     names = tuple(dict.fromkeys([BASELINE, *[models.check_name(m) for m in model_names]]))
     cuts = tuple(float(c) for c in cutoffs)
     if not cuts or any(not 0 < c < 1 for c in cuts):
         raise InvalidArgumentError(f"cutoffs must be fractions in (0, 1); got {list(cutoffs)}.")
     learned = [n for n in names if models.is_learned(n)]
-    skip: frozenset[str] = frozenset()
-    bank = ModelBank.load(models_dir) if learned or models.AUTO in names else None
+    skip: frozenset[str] = frozenset(skip_tasks)
+    wanted = load_bank if load_bank is not None else bool(learned) or models.AUTO in names
+    bank = ModelBank.load(models_dir) if wanted else None
     if bank is not None and learned:
         missing = [n for n in learned if bank.get(n) is None]
         if missing:
@@ -223,8 +234,10 @@ def score_corpus(
                 f"learned model(s) {', '.join(missing)} not loaded: {why}. Train them with "
                 "`forecaster train --corpus DIR --out MODEL_DIR` and pass --models-dir."
             )
-        if heldout is None or heldout:
-            skip = frozenset().union(*(bank.meta_of(n).get("training_tasks", ()) for n in learned))
+    # auto serves the bank's ensemble where it applies: its tasks are held out as well.
+    used = [*learned, *(bank.names() if bank is not None and models.AUTO in names else [])]
+    if bank is not None and used and (heldout is None or heldout):
+        skip = skip.union(*(bank.meta_of(n).get("training_tasks", ()) for n in used))
     jobs = list(_jobs(corpus, source_names, names, cuts, max_runs_per_task, seed, skip, bank))
     if not jobs:
         raise InvalidArgumentError(
@@ -234,6 +247,8 @@ def score_corpus(
     scores: list[Score] = []
     for batch in run_jobs(_score_task, jobs, workers, progress, "eval"):
         scores.extend(batch)
+    order = {m: i for i, m in enumerate(names)}
+    scores.sort(key=lambda s: (s.source, s.run_id, order[s.model], s.cutoff))
     return scores, list(names)
 
 

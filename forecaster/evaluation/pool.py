@@ -62,8 +62,14 @@ def run_jobs(
 
 
 def _one_thread() -> None:
+    """A worker's numeric libraries on one thread: the variables for those loaded later, and
+    threadpoolctl for those numpy already loaded (a spawned worker imports numpy before its
+    initializer runs), so that a result does not depend on how busy the machine is."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 def sample_tasks(

@@ -106,6 +106,9 @@ def train(
             "objective": "quantile",
             "alpha": level,
             "num_threads": threads,
+            # The same trees for the same data, seed and threads (issue 16: reproducible).
+            "deterministic": True,
+            "force_row_wise": True,
             "seed": seed,
             "feature_pre_filter": False,
         }

@@ -48,6 +48,7 @@ class Examples:
     sched: FloatArray  # (n,): 1.0 where the schedule laws apply (a loss whose lr is known)
     source: StrArray  # (n,)
     task: StrArray  # (n,): "source/task"
+    run: StrArray  # (n,): the run_id each example was cut from (what an audit of a set reads)
     weight: FloatArray  # (n,)
 
     @property
@@ -83,6 +84,7 @@ class TaskExamples:
 class _Row(NamedTuple):
     """One example while a task's examples are collected."""
 
+    run: str
     x: FloatArray
     seq: FloatArray
     queries: FloatArray
@@ -106,6 +108,7 @@ def _stack(rows: Sequence[_Row], source: str, task: str) -> Examples:
         sched=np.asarray([r.sched for r in rows], dtype=np.float64),
         source=np.full(n, source),
         task=np.full(n, f"{source}/{task}"),
+        run=np.asarray([r.run for r in rows]),
         weight=np.ones(n),
     )
 
@@ -170,6 +173,7 @@ def _task_examples(job: _Job) -> TaskExamples:
             q_z[1 : 1 + len(picks)] = frame.scaled(loss[picks])
             rows.append(
                 _Row(
+                    run=run.run_id,
                     x=f.features,
                     seq=f.sequence,
                     queries=query_features(frame, q_steps),
@@ -213,9 +217,13 @@ def build_examples(
     progress: bool,
     desc: str,
     power_law: bool = True,
+    cache: Path | None = None,
 ) -> tuple[dict[str, Examples], dict[str, list[str]]]:
     """Examples per part, and the task keys in each part; the power-law ensemble's forecast
-    (what the ensemble stacks) is computed for the calib and test examples when power_law."""
+    (what the ensemble stacks) is computed for the calib and test examples when power_law.
+
+    cache: a folder of each task's examples by everything they depend on (`_TaskCache`), so
+    that banks trained on overlapping sources (leave-one-source-out) cut each task once."""
     jobs: list[_Job] = []
     keys: dict[str, list[str]] = defaultdict(list)
     for source in srcs:
@@ -237,8 +245,16 @@ def build_examples(
     # Workers hand tasks back as they finish: put them in job order, so that the examples (and
     # the models trained on them) are the same for any number of workers.
     order = {(job.source.name, job.task): i for i, job in enumerate(jobs)}
+    store = _TaskCache(cache) if cache is not None else None
+    cached = [store.get(job) for job in jobs] if store else [None] * len(jobs)
+    todo = [job for job, hit in zip(jobs, cached, strict=True) if hit is None]
+    fresh = list(run_jobs(_task_examples, todo, workers, progress, desc))
+    if store:
+        done = {(r.source, r.task): r for r in fresh}
+        for job in todo:
+            store.put(job, done[(job.source.name, job.task)])
     results = sorted(
-        run_jobs(_task_examples, jobs, workers, progress, desc),
+        [hit for hit in cached if hit is not None] + fresh,
         key=lambda r: order[(r.source, r.task)],
     )
     by_part = {
@@ -249,8 +265,57 @@ def build_examples(
     return by_part, dict(keys)
 
 
+class _TaskCache:
+    """One task's examples on disk (an .npz of the `Examples` arrays), named by the digest of
+    everything `_task_examples` reads: the source's fingerprint, the task, its part, the runs
+    sampled, the seed, whether the parametric forecasts are computed, and the code of the
+    models and of training. Only the jobs of the sources a training reads are ever looked up,
+    so a source held out is no more seen through the cache than through the corpus."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._fingerprints: dict[Path, str] = {}
+
+    def _path(self, job: _Job) -> Path:
+        from forecaster.hashing import digest
+        from forecaster.training.report import code_digest, fingerprint
+
+        src = job.source
+        if src.path not in self._fingerprints:
+            self._fingerprints[src.path] = fingerprint([src])
+        key = [self._fingerprints[src.path], src.name, job.task, job.part, list(job.run_ids),
+               job.seed, job.with_power_law, code_digest()]  # fmt: skip
+        return self.folder / f"{digest(repr(key))}.npz"
+
+    def get(self, job: _Job) -> TaskExamples | None:
+        path = self._path(job)
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            if "empty" in data.files:
+                return TaskExamples(job.source.name, job.task, job.part, None)
+            ex = Examples(**{f.name: data[f.name] for f in fields(Examples)})
+        return TaskExamples(job.source.name, job.task, job.part, ex)
+
+    def put(self, job: _Job, result: TaskExamples) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(job)
+        tmp = path.with_name(path.stem + ".partial.npz")
+        if result.examples is None:
+            np.savez(tmp, empty=np.zeros(0))
+        else:
+            np.savez(tmp, **{f.name: getattr(result.examples, f.name) for f in fields(Examples)})
+        tmp.replace(path)
+
+
 def prior_examples(
-    n_tasks: int, *, seed: int, split_seed: int, workers: int | None, progress: bool
+    n_tasks: int,
+    *,
+    seed: int,
+    split_seed: int,
+    workers: int | None,
+    progress: bool,
+    cache: Path | None = None,
 ) -> Examples:
     """Examples of n_tasks synthetic tasks of 20 runs (corpus/synthetic.py), every part: what
     sequence is pre-trained on."""
@@ -268,5 +333,6 @@ def prior_examples(
             progress,
             "synthetic",
             power_law=False,
+            cache=cache,
         )
     return Examples.concat(list(syn.values()))

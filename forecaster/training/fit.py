@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,13 +18,44 @@ if TYPE_CHECKING:
 
 Say = Callable[[str], None]
 
+TRAIN_THREADS = 2  # fixed, so that a result does not depend on the machine's core count
+
+
+@contextmanager
+def reproducible(threads: int = TRAIN_THREADS) -> Iterator[None]:
+    """Training as a function of its arguments and seed: torch's deterministic algorithms and a
+    fixed number of threads (its own and BLAS's) while it runs; the previous state after.
+    LightGBM is made deterministic by its parameters (models/gbm.py) and every random choice
+    is seeded."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(was_threads)
+
 
 def fit_gbm(train: Examples, *, rounds: int, seed: int, say: Say) -> GbmForecaster:
     """gbm's quantile boosters on the train examples' features and z at the final step."""
     from forecaster.models import gbm
 
     say("training gbm")
-    return gbm.train(train.x, train.z, train.weight, rounds=rounds, seed=seed, progress=say)
+    return gbm.train(
+        train.x,
+        train.z,
+        train.weight,
+        rounds=rounds,
+        threads=TRAIN_THREADS,
+        seed=seed,
+        progress=say,
+    )
 
 
 def fit_sequence(
@@ -45,6 +77,7 @@ def fit_sequence(
         epochs=pretrain_epochs,
         seed=seed,
         normalise_on=np.concatenate([prior.x, train.x]),
+        threads=TRAIN_THREADS,
         progress=say,
     )
     say(f"fine-tuning sequence on {len(train)} corpus examples")
@@ -54,6 +87,7 @@ def fit_sequence(
         epochs=finetune_epochs,
         lr=1e-3,
         seed=seed,
+        threads=TRAIN_THREADS,
         progress=say,
     )
 

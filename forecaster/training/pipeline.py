@@ -20,6 +20,7 @@ def train_all(
     out: str | Path,
     *,
     source_names: Sequence[str] | None = None,
+    holdout_sources: Sequence[str] = (),
     max_runs_per_task: int = 60,
     synthetic_tasks: int = 150,
     pretrain_epochs: int = 6,
@@ -29,30 +30,46 @@ def train_all(
     split_seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    example_index: bool = False,
+    example_cache: str | Path | None = None,
 ) -> Metrics:
     """Trains gbm, sequence and ensemble on the corpus and writes OUT/<name>/ for each.
-    Returns the held-out metrics (z units) per model and source."""
+    Returns the held-out metrics (z units) per model and source.
+
+    holdout_sources: sources left out whole (leave-one-source-out). They are dropped here,
+    where the corpus is read, so no later step (examples, fits, stacking, calibration) can
+    see them; every artifact's meta.json lists them. example_index: also write
+    OUT/training_examples.parquet, the run behind every example of every set. example_cache:
+    a folder where each task's examples are kept and reused (banks of overlapping sources)."""
     started = time.perf_counter()
-    srcs = sources(corpus, source_names)
+    srcs = training_sources(corpus, source_names, holdout_sources)
     say = _say(progress)
-    say(f"corpus {corpus}: {', '.join(s.name for s in srcs)}")
-    (train, calib, test), tasks = _corpus_examples(
-        srcs, max_runs_per_task, seed, split_seed, workers, progress, say
-    )
-    gbm_model = fit.fit_gbm(train, rounds=gbm_rounds, seed=seed, say=say)
-    prior = prior_examples(
-        synthetic_tasks, seed=seed, split_seed=split_seed, workers=workers, progress=progress
-    )
-    seq_model = fit.fit_sequence(
-        prior,
-        train,
-        pretrain_epochs=pretrain_epochs,
-        finetune_epochs=finetune_epochs,
-        seed=seed,
-        say=say,
-    )
-    ens = fit.fit_ensemble(gbm_model, seq_model, calib, say=say)
-    metrics = report.heldout_metrics(report.heldout_predictions(ens, test), test)
+    held = f" (held out: {', '.join(sorted(holdout_sources))})" if holdout_sources else ""
+    say(f"corpus {corpus}: {', '.join(s.name for s in srcs)}{held}")
+    cache = Path(example_cache) if example_cache is not None else None
+    with fit.reproducible():
+        (train, calib, test), tasks = _corpus_examples(
+            srcs, max_runs_per_task, seed, split_seed, workers, progress, say, cache
+        )
+        gbm_model = fit.fit_gbm(train, rounds=gbm_rounds, seed=seed, say=say)
+        prior = prior_examples(
+            synthetic_tasks,
+            seed=seed,
+            split_seed=split_seed,
+            workers=workers,
+            progress=progress,
+            cache=cache,
+        )
+        seq_model = fit.fit_sequence(
+            prior,
+            train,
+            pretrain_epochs=pretrain_epochs,
+            finetune_epochs=finetune_epochs,
+            seed=seed,
+            say=say,
+        )
+        ens = fit.fit_ensemble(gbm_model, seq_model, calib, say=say)
+        metrics = report.heldout_metrics(report.heldout_predictions(ens, test), test)
     meta = report.artifact_meta(
         srcs,
         tasks,
@@ -67,10 +84,34 @@ def train_all(
             "gbm_rounds": gbm_rounds,
         },
         split_seed,
+        holdout_sources,
     )
     report.write_artifacts(Path(out), ens, meta)
+    if example_index:
+        sets = {"train": train, "calib": calib, "test": test, "prior": prior}
+        say(f"example index: {report.write_example_index(Path(out), sets)}")
     say(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     return metrics
+
+
+def training_sources(
+    corpus: str | Path, source_names: Sequence[str] | None, holdout_sources: Sequence[str]
+) -> list[Source]:
+    """The sources training reads: those named (default: all) less the held-out ones."""
+    srcs = sources(corpus, source_names)
+    held = set(holdout_sources)
+    unknown = sorted(held - {s.name for s in srcs})
+    if unknown:
+        raise InvalidArgumentError(
+            f"--holdout-source {', '.join(unknown)}: no such source among "
+            f"{', '.join(s.name for s in srcs)} in {corpus}."
+        )
+    kept = [s for s in srcs if s.name not in held]
+    if not kept:
+        raise InvalidArgumentError(
+            "every source is held out: leave at least one source to train on."
+        )
+    return kept
 
 
 def _corpus_examples(
@@ -81,11 +122,13 @@ def _corpus_examples(
     workers: int | None,
     progress: bool,
     say: Say,
+    cache: Path | None,
 ) -> tuple[tuple[Examples, Examples, Examples], dict[str, list[str]]]:
     """The train, calib and test examples of the corpus, and the task keys of each part."""
     data, tasks = build_examples(
-        srcs, max_runs_per_task, seed, split_seed, PARTS, workers, progress, "examples"
-    )
+        srcs, max_runs_per_task, seed, split_seed, PARTS, workers, progress, "examples",
+        cache=cache,
+    )  # fmt: skip
     for part in PARTS:
         if part not in data:
             raise InvalidArgumentError(

@@ -45,6 +45,16 @@ def fingerprint(srcs: Sequence[Source]) -> str:
     return h.hexdigest()
 
 
+def code_digest() -> str:
+    """A name for the code that makes examples and trains and serves the learned models
+    (forecaster/training and forecaster/models): what a cache of their outputs is keyed on."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted([*(root / "training").glob("*.py"), *(root / "models").glob("*.py")])
+    return hashlib.sha256(
+        "".join(f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in files).encode()
+    ).hexdigest()
+
+
 def heldout_predictions(ens: EnsembleForecaster, test: Examples) -> dict[str, FloatArray]:
     """(n, L) quantiles of z per model on the test examples: each member, the ensemble and the
     last value's level (z = 0)."""
@@ -96,13 +106,16 @@ def artifact_meta(
     n_examples: Mapping[str, int],
     settings: Mapping[str, int],
     split_seed: int,
+    holdout_sources: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """What every artifact's meta.json holds besides its own: the corpus fingerprint, the tasks
-    trained on (train and calib) and held out (test), the held-out metrics, the number of
-    examples per part and the settings."""
+    """What every artifact's meta.json holds besides its own: the corpus fingerprint, the
+    sources trained on and those held out whole (leave-one-source-out), the tasks trained on
+    (train and calib) and held out (test), the held-out metrics, the number of examples per
+    part and the settings."""
     return {
         "corpus_fingerprint": fingerprint(srcs),
         "corpus_sources": [s.name for s in srcs],
+        "holdout_sources": sorted(holdout_sources),
         "split": {"seed": split_seed, "test_fraction": 0.2, "calib_fraction": 0.2},
         "training_tasks": sorted([*tasks.get("train", []), *tasks.get("calib", [])]),
         "test_tasks": sorted(tasks.get("test", [])),
@@ -111,6 +124,41 @@ def artifact_meta(
         "settings": dict(settings),
         "created_unix": time.time(),
     }
+
+
+EXAMPLE_INDEX = "training_examples.parquet"
+
+
+def write_example_index(out: Path, parts: Mapping[str, Examples]) -> Path:
+    """OUT/training_examples.parquet: one row per example of every set training read (part,
+    source, task, run_id, cutoff, weight), so anyone can check what a model learned from."""
+    import polars as pl
+
+    frames = [
+        pl.DataFrame(
+            {
+                "part": [part] * len(ex),
+                "source": ex.source.tolist(),
+                "task": ex.task.tolist(),
+                "run_id": ex.run.tolist(),
+                "cutoff": ex.cutoff,
+                "weight": ex.weight,
+            },
+            schema={
+                "part": pl.String,
+                "source": pl.String,
+                "task": pl.String,
+                "run_id": pl.String,
+                "cutoff": pl.Float64,
+                "weight": pl.Float64,
+            },
+        )  # fmt: skip
+        for part, ex in parts.items()
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / EXAMPLE_INDEX
+    pl.concat(frames).write_parquet(path)
+    return path
 
 
 def write_artifacts(out: Path, ens: EnsembleForecaster, meta: Mapping[str, Any]) -> None:
