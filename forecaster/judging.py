@@ -23,7 +23,7 @@ import numpy as np
 from forecaster import models
 from forecaster.curves import Curve, Direction
 from forecaster.hashing import digest
-from forecaster.models import Prediction, StudyHistory
+from forecaster.models import Prediction, StudyHistory, calibration
 from forecaster.models.artifacts import ModelBank
 from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
 from forecaster.policies.base import Peers, best_final
@@ -191,7 +191,7 @@ def fit_forecast(
         key = (where, len(head), study_history.key if study_history is not None else "")
         if memo is not None and key in memo:
             return memo[key]
-        prediction = model.fit(head, study_history)
+        prediction = calibration.fit_calibrated(model, head, study_history, bank)
     except Exception:
         log.exception("forecaster %s failed on run %s", model.name, where)
         prediction = None

@@ -24,7 +24,7 @@ from forecaster.corpus.reader import LoggedRun, Source
 from forecaster.corpus.splits import task_key
 from forecaster.errors import FailedPreconditionError, InvalidArgumentError
 from forecaster.evaluation.pool import run_jobs, sample_tasks
-from forecaster.models import StudyHistory
+from forecaster.models import StudyHistory, calibration
 from forecaster.models.artifacts import ModelBank
 
 DEFAULT_CUTOFFS = (0.1, 0.2, 0.3, 0.5)
@@ -124,7 +124,7 @@ def _score_task(job: _Job) -> list[Score]:
             for name in job.models:
                 forecaster = forecasters.get(name) or models.create(name, curve, bank=job.bank)
                 t0 = time.perf_counter()
-                prediction = forecaster.fit(curve, history)
+                prediction = calibration.fit_calibrated(forecaster, curve, history, job.bank)
                 samples = prediction.samples([run.final_step])[:, 0]
                 fit_ms = (time.perf_counter() - t0) * 1e3
                 finite = samples[np.isfinite(samples)]
@@ -202,8 +202,8 @@ def score_corpus(
     """Every forecast of every model on every sampled run and cutoff, scored; and the model
     names in report order (the last-value baseline first).
 
-    models_dir: the learned models' artifacts, as the service's setting ("": the shipped
-    ones; "none": none), loaded only when a learned model or "auto" is scored.
+    models_dir: the learned models' artifacts and calibration tables, as the service's setting
+    ("": the shipped ones; "none": none, and the forecasters' own intervals).
     heldout: score only tasks no loaded learned model trained on (default: when a learned
     model is among the models), so every model is compared on the same, unseen tasks.
     """
@@ -213,7 +213,9 @@ def score_corpus(
         raise InvalidArgumentError(f"cutoffs must be fractions in (0, 1); got {list(cutoffs)}.")
     learned = [n for n in names if models.is_learned(n)]
     skip: frozenset[str] = frozenset()
-    bank = ModelBank.load(models_dir) if learned or models.AUTO in names else None
+    # Always the bank of models_dir: its calibration tables apply to every forecaster, as in
+    # the service ("none": the forecasters' own intervals).
+    bank = ModelBank.load(models_dir)
     if bank is not None and learned:
         missing = [n for n in learned if bank.get(n) is None]
         if missing:

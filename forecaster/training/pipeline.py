@@ -29,8 +29,11 @@ def train_all(
     split_seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    calibration_runs_per_task: int = 10,
 ) -> Metrics:
-    """Trains gbm, sequence and ensemble on the corpus and writes OUT/<name>/ for each.
+    """Trains gbm, sequence and ensemble on the corpus and writes OUT/<name>/ for each, then
+    the conformal tables of every served forecaster (OUT/calibration/, training/calibrate.py)
+    from calibration_runs_per_task runs of each task of the same sources.
     Returns the held-out metrics (z units) per model and source."""
     started = time.perf_counter()
     srcs = sources(corpus, source_names)
@@ -69,8 +72,39 @@ def train_all(
         split_seed,
     )
     report.write_artifacts(Path(out), ens, meta)
+    _calibrate(corpus, out, srcs, calibration_runs_per_task, seed, split_seed, workers, progress)
     say(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     return metrics
+
+
+def _calibrate(
+    corpus: str | Path,
+    out: str | Path,
+    srcs: Sequence[Source],
+    runs_per_task: int,
+    seed: int,
+    split_seed: int,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """The last step: the tables of the models just written, from the same sources (a source
+    left out of training is left out of them too)."""
+    from forecaster.models.artifacts import ModelBank
+    from forecaster.training import calibrate
+
+    rows = calibrate.collect(
+        corpus,
+        source_names=[s.name for s in srcs],
+        bank=ModelBank.load(str(out)),
+        max_runs_per_task=runs_per_task,
+        seed=seed,
+        split_seed=split_seed,
+        workers=workers,
+        progress=progress,
+    )
+    settings = {"max_runs_per_task": runs_per_task, "seed": seed, "split_seed": split_seed,
+                "cutoffs": list(calibrate.CUTOFFS)}  # fmt: skip
+    calibrate.write(out, rows, srcs, settings)
 
 
 def _corpus_examples(

@@ -1,0 +1,194 @@
+"""The calibration benchmark: interval coverage, leave-one-source-out, of the conformal tables.
+
+Collects every forecaster's scale-free residuals on the corpus once (training/calibrate.py's
+`collect`: the runs cut at fractions of their length, as `forecaster calibrate` does), then,
+for each source S, builds the tables without S (models/calibration.py's `build`, the code the
+shipped tables come from) and scores S with them: how often the calibrated 50% and 90%
+intervals hold the final value, beside the forecasters' own intervals. The ensemble is scored
+on its test tasks only (its members trained on the train tasks, its stack on the calib ones);
+`auto` is the forecaster the service picks for each cut run. Targets (issue 16): cov90 in
+[0.85, 0.95] and cov50 in [0.45, 0.55] on every source at cutoff 0.2, within 0.1 of those at
+0.1 and 0.5. Prints the tables and writes them to docs/benchmarks.md (section calibration).
+
+    python benchmarks/calibration.py [--max-runs-per-task 10] [--residuals FILE]
+
+--residuals reuses what `forecaster calibrate --residuals-out FILE` collected with the same
+arguments (the benchmark then does no forecasting).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import corpus_found, corpus_parser, markdown_table, write_section  # noqa: E402
+
+from forecaster.models import calibration as cal  # noqa: E402
+from forecaster.models.artifacts import ModelBank  # noqa: E402
+from forecaster.training import calibrate  # noqa: E402
+
+CUTOFFS = (0.1, 0.2, 0.5)
+SCORED_PARTS: Mapping[str, tuple[str, ...]] = {"ensemble": ("test",)}  # else every part
+_I90, _I50 = (
+    (cal.LEVELS.index(0.05), cal.LEVELS.index(0.95)),
+    (
+        cal.LEVELS.index(0.25),
+        cal.LEVELS.index(0.75),
+    ),
+)
+
+
+def scored_rows(rows: Sequence[Mapping[str, Any]], source: str) -> list[Mapping[str, Any]]:
+    """The rows of source a table built without it is scored on, plus one "auto" row per cut
+    run: the forecaster the service would pick there (annealing_law, else ensemble, else
+    power_law)."""
+    mine = [
+        r
+        for r in rows
+        if r["source"] == source
+        and r["cutoff"] in CUTOFFS
+        and r["part"] in SCORED_PARTS.get(str(r["model"]), (r["part"],))
+    ]
+    by_cut: dict[tuple[str, float], dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    for r in mine:
+        by_cut[(str(r["run_id"]), float(r["cutoff"]))][str(r["model"])] = r
+    autos = []
+    for models in by_cut.values():
+        for name in ("annealing_law", "ensemble", "power_law"):
+            if name in models:
+                autos.append({**models[name], "model": "auto", "served": name})
+                break
+    return [*mine, *autos]
+
+
+def coverage(table: cal.Table, rows: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+    """(cov50, cov90) of the table's intervals on the rows' residuals."""
+    res = cal.as_residuals([{**r, "model": "x"} for r in rows])["x"]
+    q = np.array(
+        [
+            table.quantiles(np.array([p]), int(n))[0]
+            for p, n in zip(res.progress, res.n_points, strict=True)
+        ]
+    )
+    in50 = (q[:, _I50[0]] <= res.r) & (res.r <= q[:, _I50[1]])
+    in90 = (q[:, _I90[0]] <= res.r) & (res.r <= q[:, _I90[1]])
+    return float(in50.mean()), float(in90.mean())
+
+
+def loso(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per (source, model, cutoff): the forecaster's own coverage, and the coverage of the
+    tables built without the source (LOSO) and with every source (in-distribution)."""
+    table_rows = calibrate.table_rows(rows)
+    everything = cal.build(cal.as_residuals(table_rows))
+    out: list[dict[str, Any]] = []
+    for source in sorted({str(r["source"]) for r in rows}):
+        without = cal.build(cal.as_residuals([r for r in table_rows if r["source"] != source]))
+        groups: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
+        for r in scored_rows(rows, source):
+            groups[(str(r["model"]), float(r["cutoff"]))].append(r)
+        for (model, cutoff), mine in sorted(groups.items()):
+            cells: dict[str, tuple[float, float]] = {}
+            for label, tables in (("loso", without), ("in", everything)):
+                per_model: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+                for r in mine:
+                    per_model[str(r.get("served", model))].append(r)
+                if any(m not in tables.tables for m in per_model):
+                    continue
+                hits = [(coverage(tables.tables[m], rs), len(rs)) for m, rs in per_model.items()]
+                n = sum(k for _, k in hits)
+                cells[label] = (
+                    sum(c[0] * k for c, k in hits) / n,
+                    sum(c[1] * k for c, k in hits) / n,
+                )
+            if "loso" not in cells:
+                continue
+            out.append(
+                {
+                    "source": source,
+                    "model": model,
+                    "cutoff": cutoff,
+                    "n": len(mine),
+                    "own50": float(np.mean([r["raw_in_50"] for r in mine])),
+                    "own90": float(np.mean([r["raw_in_90"] for r in mine])),
+                    "in50": cells.get("in", (np.nan, np.nan))[0],
+                    "in90": cells.get("in", (np.nan, np.nan))[1],
+                    "loso50": cells["loso"][0],
+                    "loso90": cells["loso"][1],
+                }
+            )
+    return out
+
+
+def meets(row: Mapping[str, Any]) -> bool:
+    """The issue's target for the row's cutoff (0.2: the bounds; 0.1 and 0.5: within 0.1)."""
+    slack = 0.0 if row["cutoff"] == 0.2 else 0.1
+    return bool(
+        0.85 - slack <= row["loso90"] <= 0.95 + slack
+        and 0.45 - slack <= row["loso50"] <= 0.55 + slack
+    )
+
+
+def main() -> int:
+    parser = corpus_parser(__doc__)
+    parser.set_defaults(max_runs_per_task=10)
+    parser.add_argument("--residuals", help="Parquet of `forecaster calibrate --residuals-out`")
+    parser.add_argument("--models-dir", default="", help="the learned models ('' = shipped)")
+    args = parser.parse_args()
+    import polars as pl
+
+    t0 = time.time()
+    if args.residuals:
+        rows = pl.read_parquet(args.residuals).to_dicts()
+        how = f"the residuals of `forecaster calibrate ... --residuals-out` ({args.residuals})"
+    else:
+        if not corpus_found(args.corpus):
+            return 2
+        rows = calibrate.collect(
+            args.corpus,
+            bank=ModelBank.load(args.models_dir),
+            max_runs_per_task=args.max_runs_per_task,
+            workers=args.workers,
+        )
+        how = "residuals collected by this run"
+    results = loso(rows)
+    elapsed = time.time() - t0
+    headers = ["source", "model", "cutoff", "n", "own cov50", "own cov90", "in-dist cov50",
+               "in-dist cov90", "LOSO cov50", "LOSO cov90", "target"]  # fmt: skip
+    table = [
+        [r["source"], r["model"], r["cutoff"], r["n"], f"{r['own50']:.2f}", f"{r['own90']:.2f}",
+         f"{r['in50']:.2f}", f"{r['in90']:.2f}", f"{r['loso50']:.2f}", f"{r['loso90']:.2f}",
+         "met" if meets(r) else "**not met**"]
+        for r in results
+    ]  # fmt: skip
+    auto = [r for r in results if r["model"] == "auto"]
+    met = sum(meets(r) for r in auto)
+    lines = [
+        f"`python benchmarks/calibration.py --max-runs-per-task {args.max_runs_per_task}` "
+        f"({len(rows)} residuals, {how}; {elapsed:.0f} s).",
+        "",
+        "Coverage of the final value by the 50% and 90% intervals: the forecaster's own "
+        "(`own`), and calibrated by tables built with every source (`in-dist`) and without the "
+        "scored source (`LOSO`: the figure that counts). `auto` is what the service serves "
+        "on each cut run. Target (issue 16): cov90 in [0.85, 0.95] and cov50 in [0.45, 0.55] "
+        "at cutoff 0.2, within 0.1 of those at 0.1 and 0.5.",
+        "",
+        markdown_table(headers, table),
+        "",
+        f"`auto`, LOSO: target met in {met} of {len(auto)} (source, cutoff) cells.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section("calibration", "## Calibration, leave-one-source-out (issue 16)\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
