@@ -12,7 +12,7 @@ on the best result by 1% per budget's worth of compute still to spend".
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from forecaster.curves import to_loss
 from forecaster.models.prediction import Prediction
 from forecaster.policies.base import (
+    UNCERTAIN_WIDTH,
     Decision,
     Reason,
     RunView,
@@ -28,6 +29,7 @@ from forecaster.policies.base import (
     continue_promising,
     stop,
     too_early,
+    too_uncertain,
 )
 
 
@@ -35,13 +37,17 @@ from forecaster.policies.base import (
 class ExpectedGainPolicy:
     """Stops a run whose expected improvement over the incumbent, relative to it, per fraction
     of the budget left, is below min_gain_rate. Part of the `forecast` policy (its
-    `min_gain_rate` setting), which adds the warm-up and the hysteresis."""
+    `min_gain_rate` setting), which adds the warm-up and the hysteresis. UNCERTAIN (continue)
+    when the forecast's 90% interval spans the incumbent by more than uncertain_width times the
+    run's observed range on both sides (0: off)."""
 
     name: ClassVar[str] = "expected_gain"
     min_gain_rate: float = 0.01
+    uncertain_width: float = UNCERTAIN_WIDTH
 
     def __post_init__(self) -> None:
         check_non_negative("min_gain_rate", self.min_gain_rate)
+        check_non_negative("uncertain_width", self.uncertain_width)
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return study.incumbent is not None and bool(run.curve.max_step)
@@ -69,6 +75,11 @@ class ExpectedGainPolicy:
             f"expected gain over the incumbent {incumbent:.4g} is {relative:.3%} for the "
             f"{run.remaining_steps} steps left ({left:.0%} of the budget): {rate:.3%} per budget"
         )
+        unsure = too_uncertain(
+            run, prediction, incumbent, self.uncertain_width, self.name, "the incumbent"
+        )
+        if unsure is not None:
+            return replace(unsure, probabilities=probs)
         if rate < self.min_gain_rate:
             return stop(
                 run, self.name, Reason.UNPROMISING, f"{said} < {self.min_gain_rate:.3%}.", probs

@@ -450,3 +450,26 @@ def test_a_planned_schedule_makes_auto_use_the_annealing_law(stub):
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "1501..2000" in details
     assert stored(stub, "llm", "r").last_step == 800  # nothing stored
+
+
+def test_a_forecast_too_wide_to_decide_is_uncertain_through_the_server(stub):
+    """A finished run sets the incumbent at 2.6; a flat run that wanders around 2.6 gets a
+    forecast whose 90% interval spans it on both sides: UNCERTAIN, which continues."""
+    import numpy as np
+
+    make_run(stub, run="done")
+    steps = list(range(10, 1001, 10))
+    finished = [2.6 + 3.0 * (s / 10.0) ** -0.5 - 3.0 * (100.0) ** -0.5 for s in steps]
+    stub.ReportMetrics(
+        pb.ReportMetricsRequest(study="sweep", run="done", points=points(steps, finished))
+    )
+    stub.FinishRun(pb.FinishRunRequest(study="sweep", run="done", state=pb.RUN_STATE_FINISHED))
+    stub.StartRun(pb.StartRunRequest(study="sweep", run=pb.RunSpec(name="r1")))
+    wander = 2.6 + np.random.default_rng(0).normal(0, 0.1, 20)
+    flat = points(list(range(10, 201, 10)), [float(v) for v in wander])
+    d = stub.ReportMetrics(pb.ReportMetricsRequest(study="sweep", run="r1", points=flat)).decision
+    assert d.action == pb.ACTION_CONTINUE and d.reason == pb.REASON_UNCERTAIN, d.explanation
+    assert "spans the incumbent 2.6" in d.explanation and "too wide to decide" in d.explanation
+    assert 0.05 < d.probabilities["p_beat_incumbent"] < 0.95
+    again = stub.GetDecision(pb.GetDecisionRequest(study="sweep", run="r1")).decision
+    assert again.reason == pb.REASON_UNCERTAIN and again.explanation == d.explanation
