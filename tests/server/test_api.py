@@ -453,13 +453,15 @@ def test_a_planned_schedule_makes_auto_use_the_annealing_law(stub):
 
 
 def test_a_forecast_too_wide_to_decide_is_uncertain_through_the_server(stub):
-    """A finished run sets the incumbent at 2.6; a flat run that wanders around 2.6 gets a
-    forecast whose 90% interval spans it on both sides: UNCERTAIN, which continues."""
+    """A finished run sets the incumbent at 2.35; a flat run that wanders around 2.6 gets a
+    forecast whose 90% interval spans it on both sides by more than uncertain_width times the
+    run's observed range: UNCERTAIN, which continues."""
     import numpy as np
 
-    make_run(stub, run="done")
+    policy = pb.PolicySettings(name="forecast", params={"uncertain_width": 0.25})
+    make_run(stub, run="done", policy=policy)
     steps = list(range(10, 1001, 10))
-    finished = [2.6 + 3.0 * (s / 10.0) ** -0.5 - 3.0 * (100.0) ** -0.5 for s in steps]
+    finished = [2.35 + 3.0 * (s / 10.0) ** -0.5 - 3.0 * (100.0) ** -0.5 for s in steps]
     stub.ReportMetrics(
         pb.ReportMetricsRequest(study="sweep", run="done", points=points(steps, finished))
     )
@@ -469,7 +471,7 @@ def test_a_forecast_too_wide_to_decide_is_uncertain_through_the_server(stub):
     flat = points(list(range(10, 201, 10)), [float(v) for v in wander])
     d = stub.ReportMetrics(pb.ReportMetricsRequest(study="sweep", run="r1", points=flat)).decision
     assert d.action == pb.ACTION_CONTINUE and d.reason == pb.REASON_UNCERTAIN, d.explanation
-    assert "spans the incumbent 2.6" in d.explanation and "too wide to decide" in d.explanation
+    assert "spans the incumbent 2.35" in d.explanation and "too wide to decide" in d.explanation
     assert 0.05 < d.probabilities["p_beat_incumbent"] < 0.95
     again = stub.GetDecision(pb.GetDecisionRequest(study="sweep", run="r1")).decision
     assert again.reason == pb.REASON_UNCERTAIN and again.explanation == d.explanation
