@@ -14,6 +14,18 @@ on its test tasks only (its members trained on the train tasks, its stack on the
 
 --residuals reuses what `forecaster calibrate --residuals-out FILE` collected with the same
 arguments (the benchmark then does no forecasting).
+
+UNCERTAIN's default `uncertain_width`, leave-one-source-out: --replay-json reads the output of
+
+    forecaster replay --json --max-runs-per-task 10 --policies none forecast:epsilon=0.05 \
+        forecast:epsilon=0.05,uncertain_width=0 \
+        forecast:epsilon=0.05,min_gain_rate=0.01,uncertain_width=W ...   (W = 0 0.25 0.5 1 2)
+
+(--replay-before-json: the same with --models-dir set to the models without their
+calibration/, i.e. before issue 16) and, for each source, chooses the width on the other
+sources (the least mean regret, then the least compute) and scores it on the source. With the
+default policy settings UNCERTAIN cannot change a stop (an interval that spans the incumbent
+leaves P(beat it) >= 5%), so the width is chosen where it does: the cost-aware check.
 """
 
 from __future__ import annotations
@@ -136,11 +148,95 @@ def meets(row: Mapping[str, Any], which: str = "loso") -> bool:
     )
 
 
+def _mean(rows: Sequence[Mapping[str, Any]], key: str) -> float:
+    return float(np.mean([r[key] for r in rows])) if rows else float("nan")
+
+
+def width_choice(replay_rows: Sequence[Mapping[str, Any]]) -> list[list[object]]:
+    """Per held-out source: the uncertain_width chosen on the other sources (the least mean
+    regret, within 1e-5, then the least compute), and its figures on the source beside off."""
+    cost = [
+        r
+        for r in replay_rows
+        if r["policy"] == "forecast" and r["params"].get("min_gain_rate") == 0.01
+        and r["source"] != "all"
+    ]  # fmt: skip
+    widths = sorted({float(r["params"]["uncertain_width"]) for r in cost})
+    sources = sorted({str(r["source"]) for r in cost})
+
+    def at(width: float, keep: Sequence[str]) -> list[Mapping[str, Any]]:
+        return [r for r in cost if r["params"]["uncertain_width"] == width and r["source"] in keep]
+
+    out: list[list[object]] = []
+    for source in sources:
+        others = [s for s in sources if s != source]
+        regret = {w: _mean(at(w, others), "mean_rel_regret") for w in widths}
+        best = min(regret.values())
+        chosen = min(
+            (w for w in widths if regret[w] <= best + 1e-5),
+            key=lambda w: _mean(at(w, others), "compute_fraction"),
+        )
+        held, off = at(chosen, [source]), at(0.0, [source])
+        out.append(
+            [source, f"{chosen:g}"]
+            + [f"{_mean(rs, k):.4f}" for rs in (held, off)
+               for k in ("compute_fraction", "mean_rel_regret", "top1_kept")]
+        )  # fmt: skip
+    return out
+
+
+def replay_lines(
+    after: Sequence[Mapping[str, Any]], before: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """The replay before and after issue 16 (over the corpus), and the LOSO width choice."""
+    rows = []
+    for label, results in (("before (own intervals, no UNCERTAIN)", before), ("after", after)):
+        for r in results:
+            if r["source"] == "all":
+                params = ",".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+                rows.append([label, r["policy"], params, f"{r['compute_fraction']:.4f}",
+                             f"{r['mean_rel_regret']:.5f}", f"{r['top1_kept']:.3f}"])  # fmt: skip
+    choice = width_choice(after)
+    widths = [str(c[1]) for c in choice]
+    common = max(set(widths), key=widths.count) if widths else "-"
+    return [
+        "### UNCERTAIN: the replay, and the default `uncertain_width`",
+        "",
+        "`forecaster replay --max-runs-per-task 10` with the settings in the script's doc "
+        "(each source weighs the same):",
+        "",
+        markdown_table(["", "policy", "params", "compute", "rel_regret", "top1_kept"], rows),
+        "",
+        "uncertain_width chosen without each source (on the other six: the least mean regret, "
+        "then the least compute) under the cost-aware check (`min_gain_rate=0.01`), and how it "
+        "does on the source left out, beside UNCERTAIN off:",
+        "",
+        markdown_table(
+            [
+                "held-out source",
+                "chosen width",
+                "compute",
+                "regret",
+                "top1",
+                "compute (off)",
+                "regret (off)",
+                "top1 (off)",
+            ],
+            choice,
+        ),  # fmt: skip
+        "",
+        f"Chosen in {widths.count(common)} of {len(widths)} folds: {common}, the default "
+        "(`policies/base.py` UNCERTAIN_WIDTH).",
+    ]
+
+
 def main() -> int:
     parser = corpus_parser(__doc__)
     parser.set_defaults(max_runs_per_task=10)
     parser.add_argument("--residuals", help="Parquet of `forecaster calibrate --residuals-out`")
     parser.add_argument("--models-dir", default="", help="the learned models ('' = shipped)")
+    parser.add_argument("--replay-json", help="`forecaster replay --json` output (see the doc)")
+    parser.add_argument("--replay-before-json", help="the same, before issue 16")
     args = parser.parse_args()
     import polars as pl
 
@@ -185,6 +281,16 @@ def main() -> int:
         f"`auto`, LOSO: target met in {met} of {len(auto)} (source, cutoff) cells (the "
         f"forecasters' own intervals: {sum(meets(r, 'own') for r in auto)} of {len(auto)}).",
     ]
+    if args.replay_json:
+        import json
+
+        after = json.loads(Path(args.replay_json).read_text())["results"]
+        before = (
+            json.loads(Path(args.replay_before_json).read_text())["results"]
+            if args.replay_before_json
+            else []
+        )
+        lines += ["", *replay_lines(after, before)]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

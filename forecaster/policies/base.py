@@ -237,7 +237,7 @@ def continue_promising(
 # width of its curve, models/calibration.unit_of): scale-free, so it means the same for a
 # loss and for an accuracy near 1. Chosen leave-one-source-out on the
 # replay (docs/benchmarks.md, section calibration); 0 turns UNCERTAIN off.
-UNCERTAIN_WIDTH = 0.5
+UNCERTAIN_WIDTH = 1.0
 
 
 def too_uncertain(
