@@ -111,9 +111,17 @@ def loso(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 per_model: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
                 for r in mine:
                     per_model[str(r.get("served", model))].append(r)
-                if any(m not in tables.tables for m in per_model):
+                if not any(m in tables.tables for m in per_model):
                     continue
-                hits = [(coverage(tables.tables[m], rs), len(rs)) for m, rs in per_model.items()]
+                hits = [  # a forecaster without a table is served with its own intervals
+                    (
+                        coverage(tables.tables[m], rs)
+                        if m in tables.tables
+                        else (_mean(rs, "raw_in_50"), _mean(rs, "raw_in_90")),
+                        len(rs),
+                    )
+                    for m, rs in per_model.items()
+                ]
                 n = sum(k for _, k in hits)
                 cells[label] = (
                     sum(c[0] * k for c, k in hits) / n,

@@ -55,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if args.from_residuals:
         from forecaster.training.calibrate import rebuild
 
-        print(f"wrote {rebuild(args.corpus, args.models_dir, args.from_residuals)}")
+        collected = {"max_runs_per_task": args.max_runs_per_task, "seed": args.seed,
+                     "split_seed": 0, "from_residuals": True}  # fmt: skip
+        folder = rebuild(args.corpus, args.models_dir, args.from_residuals, collected)
+        print(f"wrote {folder}")
         return 0
     folder = calibrate(
         args.corpus,

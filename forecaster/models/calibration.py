@@ -61,8 +61,6 @@ PROGRESS_EDGES: tuple[float, ...] = (0.0, 0.15, 0.25, 0.4, 0.7, 1.0)  # t / s
 POINT_EDGES: tuple[float, ...] = (0, 5, 10, 30, math.inf)  # points observed
 MIN_CELL = 30  # residuals a cell needs; fewer: it takes its progress bin over every count
 DISTANCE_WEIGHT = 0.3  # the extrapolation distance's share of the unit (see the module doc)
-# The forecasters a table is built for by default: what `auto` serves, and the plain power law.
-DEFAULT_MODELS: tuple[str, ...] = ("power_law", "annealing_law", "ensemble")
 
 
 def unit_of(curve: Curve) -> tuple[float, int]:
