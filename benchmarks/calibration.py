@@ -111,8 +111,8 @@ def loso(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 per_model: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
                 for r in mine:
                     per_model[str(r.get("served", model))].append(r)
-                if not any(m in tables.tables for m in per_model):
-                    continue
+                if model != "auto" and model not in tables.tables:
+                    continue  # served with its own intervals: the own columns say it
                 hits = [  # a forecaster without a table is served with its own intervals
                     (
                         coverage(tables.tables[m], rs)
