@@ -198,7 +198,7 @@ def replay_lines(
 ) -> list[str]:
     """The replay before and after issue 16 (over the corpus), and the LOSO width choice."""
     rows = []
-    for label, results in (("before (own intervals, no UNCERTAIN)", before), ("after", after)):
+    for label, results in (("own intervals (before)", before), ("calibrated", after)):
         for r in results:
             if r["source"] == "all":
                 params = ",".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
@@ -211,7 +211,10 @@ def replay_lines(
         "### UNCERTAIN: the replay, and the default `uncertain_width`",
         "",
         "`forecaster replay --max-runs-per-task 10` with the settings in the script's doc "
-        "(each source weighs the same):",
+        "(each source weighs the same), with the forecasters' own intervals (the models "
+        "without `calibration/`: before issue 16, where `uncertain_width=0`) and calibrated. "
+        "With the default settings `uncertain_width` changes no decision (the rows with and "
+        "without it are the same): UNCERTAIN only names a continue.",
         "",
         markdown_table(["", "policy", "params", "compute", "rel_regret", "top1_kept"], rows),
         "",
