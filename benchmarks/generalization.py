@@ -289,7 +289,7 @@ def main() -> int:
         "workers": args.workers,
     }
     ind_scores, _ = score_corpus(args.corpus, models_dir=str(everything), heldout=True,
-                                 load_bank=True, **common)  # fmt: skip
+                                 **common)  # fmt: skip
     # LOSO on the same tasks: those the every-source bank held out (its test tasks).
     loso_scores, _, banks = score_loso(
         args.corpus, training=training, cache=cache, skip_tasks=trained_on, **common

@@ -23,7 +23,7 @@ import numpy as np
 from forecaster import models
 from forecaster.curves import Curve, Direction
 from forecaster.hashing import digest
-from forecaster.models import Prediction, StudyHistory
+from forecaster.models import Prediction, StudyHistory, calibration
 from forecaster.models.artifacts import ModelBank
 from forecaster.models.prediction import within_bounds
 from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
@@ -192,7 +192,9 @@ def fit_forecast(
         key = (where, len(head), study_history.key if study_history is not None else "")
         if memo is not None and key in memo:
             return memo[key]
-        prediction = within_bounds(model.fit(head, study_history), head)
+        prediction = within_bounds(
+            calibration.fit_calibrated(model, head, study_history, bank), head
+        )
     except Exception:
         log.exception("forecaster %s failed on run %s", model.name, where)
         prediction = None

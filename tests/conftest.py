@@ -106,7 +106,7 @@ def trained_models(synthetic_corpus: Path, tmp_path_factory: pytest.TempPathFact
     out = tmp_path_factory.mktemp("models")
     train_all(
         synthetic_corpus, out, max_runs_per_task=12, synthetic_tasks=12, pretrain_epochs=1,
-        finetune_epochs=2, gbm_rounds=25, workers=1, progress=False,
+        finetune_epochs=2, gbm_rounds=25, workers=1, progress=False, calibration_runs_per_task=3,
     )  # fmt: skip
     return out
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from forecaster import __version__
 from forecaster.cli import (
     batch,
+    calibrate,
     demo,
     evaluate,
     health,
@@ -36,6 +37,7 @@ COMMANDS = (
     evaluate,
     replay,
     train,
+    calibrate,
     import_logs,
     law,
     batch,

@@ -24,7 +24,7 @@ from forecaster.corpus.reader import LoggedRun, Source
 from forecaster.corpus.splits import task_key
 from forecaster.errors import FailedPreconditionError, InvalidArgumentError
 from forecaster.evaluation.pool import run_jobs, sample_tasks
-from forecaster.models import StudyHistory
+from forecaster.models import StudyHistory, calibration
 from forecaster.models.artifacts import ModelBank
 from forecaster.models.prediction import within_bounds
 
@@ -125,7 +125,9 @@ def _score_task(job: _Job) -> list[Score]:
             for name in job.models:
                 forecaster = forecasters.get(name) or models.create(name, curve, bank=job.bank)
                 t0 = time.perf_counter()
-                prediction = within_bounds(forecaster.fit(curve, history), curve)
+                prediction = within_bounds(
+                    calibration.fit_calibrated(forecaster, curve, history, job.bank), curve
+                )
                 samples = prediction.samples([run.final_step])[:, 0]
                 fit_ms = (time.perf_counter() - t0) * 1e3
                 finite = samples[np.isfinite(samples)]
@@ -200,20 +202,16 @@ def score_corpus(
     models_dir: str = "",
     heldout: bool | None = None,
     skip_tasks: Collection[str] = (),
-    load_bank: bool | None = None,
 ) -> tuple[list[Score], list[str]]:
     """Every forecast of every model on every sampled run and cutoff, scored; and the model
     names in report order (the last-value baseline first).
 
-    models_dir: the learned models' artifacts, as the service's setting ("": the shipped
-    ones; "none": none), loaded only when a learned model or "auto" is scored.
+    models_dir: the learned models' artifacts and calibration tables, as the service's setting
+    ("": the shipped ones; "none": none, and the forecasters' own intervals).
     heldout: score only tasks no loaded learned model trained on (default: when a learned
     model, or auto with learned models loaded, is among the models), so every model is
     compared on the same, unseen tasks.
     skip_tasks: task keys ("source/task") not to score besides those.
-    load_bank: hand every model the bank of models_dir, whatever is scored (what the
-    leave-one-source-out protocol does: anything a model takes from a bank comes from the one
-    that never saw the source); default: only when a learned model or auto is scored.
 
     The scores come in one order (source, run, model, cutoff) whatever order the workers
     finish in, so the same arguments give the same figures to the last bit.
@@ -224,8 +222,9 @@ def score_corpus(
         raise InvalidArgumentError(f"cutoffs must be fractions in (0, 1); got {list(cutoffs)}.")
     learned = [n for n in names if models.is_learned(n)]
     skip: frozenset[str] = frozenset(skip_tasks)
-    wanted = load_bank if load_bank is not None else bool(learned) or models.AUTO in names
-    bank = ModelBank.load(models_dir) if wanted else None
+    # Always the bank of models_dir: its calibration tables apply to every forecaster, as in
+    # the service ("none": the forecasters' own intervals).
+    bank = ModelBank.load(models_dir)
     if bank is not None and learned:
         missing = [n for n in learned if bank.get(n) is None]
         if missing:

@@ -165,7 +165,6 @@ def score_loso(
                 progress=progress,
                 models_dir=str(folder),
                 skip_tasks=skip_tasks,
-                load_bank=True,
             )
             scores.extend(fold_scores)
             banks[held] = folder

@@ -141,6 +141,9 @@ class ModelBank:
         self._lock = threading.Lock()
         self.refused: dict[str, str] = {}
         self._stamp: tuple[tuple[str, float], ...] = ()
+        # The conformal tables (models/calibration.py) applied to every forecast; None: the
+        # forecasters' own intervals.
+        self.calibration: Any | None = None
 
     @classmethod
     def load(cls, setting: str | None) -> ModelBank:
@@ -194,7 +197,23 @@ class ModelBank:
             self.refused.pop(name, None)
             outcome[name] = f"loaded version {model.version}"
             log.info("loaded model %s version %s from %s", name, model.version, self.folder)
+        self._reload_calibration(outcome)
         return outcome
+
+    def _reload_calibration(self, outcome: dict[str, str]) -> None:
+        from forecaster.models import calibration
+
+        if self.folder is None or not (self.folder / calibration.NAME).exists():
+            return
+        try:
+            self.calibration = calibration.load(self.folder)
+        except ArtifactError as e:
+            outcome[calibration.NAME] = str(e)
+            self.refused[calibration.NAME] = str(e)
+            log.error("refused the calibration tables (keeping the loaded ones): %s", e)
+            return
+        self.refused.pop(calibration.NAME, None)
+        outcome[calibration.NAME] = f"loaded version {calibration.VERSION}"
 
     def changed(self) -> bool:
         """True when an artifact's meta.json was written since the last reload."""

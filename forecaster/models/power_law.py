@@ -270,6 +270,7 @@ class PowerLawForecaster:
         """One family fitted on (x, y): the seam where models/batched.py hands in the fits it
         made for many curves at once."""
         return FAMILIES[name].fit(x, y, w)
+
     def _short(self, curve: Curve) -> Prediction:
         """Too few points for the families' fits: the short-curve law answers (and says so)."""
         from forecaster.models.short_curve import ShortCurveForecaster

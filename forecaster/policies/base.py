@@ -48,6 +48,8 @@ class Reason(enum.Enum):
     PROMISING = "promising"
     MANUAL = "manual"
     NOT_LEARNING = "not_learning"
+    # Continue: the forecast's interval is too wide to decide on (see `too_uncertain`).
+    UNCERTAIN = "uncertain"
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,50 @@ def continue_promising(
         at_step=run.curve.last_step,
         policy=policy,
     )
+
+
+# The forecast-reading policies' `uncertain_width` by default: CONTINUE/UNCERTAIN when the 90%
+# interval of the value at the budget reaches past the reference value (the incumbent or the
+# target) on both sides by more than this many times the run's own unit (the observed 5-95%
+# width of its curve, models/calibration.unit_of): scale-free, so it means the same for a
+# loss and for an accuracy near 1. Chosen leave-one-source-out on the
+# replay (docs/benchmarks.md, section calibration); 0 turns UNCERTAIN off.
+UNCERTAIN_WIDTH = 1.0
+
+
+def too_uncertain(
+    run: RunView,
+    prediction: Prediction | None,
+    reference: float | None,
+    width: float,
+    policy: str,
+    against: str,
+) -> Decision | None:
+    """CONTINUE/UNCERTAIN when the forecast's 90% interval of the value at the budget spans
+    reference on both sides by more than width x the run's unit (too wide to decide on its
+    median), else None. against names the reference in the explanation ("the incumbent")."""
+    from forecaster.models.calibration import unit_of
+
+    budget = run.curve.max_step
+    if width <= 0 or prediction is None or reference is None or not budget:
+        return None
+    lo, hi = (float(v) for v in prediction.quantiles((0.05, 0.95), [budget])[0])
+    margin = width * unit_of(run.curve)[0]
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(margin)) or margin <= 0:
+        return None
+    if lo < reference - margin and hi > reference + margin:
+        return Decision(
+            action=Action.CONTINUE,
+            reason=Reason.UNCERTAIN,
+            explanation=(
+                f"the 90% interval [{lo:.4g}, {hi:.4g}] of the value at step {budget} spans "
+                f"{against} {reference:.4g} by more than {margin:.3g} ({width:g}x the run's "
+                "observed range) on both sides: too wide to decide."
+            ),
+            at_step=run.curve.last_step,
+            policy=policy,
+        )
+    return None
 
 
 def check_probability(name: str, value: float) -> float:

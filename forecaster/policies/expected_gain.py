@@ -22,6 +22,7 @@ import numpy as np
 from forecaster.curves import Direction, to_loss
 from forecaster.models.prediction import Prediction
 from forecaster.policies.base import (
+    UNCERTAIN_WIDTH,
     Decision,
     Reason,
     RunView,
@@ -30,6 +31,7 @@ from forecaster.policies.base import (
     continue_promising,
     stop,
     too_early,
+    too_uncertain,
 )
 from forecaster.policies.converged import decay_held
 
@@ -53,13 +55,17 @@ def expected_gain(
 class ExpectedGainPolicy:
     """Stops a run whose expected improvement over the incumbent, relative to it, per fraction
     of the budget left, is below min_gain_rate. Part of the `forecast` policy (its
-    `min_gain_rate` setting), which adds the warm-up and the hysteresis."""
+    `min_gain_rate` setting), which adds the warm-up and the hysteresis. UNCERTAIN (continue)
+    when the forecast's 90% interval spans the incumbent by more than uncertain_width times the
+    run's observed range on both sides (0: off)."""
 
     name: ClassVar[str] = "expected_gain"
     min_gain_rate: float = 0.01
+    uncertain_width: float = UNCERTAIN_WIDTH
 
     def __post_init__(self) -> None:
         check_non_negative("min_gain_rate", self.min_gain_rate)
+        check_non_negative("uncertain_width", self.uncertain_width)
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return bool(run.curve.max_step) and run.remaining_steps > 0
@@ -94,6 +100,11 @@ class ExpectedGainPolicy:
             f"expected gain over {against} {incumbent:.4g} is {relative:.3%} for the "
             f"{run.remaining_steps} steps left ({left:.0%} of the budget): {rate:.3%} per budget"
         )
+        unsure = too_uncertain(
+            run, prediction, incumbent, self.uncertain_width, self.name, "the incumbent"
+        )
+        if unsure is not None:
+            return replace(unsure, probabilities=probs)
         if rate < self.min_gain_rate:
             return stop(run, self.name, reason, f"{said} < {self.min_gain_rate:.3%}.", probs)
         going_on = continue_promising(run, self.name, f"{said} >= {self.min_gain_rate:.3%}.", probs)

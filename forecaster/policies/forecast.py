@@ -1,11 +1,12 @@
 """The `forecast` policy, the service default: every reason, from the run's forecast and study.
 
 Order of the checks: BUDGET_EXHAUSTED, DIVERGED and TARGET_REACHED stop at once; then, past
-the warm-up (min_points and the grace period), the forecast-based verdicts TARGET_UNREACHABLE,
-UNPROMISING and CONVERGED each need `hysteresis` consecutive forecasts voting stop, so that
-one unlucky fit cannot end a run. The votes come in with the RunView (the engine keeps them in
-the store), so the policy stays pure. The defaults are the ones the replay benchmark chose
-(docs/benchmarks.md, section replay).
+the warm-up (min_points and the grace period), a forecast whose interval is too wide to decide
+on answers UNCERTAIN (continue, no stop vote); else the forecast-based verdicts
+TARGET_UNREACHABLE, UNPROMISING and CONVERGED each need `hysteresis` consecutive forecasts
+voting stop, so that one unlucky fit cannot end a run. The votes come in with the RunView
+(the engine keeps them in the store), so the policy stays pure. The defaults are the ones the
+replay benchmark chose (docs/benchmarks.md, sections replay and calibration).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from forecaster.curves import Direction
 from forecaster.errors import InvalidArgumentError
 from forecaster.models.prediction import Prediction
 from forecaster.policies.base import (
+    UNCERTAIN_WIDTH,
     Action,
     Decision,
     Reason,
@@ -29,6 +31,7 @@ from forecaster.policies.base import (
     check_non_negative,
     check_probability,
     grace_step,
+    too_uncertain,
     warmup,
 )
 from forecaster.policies.budget import BudgetPolicy
@@ -72,6 +75,10 @@ class ForecastPolicy:
         pause: answer PAUSE (reason UNPROMISING) where an UNPROMISING verdict would STOP:
             the run is frozen, not killed, and a scheduler resumes it when the study's
             ranking (RankRuns) puts it first. Off by default: a plugin that cannot pause stops.
+        uncertain_width: UNCERTAIN (continue, no stop vote) when the forecast's 90% interval
+            of the value at the budget spans the incumbent (or, with none, the target) by more
+            than this many times the run's observed range on both sides: too wide to decide
+            anything on its median. 0 turns it off.
         incumbent_confidence: while a run is still running, the final value it offers the
             other runs as the incumbent is one it reaches with this probability (0.5: its
             median forecast). Higher is more careful: an optimistic early forecast of one run
@@ -91,6 +98,7 @@ class ForecastPolicy:
     flat_fraction: float = 0.0
     incumbent_confidence: float = 0.97
     pause: bool = False
+    uncertain_width: float = UNCERTAIN_WIDTH
     _hard: tuple[BudgetPolicy | DivergedPolicy | NotLearningPolicy, ...] = field(
         init=False, repr=False, compare=False
     )
@@ -111,18 +119,20 @@ class ForecastPolicy:
             raise InvalidArgumentError(
                 f"policy setting pause must be true or false; got {self.pause!r}."
             )
+        check_non_negative("uncertain_width", self.uncertain_width)
         hard = (
             BudgetPolicy(),
             DivergedPolicy(explosion_factor=self.explosion_factor),
             NotLearningPolicy(after_fraction=self.flat_fraction),
         )
         checks: list[TargetPolicy | UnpromisingPolicy | ConvergedPolicy | ExpectedGainPolicy] = [
-            TargetPolicy(epsilon=self.epsilon, min_points=0, grace_steps=0),
-            UnpromisingPolicy(epsilon=self.epsilon),
+            # the forecast policy judges UNCERTAIN itself, once, over every check
+            TargetPolicy(epsilon=self.epsilon, min_points=0, grace_steps=0, uncertain_width=0),
+            UnpromisingPolicy(epsilon=self.epsilon, uncertain_width=0),
         ]
         check_non_negative("min_gain_rate", self.min_gain_rate)
         if self.min_gain_rate > 0:
-            checks.append(ExpectedGainPolicy(min_gain_rate=self.min_gain_rate))
+            checks.append(ExpectedGainPolicy(min_gain_rate=self.min_gain_rate, uncertain_width=0))
         if self.delta > 0:
             checks.append(ConvergedPolicy(delta=self.delta, epsilon=self.converged_epsilon))
         object.__setattr__(self, "_hard", hard)
@@ -177,6 +187,11 @@ class ForecastPolicy:
                 said.append(d.explanation.rstrip("."))
             if d.is_stop and vote is None:
                 vote = d
+        against = "the incumbent" if study.incumbent is not None else "the target"
+        reference = study.incumbent if study.incumbent is not None else run.curve.target
+        unsure = too_uncertain(run, prediction, reference, self.uncertain_width, self.name, against)
+        if unsure is not None:
+            return replace(unsure, probabilities=probs, forecast_final=final)
         if vote is None:
             text = "; ".join(said) or "no forecast to judge by"
             return Decision(

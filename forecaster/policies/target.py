@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from forecaster.models.prediction import Prediction
 from forecaster.policies.base import (
+    UNCERTAIN_WIDTH,
     Action,
     Decision,
     Reason,
@@ -17,6 +18,7 @@ from forecaster.policies.base import (
     check_probability,
     continue_promising,
     too_early,
+    too_uncertain,
 )
 
 
@@ -28,15 +30,20 @@ class TargetPolicy:
         epsilon: stop when P(reach target by the budget) < epsilon.
         min_points: no UNREACHABLE verdict before this many points (WARMUP).
         grace_steps: no UNREACHABLE verdict before this step (WARMUP).
+        uncertain_width: UNCERTAIN (continue) when the forecast's 90% interval at the budget
+            spans the target by more than this many times the run's observed range on both
+            sides (0: off).
     """
 
     name: ClassVar[str] = "target"
     epsilon: float = 0.05
     min_points: int = 5
     grace_steps: int = 0
+    uncertain_width: float = UNCERTAIN_WIDTH
 
     def __post_init__(self) -> None:
         check_probability("epsilon", self.epsilon)
+        check_non_negative("uncertain_width", self.uncertain_width)
         check_non_negative("min_points", self.min_points)
         check_non_negative("grace_steps", self.grace_steps)
 
@@ -79,6 +86,11 @@ class TargetPolicy:
             )
         p = prediction.prob_reach(target, budget)
         probs = {"p_reach_target": p}
+        unsure = too_uncertain(
+            run, prediction, target, self.uncertain_width, self.name, "the target"
+        )
+        if unsure is not None:
+            return replace(unsure, probabilities=probs)
         if p < self.epsilon:
             return Decision(
                 action=Action.STOP,

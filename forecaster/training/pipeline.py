@@ -32,8 +32,11 @@ def train_all(
     progress: bool = True,
     example_index: bool = False,
     example_cache: str | Path | None = None,
+    calibration_runs_per_task: int = 10,
 ) -> Metrics:
-    """Trains gbm, sequence and ensemble on the corpus and writes OUT/<name>/ for each.
+    """Trains gbm, sequence and ensemble on the corpus and writes OUT/<name>/ for each, then
+    the conformal tables of every served forecaster (OUT/calibration/, training/calibrate.py)
+    from calibration_runs_per_task runs of each task of the same sources.
     Returns the held-out metrics (z units) per model and source.
 
     holdout_sources: sources left out whole (leave-one-source-out). They are dropped here,
@@ -90,6 +93,17 @@ def train_all(
     if example_index:
         sets = {"train": train, "calib": calib, "test": test, "prior": prior}
         say(f"example index: {report.write_example_index(Path(out), sets)}")
+    _calibrate(
+        corpus,
+        out,
+        srcs,
+        calibration_runs_per_task,
+        seed,
+        split_seed,
+        workers,
+        progress,
+        holdout_sources,
+    )
     say(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     return metrics
 
@@ -112,6 +126,37 @@ def training_sources(
             "every source is held out: leave at least one source to train on."
         )
     return kept
+
+
+def _calibrate(
+    corpus: str | Path,
+    out: str | Path,
+    srcs: Sequence[Source],
+    runs_per_task: int,
+    seed: int,
+    split_seed: int,
+    workers: int | None,
+    progress: bool,
+    holdout_sources: Sequence[str],
+) -> None:
+    """The last step: the tables of the models just written, from the same sources (a source
+    left out of training is left out of them too)."""
+    from forecaster.models.artifacts import ModelBank
+    from forecaster.training import calibrate
+
+    rows = calibrate.collect(
+        corpus,
+        source_names=[s.name for s in srcs],
+        bank=ModelBank.load(str(out)),
+        max_runs_per_task=runs_per_task,
+        seed=seed,
+        split_seed=split_seed,
+        workers=workers,
+        progress=progress,
+    )
+    settings = {"max_runs_per_task": runs_per_task, "seed": seed, "split_seed": split_seed,
+                "cutoffs": list(calibrate.CUTOFFS)}  # fmt: skip
+    calibrate.write(out, rows, srcs, settings, holdout_sources)
 
 
 def _corpus_examples(

@@ -314,3 +314,23 @@ def test_a_flat_run_hears_not_learning_and_stops(service):
         assert r.flush(10)
         assert r.should_stop() and r.decision.reason == "not_learning"
     assert service.run("flat-sweep", "lr0").state == pb.RUN_STATE_STOPPED
+
+
+def test_a_run_whose_forecast_is_too_wide_hears_uncertain_and_goes_on(service):
+    """A finished run sets the incumbent; a flat run wandering around it gets UNCERTAIN, a
+    continue whose name the Reporter reads (and that rank 0 broadcasts as a wire code)."""
+    import numpy as np
+
+    wide = {"policy": "forecast", "policy_params": {"uncertain_width": 0.25}}
+    with Reporter(service.address, "wide-sweep", "done", max_step=1000, **wide) as r:
+        for step in range(10, 1001, 10):
+            r.report(step, 2.6 + 3.0 * (step / 10.0) ** -0.5 - 0.3)
+        assert r.flush(10)
+    wander = 2.6 + np.random.default_rng(0).normal(0, 0.1, 20)
+    with Reporter(service.address, "wide-sweep", "lr1", max_step=1000, **wide) as r:
+        for step, value in zip(range(10, 201, 10), wander, strict=True):
+            r.report(step, float(value))
+        assert r.flush(10)
+        assert not r.should_stop() and r.decision.reason == "uncertain", r.decision.explanation
+        assert "too wide to decide" in r.decision.explanation
+        assert Decision.from_codes(*r.decision.codes()).reason == "uncertain"

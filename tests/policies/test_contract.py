@@ -87,6 +87,10 @@ SCENARIOS: dict[str, Callable[[], tuple[RunView, StudyContext]]] = {
         incumbent=1.2,
         peers=peers(direction=Direction.MAX),
     ),  # fmt: skip
+    # a flat, noisy run level with the incumbent: its forecast spans the incumbent widely
+    "too wide to judge": lambda: run_and_study(
+        2.6 + np.random.default_rng(0).normal(0, 0.1, 120), target=None, incumbent=2.6
+    ),
     "second stop vote": lambda: run_and_study(
         loss_curve(150, 2.8), target=None, incumbent=1.2, peers=peers(), votes=2
     ),

@@ -149,8 +149,10 @@ def test_report_then_read_back_forecast_and_decision(stub):
     assert list(fc.forecast.steps) == [1000]
     assert list(q) == sorted(q) and q[0] <= true_final <= q[-1]
     # The true curve reaches 2.3 by step 1000. auto is the learned ensemble here (a budget, no
-    # lr): calibrated on real runs, it is less sure of a clean power law than a power-law fit.
-    assert fc.forecast.prob_reach_target >= 0.75
+    # lr), its intervals the conformal tables' (residuals of real runs cut at 10%, which miss
+    # by far more than a clean power law does): less sure than a power-law fit, but its median
+    # reaches the target and so does more than half of it.
+    assert q[2] < 2.5 and fc.forecast.prob_reach_target > 0.5
     assert fc.forecast.model == "ensemble"  # auto, with a budget and no lr: the shipped ensemble
     assert 100 / 1.1 <= fc.forecast.observed_until_step <= 100  # refit every 10% of growth
     assert len(fc.path.steps) == 5 and fc.path.steps[0] == 100 and fc.path.steps[-1] == 1000
@@ -450,3 +452,28 @@ def test_a_planned_schedule_makes_auto_use_the_annealing_law(stub):
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "1501..2000" in details
     assert stored(stub, "llm", "r").last_step == 800  # nothing stored
+
+
+def test_a_forecast_too_wide_to_decide_is_uncertain_through_the_server(stub):
+    """A finished run sets the incumbent at 2.35; a flat run that wanders around 2.6 gets a
+    forecast whose 90% interval spans it on both sides by more than uncertain_width times the
+    run's observed range: UNCERTAIN, which continues."""
+    import numpy as np
+
+    policy = pb.PolicySettings(name="forecast", params={"uncertain_width": 0.25})
+    make_run(stub, run="done", policy=policy)
+    steps = list(range(10, 1001, 10))
+    finished = [2.35 + 3.0 * (s / 10.0) ** -0.5 - 3.0 * (100.0) ** -0.5 for s in steps]
+    stub.ReportMetrics(
+        pb.ReportMetricsRequest(study="sweep", run="done", points=points(steps, finished))
+    )
+    stub.FinishRun(pb.FinishRunRequest(study="sweep", run="done", state=pb.RUN_STATE_FINISHED))
+    stub.StartRun(pb.StartRunRequest(study="sweep", run=pb.RunSpec(name="r1")))
+    wander = 2.6 + np.random.default_rng(0).normal(0, 0.1, 20)
+    flat = points(list(range(10, 201, 10)), [float(v) for v in wander])
+    d = stub.ReportMetrics(pb.ReportMetricsRequest(study="sweep", run="r1", points=flat)).decision
+    assert d.action == pb.ACTION_CONTINUE and d.reason == pb.REASON_UNCERTAIN, d.explanation
+    assert "spans the incumbent 2.35" in d.explanation and "too wide to decide" in d.explanation
+    assert 0.05 < d.probabilities["p_beat_incumbent"] < 0.95
+    again = stub.GetDecision(pb.GetDecisionRequest(study="sweep", run="r1")).decision
+    assert again.reason == pb.REASON_UNCERTAIN and again.explanation == d.explanation

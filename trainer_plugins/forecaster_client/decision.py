@@ -23,7 +23,8 @@ class Decision:
     study's ranking, ``StudyClient.rank()``, says when the run deserves to resume);
     ``reason`` one of "unknown" (no answer from the service yet), "warmup", "promising",
     "diverged", "target_unreachable", "unpromising", "converged", "target_reached",
-    "budget_exhausted", "not_learning", "manual" (a person stopped the run: StopRun, or the
+    "budget_exhausted", "not_learning", "uncertain" (continue: the forecast is too wide to
+    decide on), "manual" (a person stopped the run: StopRun, or the
     dashboard's button).
     """
 

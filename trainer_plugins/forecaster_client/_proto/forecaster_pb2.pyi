@@ -41,6 +41,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_BUDGET_EXHAUSTED: _ClassVar[Reason]
     REASON_PROMISING: _ClassVar[Reason]
     REASON_MANUAL: _ClassVar[Reason]
+    REASON_UNCERTAIN: _ClassVar[Reason]
     REASON_NOT_LEARNING: _ClassVar[Reason]
 
 class ScheduleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -74,6 +75,7 @@ REASON_TARGET_REACHED: Reason
 REASON_BUDGET_EXHAUSTED: Reason
 REASON_PROMISING: Reason
 REASON_MANUAL: Reason
+REASON_UNCERTAIN: Reason
 REASON_NOT_LEARNING: Reason
 SCHEDULE_KIND_UNSPECIFIED: ScheduleKind
 SCHEDULE_KIND_EXPLICIT: ScheduleKind
