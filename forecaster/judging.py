@@ -230,8 +230,12 @@ def fit_forecasts(
         except Exception:
             log.exception("batched %s fit failed; fitting curve by curve", model.name)
             continue
+        tables = None if bank is None else bank.calibration
         for (where, head), prediction in zip(items, predictions, strict=True):
-            memo[(where, len(head), "")] = prediction
+            # What fit_forecast makes of the same fit: calibrated, then bounded.
+            memo[(where, len(head), "")] = within_bounds(
+                calibration.calibrated(prediction, head, tables), head
+            )
 
 
 @dataclass(frozen=True)
