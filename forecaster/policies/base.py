@@ -213,10 +213,10 @@ MIN_JUDGED_POINTS = 3
 
 
 def too_early(decision: Decision, run: RunView) -> Decision:
-    """WARMUP in place of a PROMISING that a curve of fewer than MIN_JUDGED_POINTS points
-    cannot back; the probabilities it rests on are kept."""
+    """WARMUP in place of a PROMISING (or an UNCERTAIN) that a curve of fewer than
+    MIN_JUDGED_POINTS points cannot back; the probabilities it rests on are kept."""
     n = len(run.curve)
-    if decision.reason is not Reason.PROMISING or n >= MIN_JUDGED_POINTS:
+    if decision.reason not in (Reason.PROMISING, Reason.UNCERTAIN) or n >= MIN_JUDGED_POINTS:
         return decision
     said = decision.explanation.rstrip(".")
     return replace(

@@ -100,11 +100,9 @@ class ExpectedGainPolicy:
             f"expected gain over {against} {incumbent:.4g} is {relative:.3%} for the "
             f"{run.remaining_steps} steps left ({left:.0%} of the budget): {rate:.3%} per budget"
         )
-        unsure = too_uncertain(
-            run, prediction, incumbent, self.uncertain_width, self.name, "the incumbent"
-        )
-        if unsure is not None:
-            return replace(unsure, probabilities=probs)
+        unsure = too_uncertain(run, prediction, incumbent, self.uncertain_width, self.name, against)
+        if unsure is not None:  # inside the warm-up, WARMUP says more
+            return too_early(replace(unsure, probabilities=probs), run)
         if rate < self.min_gain_rate:
             return stop(run, self.name, reason, f"{said} < {self.min_gain_rate:.3%}.", probs)
         going_on = continue_promising(run, self.name, f"{said} >= {self.min_gain_rate:.3%}.", probs)
