@@ -35,9 +35,9 @@ from forecaster.judging import (
     record_of,
     standing_of,
 )
-from forecaster.models import Prediction, StudyHistory
+from forecaster.models import Prediction, StudyHistory, calibration
 from forecaster.models.artifacts import ModelBank
-from forecaster.models.prediction import ForecastSummary, summarize, within_bounds
+from forecaster.models.prediction import ForecastSummary, summarize
 from forecaster.observer import EngineObserver, NoObserver
 from forecaster.policies import Decision, RunView, StoppingPolicy, StudyContext
 from forecaster.policies.base import Peers
@@ -440,9 +440,9 @@ class Engine:
         """Stateless: forecasts an inline curve; nothing is stored."""
         if not len(curve):
             raise InvalidArgumentError("ForecastCurve: the curve has no points.")
-        prediction = within_bounds(
-            models.create(forecaster, curve, bank=self.models).fit(curve), curve
-        )
+        model = models.create(forecaster, curve, bank=self.models)
+        # Served as a run's forecast is (judging): calibrated, then bounded.
+        prediction = calibration.fit_calibrated(model, curve, None, self.models)
         steps = self._check_steps(curve, list(at_steps) or self._default_steps(curve, "the curve"))
         return summarize(prediction, steps, quantile_levels, curve.target)
 

@@ -25,7 +25,6 @@ from forecaster.curves import Curve, Direction
 from forecaster.hashing import digest
 from forecaster.models import Prediction, StudyHistory, calibration
 from forecaster.models.artifacts import ModelBank
-from forecaster.models.prediction import within_bounds
 from forecaster.policies import Action, Decision, Reason, RunView, StoppingPolicy, StudyContext
 from forecaster.policies.base import Peers, best_final
 from forecaster.store import Run, RunState, StopRequest, StoredDecision
@@ -192,9 +191,7 @@ def fit_forecast(
         key = (where, len(head), study_history.key if study_history is not None else "")
         if memo is not None and key in memo:
             return memo[key]
-        prediction = within_bounds(
-            calibration.fit_calibrated(model, head, study_history, bank), head
-        )
+        prediction = calibration.fit_calibrated(model, head, study_history, bank)
     except Exception:
         log.exception("forecaster %s failed on run %s", model.name, where)
         prediction = None
@@ -230,12 +227,9 @@ def fit_forecasts(
         except Exception:
             log.exception("batched %s fit failed; fitting curve by curve", model.name)
             continue
-        tables = None if bank is None else bank.calibration
         for (where, head), prediction in zip(items, predictions, strict=True):
-            # What fit_forecast makes of the same fit: calibrated, then bounded.
-            memo[(where, len(head), "")] = within_bounds(
-                calibration.calibrated(prediction, head, tables), head
-            )
+            # What fit_forecast makes of the same fit.
+            memo[(where, len(head), "")] = calibration.served(prediction, head, bank)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from forecaster.errors import FailedPreconditionError, InvalidArgumentError
 from forecaster.evaluation.pool import run_jobs, sample_tasks
 from forecaster.models import StudyHistory, calibration
 from forecaster.models.artifacts import ModelBank
-from forecaster.models.prediction import within_bounds
 
 DEFAULT_CUTOFFS = (0.1, 0.2, 0.3, 0.5)
 DEFAULT_MODELS = ("last_value", "damped_trend", "pow3", "power_law", "annealing_law")
@@ -125,9 +124,7 @@ def _score_task(job: _Job) -> list[Score]:
             for name in job.models:
                 forecaster = forecasters.get(name) or models.create(name, curve, bank=job.bank)
                 t0 = time.perf_counter()
-                prediction = within_bounds(
-                    calibration.fit_calibrated(forecaster, curve, history, job.bank), curve
-                )
+                prediction = calibration.fit_calibrated(forecaster, curve, history, job.bank)
                 samples = prediction.samples([run.final_step])[:, 0]
                 fit_ms = (time.perf_counter() - t0) * 1e3
                 finite = samples[np.isfinite(samples)]

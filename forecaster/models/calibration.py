@@ -47,7 +47,7 @@ import numpy.typing as npt
 from forecaster.curves import Curve, FloatArray
 from forecaster.models import artifacts, features
 from forecaster.models.learned import quantile_function
-from forecaster.models.prediction import Prediction
+from forecaster.models.prediction import Prediction, within_bounds
 
 if TYPE_CHECKING:
     from forecaster.models.artifacts import ModelBank
@@ -303,13 +303,20 @@ def calibrated(prediction: Prediction, curve: Curve, calibration: Calibration | 
     return replace(prediction, sampler=sampler, notes=(*prediction.notes, note))
 
 
+def served(prediction: Prediction, curve: Curve, bank: ModelBank | None) -> Prediction:
+    """A fitted prediction as the service serves it: calibrated by the bank's tables (none: as
+    it is), then bounded by the curve's metric kind (`prediction.within_bounds`)."""
+    tables = None if bank is None else bank.calibration
+    return within_bounds(calibrated(prediction, curve, tables), curve)
+
+
 def fit_calibrated(
     forecaster: Any, curve: Curve, history: Any, bank: ModelBank | None
 ) -> Prediction:
-    """forecaster.fit(curve, history), calibrated by the bank's tables (none: as it is): how
-    the engine (judging.fit_forecast) and `forecaster eval` both forecast."""
+    """forecaster.fit(curve, history), served (calibrated and bounded): how the engine
+    (judging, ForecastCurve), the batch and `forecaster eval` all forecast."""
     prediction: Prediction = forecaster.fit(curve, history)
-    return calibrated(prediction, curve, None if bank is None else bank.calibration)
+    return served(prediction, curve, bank)
 
 
 def pinball_losses(r: FloatArray, q: FloatArray) -> dict[float, float]:
