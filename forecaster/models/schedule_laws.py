@@ -50,6 +50,9 @@ _HUBER = 1.345  # Huber threshold in robust sd: 95% efficiency under normal nois
 _MIN_RUN_POINTS = 4
 _MAX_HISTORY_RUNS = 24  # a study fit uses at most this many completed runs (the newest)
 _LR_EXPONENT = 2.0  # bound on |delta| in K_eff = K * (peak lr / ref)^-delta
+# A peak lr with this many completed runs gets a fit of its own (the fewest that pin the
+# law's shape: one run of a schedule leaves the annealing term and the power law confounded).
+_MIN_GROUP_RUNS = 2
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,18 @@ class StudyFit:
     n_runs: int
     n_points: int
     fit_s: float = 0.0
+    # One per peak lr group: the law fitted on that group's runs alone (every parameter
+    # theirs), where the group has _MIN_GROUP_RUNS completed runs; None elsewhere.
+    own: tuple[StudyFit | None, ...] = ()
+
+    def for_peak(self, peak: float) -> StudyFit:
+        """The fit a run at peak lr is forecast with: its peak lr's own fit where the study
+        ran that peak lr often enough, the study's shared fit otherwise."""
+        if not self.own:
+            return self
+        g, same = group_of(self.peaks, peak)
+        mine = self.own[g] if same else None
+        return mine if mine is not None else self
 
     @property
     def d(self) -> int:
@@ -250,6 +265,26 @@ class StudyFit:
     ) -> FloatArray:
         """Samples (n_samples, n) of the law on profile at steps with run coefficients
         (L0, A) ~ N(coef, coef_cov); shape and K from the study (delta method)."""
+        mean, jac, cov = self._linearised(profile, steps, coef, coef_cov)
+        draws = rng.multivariate_normal(np.zeros(len(cov)), cov, n_samples, method="eigh")
+        noise = rng.standard_normal(n_samples) * self.sigma
+        out: FloatArray = mean[None, :] * (1.0 + noise[:, None]) + draws @ jac.T
+        return out
+
+    def spread(
+        self, profile: LrProfile, step: float, coef: tuple[float, float], coef_cov: FloatArray
+    ) -> float:
+        """The predictive sd of the run's loss at step (parameters and residual noise, by the
+        delta method, as `path` samples it)."""
+        mean, jac, cov = self._linearised(profile, np.array([float(step)]), coef, coef_cov)
+        var = float(jac[0] @ cov @ jac[0]) + (self.sigma * float(mean[0])) ** 2
+        return math.sqrt(max(var, 0.0))
+
+    def _linearised(
+        self, profile: LrProfile, steps: FloatArray, coef: tuple[float, float], coef_cov: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """The law's mean at steps, its Jacobian in (shape..., K, L0, A) and their
+        covariance."""
         d = self.d
         steps = np.asarray(steps, dtype=np.float64)
         shape = self.params[:d]
@@ -270,10 +305,7 @@ class StudyFit:
         cov = np.zeros((d + 3, d + 3))
         cov[: d + 1, : d + 1] = self.cov[: d + 1, : d + 1]
         cov[d + 1 :, d + 1 :] = coef_cov
-        draws = rng.multivariate_normal(np.zeros(d + 3), _psd(cov), n_samples, method="eigh")
-        noise = rng.standard_normal(n_samples) * self.sigma
-        out: FloatArray = mean[None, :] * (1.0 + noise[:, None]) + draws @ jac.T
-        return out
+        return mean, jac, _psd(cov)
 
     def _prior(self, peak: float) -> tuple[FloatArray, FloatArray, bool]:
         """(L0, A) of a new run at peak lr before any of it ran, their covariance, and whether
@@ -292,6 +324,9 @@ class StudyFit:
     ) -> FloatArray:
         """Samples (n_samples, n) of a new run of the study under profile, before any of it
         ran."""
+        fit = self.for_peak(profile.peak)
+        if fit is not self:
+            return fit.predict(profile, steps, n_samples, seed)
         mean, cov, _ = self._prior(profile.peak)
         coef = (float(mean[0]), float(mean[1]))
         return self.path(profile, steps, coef, cov, n_samples, np.random.default_rng(seed))
@@ -314,7 +349,14 @@ class StudyFit:
     ) -> tuple[tuple[float, float], FloatArray, bool]:
         """(L0, A) of a running run from its own prefix, with the study's fit of its peak lr
         as the prior (the nearest peak lr's, widened, when the study never ran it): the mean,
-        the covariance and whether the peak lr was in the study."""
+        the covariance and whether the peak lr was in the study.
+
+        The prefix moves L0 alone, a random intercept (the run's seed and data order; at a
+        new peak lr also the level its lr holds the loss at): a prefix cannot tell L0 from A,
+        and a free (L0, A) fitted to it forecast the new peak lrs of lr_scheduling_llm 4 times
+        worse than the nearest peak lr's A with the prefix's L0 (1.0% against 4.0% mean
+        relative error of the final loss from 30%, benchmarks/schedule_laws.py).
+        """
         prior, prior_cov, same = self._prior(profile.peak)
         if not len(y):
             return (float(prior[0]), float(prior[1])), prior_cov, same
@@ -324,22 +366,14 @@ class StudyFit:
         # Points of one run are correlated: count them as the effective number of a series
         # whose residuals are this study's (one per 10 points, at least 1).
         noise = (self.sigma * float(np.mean(y))) ** 2 * max(1.0, len(y) / 10.0) / len(y)
-        if same:
-            # The study ran this peak lr: its law holds but for the run's own offset (seed,
-            # data order), a random intercept the prefix estimates.
-            shift_var = (self.offset_sd * float(prior[0])) ** 2
-            gap = float(np.mean(z - prior[0] - prior[1] * cols[:, 0]))
-            gain = shift_var / (shift_var + noise)
-            cov = prior_cov.copy()
-            cov[0, 0] -= gain * shift_var
-            return (float(prior[0]) + gain * gap, float(prior[1])), _psd(cov), same
-        x = np.stack([np.ones(len(y)), cols[:, 0]], axis=1)
-        prior_prec = np.linalg.inv(_psd(prior_cov) + 1e-18 * np.eye(2))
-        precision = x.T @ x / noise + prior_prec
-        rhs = x.T @ z / noise + prior_prec @ prior
-        cov = np.linalg.inv(precision)
-        mean = cov @ rhs
-        return (float(mean[0]), float(mean[1])), _psd(cov), same
+        # The study ran this peak lr: its law holds but for the run's own offset. It did not:
+        # the offset is all the nearest peak lr's L0 is unsure of (the groups' spread).
+        shift_var = (self.offset_sd * float(prior[0])) ** 2 if same else float(prior_cov[0, 0])
+        gap = float(np.mean(z - prior[0] - prior[1] * cols[:, 0]))
+        gain = shift_var / (shift_var + noise)
+        cov = prior_cov.copy()
+        cov[0, 0] -= gain * shift_var
+        return (float(prior[0]) + gain * gap, float(prior[1])), _psd(cov), same
 
 
 def _psd(m: FloatArray) -> FloatArray:
@@ -350,7 +384,10 @@ def _psd(m: FloatArray) -> FloatArray:
     return out
 
 
-def _study_runs(law: Law, curves: tuple[Curve, ...]) -> tuple[list[LrProfile], list, list]:
+def _study_runs(
+    law: Law, curves: tuple[Curve, ...]
+) -> tuple[list[LrProfile], list, list, list[Curve]]:
+    kept: list[Curve] = []
     profiles: list[LrProfile] = []
     steps_l: list[FloatArray] = []
     y_l: list[FloatArray] = []
@@ -362,10 +399,11 @@ def _study_runs(law: Law, curves: tuple[Curve, ...]) -> tuple[list[LrProfile], l
         if len(y) < _MIN_RUN_POINTS:
             continue
         idx = thin_indices(len(y), law.max_points)
+        kept.append(c)
         profiles.append(profile)
         steps_l.append(steps[idx])
         y_l.append(y[idx])
-    return profiles, steps_l, y_l
+    return profiles, steps_l, y_l, kept
 
 
 def fit_study(
@@ -375,7 +413,7 @@ def fit_study(
     none has 4 usable points."""
     t0 = time.perf_counter()
     law = law_named(law_name)
-    profiles, steps_l, y_l = _study_runs(law, curves)
+    profiles, steps_l, y_l, kept = _study_runs(law, curves)
     if not profiles:
         return None
     ref = max(p.peak for p in profiles)
@@ -394,9 +432,17 @@ def fit_study(
         np.repeat(np.log(peaks_run / ref), sizes),
     )
     params, cov, sigma, offset_sd = _solve(law, runs, sharing)
+    own: tuple[StudyFit | None, ...] = ()
+    if len(peaks) > 1:
+        own = tuple(
+            fit_study(law_name, tuple(c for c, k in zip(kept, run_group, strict=True) if k == g))
+            if int(np.sum(run_group == g)) >= _MIN_GROUP_RUNS
+            else None
+            for g in range(len(peaks))
+        )
     return StudyFit(
         law_name, ref, peaks, sharing, params, cov, sigma, offset_sd, len(sizes), len(runs.y),
-        time.perf_counter() - t0,
+        time.perf_counter() - t0, own,
     )  # fmt: skip
 
 
@@ -581,6 +627,31 @@ def _own_noise(
     return 1.4826 * float(np.median(np.abs(rel - np.median(rel))))
 
 
+def _learns(study: StudyFit, profile: LrProfile, steps: FloatArray, y: FloatArray) -> bool:
+    """Whether the run's loss falls with its lr area as the study's law says a loss does:
+    (L0, A) fitted freely to its points, at the study's shape, give A > 0. A run that blew
+    up and sits at a high loss gives A <= 0, and no (L0, A) of the law can describe it."""
+    cols = study.columns(profile, steps, study.shape)
+    z = y + float(study.params[study.d]) * cols[:, 1]
+    x = np.stack([np.ones(len(y)), cols[:, 0]], axis=1)
+    coef, *_ = np.linalg.lstsq(x, z, rcond=None)
+    return bool(coef[1] > 0)
+
+
+def _run_fit(
+    study: StudyFit, profile: LrProfile, steps: FloatArray, y: FloatArray
+) -> tuple[StudyFit, tuple[float, float], FloatArray, bool]:
+    """The study's fit adjusted to a running run: (the fit, with the run's own noise where it
+    is noisier than the study's; the run's (L0, A), their covariance; whether the study ran
+    its peak lr)."""
+    coef, cov, same = study.run_coefficients(profile, steps, y)
+    own = _own_noise(study, profile, steps, y, coef)
+    if own > study.sigma:  # a noisier run than the study's: its own noise widens it
+        study = replace(study, sigma=own)
+        coef, cov, same = study.run_coefficients(profile, steps, y)
+    return study, coef, cov, same
+
+
 @dataclass(frozen=True)
 class FittedRun:
     """A run's law: the study's (or its own) fit with the run's (L0, A)."""
@@ -749,16 +820,32 @@ class ScheduleLawForecaster:
         idx = thin_indices(len(y), law.max_points)
         steps, y = steps[idx], y[idx]
         if study is not None:
-            coef, cov, same = study.run_coefficients(profile, steps, y)
-            own = _own_noise(study, profile, steps, y, coef)
-            if own > study.sigma:  # a noisier run than the study's: its own noise widens it
-                study = replace(study, sigma=own)
-                coef, cov, same = study.run_coefficients(profile, steps, y)
-            notes = [f"shape and annealing term shared with {study.n_runs} completed runs"]
+            shared_runs = study.n_runs
+            mine = study.for_peak(profile.peak)
+            fits = (study,) if mine is study else (study, mine)
+            candidates = [_run_fit(fit, profile, steps, y) for fit in fits]
+            # The peak lr's own fit where it forecasts this run's end more surely than the
+            # shared one (a group of few or unlike runs pins its own shape poorly).
+            study, coef, cov, same = min(
+                candidates, key=lambda c: c[0].spread(profile, curve.horizon, c[1], c[2])
+            )
+            if len(y) >= _MIN_CHECK_POINTS and not _learns(study, profile, steps, y):
+                note = (
+                    "this run's loss does not fall as its lr area grows (a free L0 and A "
+                    f"fitted to its {len(y)} points give A <= 0: diverged, or not learning): "
+                    f"the {self.name} does not describe it; this is the power-law ensemble."
+                )
+                flat = PowerLawForecaster(name=self.name, seed=self.seed).fit(curve)
+                return replace(flat, model_version=self.version, notes=(note, *flat.notes))
+            if study.n_runs < shared_runs:  # its peak lr's own fit
+                notes = [f"the law fitted on the {study.n_runs} completed runs of this peak lr"]
+            else:
+                notes = [f"shape and annealing term shared with {study.n_runs} completed runs"]
             notes.append(
                 "; L0 and A of their peak lr, adjusted to this run's points."
                 if same
-                else "; no completed run at this peak lr: L0 and A from this run's points."
+                else "; no completed run at this peak lr: A of the nearest one, L0 from this "
+                "run's points."
             )
             return FittedRun(study, coef, cov), ("".join(notes),)
         if len(y) < _MIN_POINTS_ALONE:
