@@ -46,10 +46,23 @@ What transfers across peak lrs (lr_scheduling_llm, the same protocol): the shape
 annealing decay) and the annealing coefficient are shared by every run of a study, L0 and A move
 with the peak lr. Sharing L0 and A too (the papers' fit, made for runs of one peak lr) is 2-5
 times worse on every task. Letting the annealing coefficient scale as a power of the peak lr
-was worse on the service-path folds (5.5% against 1.2%), and fitting each peak lr's runs alone
-breaks down on the groups of one or two runs small tasks have, so neither was kept. A peak lr
-no fitted run used gets the nearest peak lr's L0 and A, which is not good (the "new peak lr"
-rows): the law has no lr term that transfers, and pow3 does better there.
+was worse on the service-path folds (5.5% against 1.2%), so it was not kept. A peak lr no fitted
+run used gets the nearest peak lr's L0 and A, which is not good (the "new peak lr" rows): the
+law has no lr term that transfers, and pow3 does better there.
+
+In the service path a study's runs of one peak lr also get a fit of their own (every parameter
+theirs) once there are two of them, and a run is forecast with whichever of that fit and the
+shared one forecasts its end more surely (the smaller predictive sd at its horizon: a group of
+few or unlike runs pins its shape poorly, and on nanogpt_speedrun, whose "peak lr" is a
+multiplier shared by unlike records, the own fit alone made the mean error twice as large).
+The run's own prefix moves only its L0 (from the newest half of its points), at a new peak lr
+too; a run whose loss does not fall with its lr area (a divergence that stays high) is left to
+the power-law ensemble. Each of these was measured on both sources (lr_scheduling_llm and
+nanogpt_speedrun, 50 runs a task, cutoff 0.3, multi-power law): the own fits by predictive sd
+1.17% -> 0.77% and 1.43% -> 1.46%; L0 alone at a new peak lr and the ensemble for a run that
+does not learn 0.77% -> 0.55% and 1.46% (unchanged); the newest half of the prefix 0.55% ->
+0.56% and 1.46% -> 1.19% (chosen among all, the newest half and the newest quarter of its
+points, which nanogpt_speedrun preferred and lr_scheduling_llm did not tell apart).
 """
 
 

@@ -413,16 +413,22 @@ def _study_runs(
 
 
 def fit_study(
-    law_name: str, curves: tuple[Curve, ...], sharing: Sharing = DEFAULT_SHARING
+    law_name: str,
+    curves: tuple[Curve, ...],
+    sharing: Sharing = DEFAULT_SHARING,
+    start: FloatArray | None = None,
+    ref: float | None = None,
 ) -> StudyFit | None:
     """The law fitted jointly on curves that have an lr (a loss, lower is better); None when
-    none has 4 usable points."""
+    none has 4 usable points. start: the parameters to start from (of a fit of one peak lr, in
+    units of ref), instead of the law's several starts; ref: the lr unit (default: the
+    largest peak lr)."""
     t0 = time.perf_counter()
     law = law_named(law_name)
     profiles, steps_l, y_l, kept = _study_runs(law, curves)
     if not profiles:
         return None
-    ref = max(p.peak for p in profiles)
+    ref = ref or max(p.peak for p in profiles)
     peaks_run = np.array([p.peak for p in profiles])
     peaks, run_group = _groups(peaks_run)
     preps = [law.prepare(p, s, ref) for p, s in zip(profiles, steps_l, strict=True)]
@@ -437,11 +443,18 @@ def fit_study(
         np.log(s1),
         np.repeat(np.log(peaks_run / ref), sizes),
     )
-    params, cov, sigma, offset_sd = _solve(law, runs, sharing)
+    params, cov, sigma, offset_sd = _solve(law, runs, sharing, start)
     own: tuple[StudyFit | None, ...] = ()
     if len(peaks) > 1:
+        # Each from the shared fit's parameters of its peak lr: one descent, not several.
+        d = len(law.shape_names) + 1
         own = tuple(
-            fit_study(law_name, tuple(c for c, k in zip(kept, run_group, strict=True) if k == g))
+            fit_study(
+                law_name,
+                tuple(c for c, k in zip(kept, run_group, strict=True) if k == g),
+                start=params[[*range(d + 1), d + 1 + g, d + 1 + len(peaks) + g]],
+                ref=ref,
+            )
             if int(np.sum(run_group == g)) >= _MIN_GROUP_RUNS
             else None
             for g in range(len(peaks))
@@ -459,7 +472,9 @@ def _anneal_all(law: Law, runs: _Runs, rest: FloatArray) -> FloatArray:
     return out
 
 
-def _solve(law: Law, runs: _Runs, sharing: Sharing) -> tuple[FloatArray, FloatArray, float, float]:
+def _solve(
+    law: Law, runs: _Runs, sharing: Sharing, start: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray, float, float]:
     from scipy.optimize import least_squares
 
     d = len(law.shape_names) + 1
@@ -526,7 +541,10 @@ def _solve(law: Law, runs: _Runs, sharing: Sharing) -> tuple[FloatArray, FloatAr
 
     lo, hi = full_lo[free], full_hi[free]
     starts = []
-    for shape in law.starts:
+    if start is not None and runs.n_groups == 1 and len(start) == n_params:
+        x0 = np.clip(np.asarray(start, dtype=np.float64)[free], lo + 1e-12, hi - 1e-12)
+        starts.append((float(np.sum(residual(x0) ** 2)), x0))
+    for shape in law.starts if not starts else ():
         p0 = np.zeros(n_params)
         p0[: d - 1] = shape
         p0[d:] = _linear_init(law, runs, p0[:d], li, ai, n_params - d)
