@@ -142,6 +142,14 @@ def describe(fit: StudyFit) -> str:
     for name, value, sd in fit.parameters():
         lines.append(f"  {name:<28} {value:.5g}  (+/- {sd:.2g})")
     lines.append(f"  {'residual sd (relative)':<28} {fit.sigma:.3g}")
+    for peak, own in zip(fit.peaks, fit.own, strict=False):
+        if own is None:
+            continue
+        shown = ", ".join(f"{name} {value:.4g}" for name, value, _ in own.parameters())
+        lines.append(
+            f"  peak lr {peak:.3g}: its {own.n_runs} runs' own fit ({shown}); a schedule at "
+            "this peak lr is forecast with it where it is the surer of the two at the end."
+        )
     return "\n".join(lines)
 
 

@@ -324,9 +324,16 @@ class StudyFit:
     ) -> FloatArray:
         """Samples (n_samples, n) of a new run of the study under profile, before any of it
         ran."""
-        fit = self.for_peak(profile.peak)
-        if fit is not self:
-            return fit.predict(profile, steps, n_samples, seed)
+        steps = np.asarray(steps, dtype=np.float64)
+        mine = self.for_peak(profile.peak)
+        if mine is not self and len(steps):  # as for a running run: the surer at the end
+            horizon = float(steps.max())
+            spreads = []
+            for fit in (self, mine):
+                mean, cov, _ = fit._prior(profile.peak)
+                spreads.append(fit.spread(profile, horizon, (float(mean[0]), float(mean[1])), cov))
+            if spreads[1] < spreads[0]:
+                return mine.predict(profile, steps, n_samples, seed)
         mean, cov, _ = self._prior(profile.peak)
         coef = (float(mean[0]), float(mean[1]))
         return self.path(profile, steps, coef, cov, n_samples, np.random.default_rng(seed))

@@ -11,6 +11,7 @@ import pytest
 from forecaster.curves import Curve, LrProfile, LrSchedule, ScheduleKind
 from forecaster.models import StudyHistory, create
 from forecaster.models.schedule_laws import fit_points, fit_study
+from forecaster.planning import describe
 
 TAU = 1000.0
 
@@ -65,6 +66,9 @@ def test_a_peak_lr_the_study_ran_often_gets_its_own_fit(law_name):
     assert fit is not None and len(fit.peaks) == 2 and fit.n_runs == 6
     assert [o.n_runs for o in fit.own if o is not None] == [3, 3]
     assert fit.for_peak(1e-3).n_runs == 3 and fit.for_peak(2e-3) is fit  # no group there
+    shown = describe(fit)  # what `forecaster law` prints
+    assert "peak lr 0.001: its 3 runs' own fit (alpha" in shown
+    assert "peak lr 0.004: its 3 runs' own fit (alpha" in shown
     # A longer WSD run at the low peak lr, cut in its stable phase at 30%.
     curve, final = run("wsd", 16000, 1e-3, LOW, seed=99, until=4800)
     p = create(law_name).fit(curve, history)
