@@ -220,10 +220,16 @@ class StudyFit:
         d = self.d
         sd = np.sqrt(np.maximum(np.diag(self.cov), 0.0))
         out: list[tuple[str, float, float]] = []
-        shown = law.report(self.params[: d - 1], self.ref)
-        shown_hi = law.report(self.params[: d - 1] + sd[: d - 1], self.ref)
-        for name in law.shape_names:
-            out.append((name, shown[name], abs(shown_hi[name] - shown[name])))
+        shape = self.params[: d - 1]
+        shown = law.report(shape, self.ref)
+        for i, name in enumerate(law.shape_names):
+            bumped = shape.copy()
+            bumped[i] += sd[i]
+            try:  # one shape parameter off by its sd, shown in its reported unit
+                spread = abs(law.report(bumped, self.ref)[name] - shown[name])
+            except OverflowError:  # an sd of many decades (a shape the runs do not pin)
+                spread = math.inf
+            out.append((name, shown[name], spread))
         several = len(self.peaks) > 1
         if several and self.sharing.lr_exponent:
             out.append((f"{law.anneal_name} lr exponent", float(self.params[d - 1]),
