@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # "one core" for the timing
@@ -35,7 +36,13 @@ from _report import corpus_found, corpus_parser, markdown_table, write_section  
 from forecaster.corpus.reader import LoggedRun, sources  # noqa: E402
 from forecaster.curves import Curve, LrProfile, LrSchedule, ScheduleKind  # noqa: E402
 from forecaster.evaluation.accuracy import score_corpus  # noqa: E402
-from forecaster.models.schedule_laws import Sharing, fit_points, fit_study, group_of  # noqa: E402
+from forecaster.models.schedule_laws import (  # noqa: E402
+    Sharing,
+    StudyFit,
+    fit_points,
+    fit_study,
+    group_of,
+)
 
 METHODS = ("annealing_law", "multi_power_law", "annealing_law, shared L0/A", "old relative fit",
            "pow3")  # fmt: skip
@@ -85,6 +92,10 @@ def _pow3(fit_runs: list[tuple[np.ndarray, np.ndarray]]):
     return lambda steps: a + b * np.asarray(steps, dtype=np.float64) ** -c
 
 
+def _alone(fit: StudyFit | None) -> StudyFit | None:
+    return None if fit is None else replace(fit, own=())
+
+
 def transfer(corpus: str) -> tuple[list[list[object]], dict[str, dict[str, list[float]]]]:
     source = next(s for s in sources(corpus, ["lr_scheduling_llm"]))
     table = source.runs()
@@ -107,7 +118,10 @@ def transfer(corpus: str) -> tuple[list[list[object]], dict[str, dict[str, list[
         fits = {
             "annealing_law": fit_study("annealing_law", curves),
             "multi_power_law": fit_study("multi_power_law", curves),
-            "annealing_law, shared L0/A": fit_study("annealing_law", curves, Sharing(False, False)),
+            # The papers' fit alone: no peak lr's own fit beside it.
+            "annealing_law, shared L0/A": _alone(
+                fit_study("annealing_law", curves, Sharing(False, False))
+            ),
         }
         old = _relative_law.fit_study("annealing_law", curves)
         pow3 = _pow3([fit_points(c) for c in curves])
