@@ -11,7 +11,10 @@ Across peak lrs. On lr_scheduling_llm and nanogpt_speedrun (benchmarks/schedule_
 docs/benchmarks.md) the shape (alpha, the annealing shape) and the annealing coefficient K
 transfer across the runs of a study, while L0 and A move with the peak lr: a study is fitted
 with one (L0, A) per peak lr and everything else shared. Runs of one peak lr therefore share
-every parameter, which is the papers' setting.
+every parameter, which is the papers' setting. A peak lr with two or more completed runs also
+gets a fit of its own (`StudyFit.own`), and a run is forecast with whichever of the two is the
+surer of its end (`StudyFit.spread`): the own fit where its runs pin the shape, the shared one
+where they are few or unlike.
 
 Fit as the papers do: every logged point after the warm-up (thinned evenly past
 `Law.max_points` per run), a robust loss (Huber on the relative residual, about the log
