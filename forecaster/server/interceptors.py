@@ -37,6 +37,11 @@ def _metadata(pairs: Any, key: str) -> str | None:
     return None
 
 
+def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    """The RPC's metadata value of key, if any."""
+    return _metadata(context.invocation_metadata(), key)
+
+
 def authorization_of(context: grpc.aio.ServicerContext) -> str | None:
     """The RPC's "authorization" metadata value, if any."""
     return _metadata(context.invocation_metadata(), "authorization")

@@ -25,7 +25,7 @@ from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
 from forecaster.server.auth import Authenticator
 from forecaster.server.errors import status_code
-from forecaster.server.interceptors import authorization_of
+from forecaster.server.interceptors import authorization_of, metadata_value
 from forecaster.server.logs import request_id
 from forecaster.server.metrics import ServiceMetrics
 from forecaster.tenancy import TenantEngine, encode_token
@@ -218,6 +218,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             self.metrics.streams.inc()
         try:
             last: dict[tuple[str, str], tuple[int, int]] = {}
+            every = _acks_every(context)
             requests = aiter(request_iterator)
             while True:
                 try:
@@ -235,7 +236,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
                 response = await self._run(context, self._report, request)
                 d = response.decision
                 key = (request.study, request.run)
-                if last.get(key) != (d.action, d.reason):
+                if every or last.get(key) != (d.action, d.reason):
                     last[key] = (d.action, d.reason)
                     yield pb.StreamMetricsResponse(
                         study=request.study,
@@ -438,6 +439,15 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             return convert.ranking_to_proto(scope.rank_runs(request.study, limit))
 
         return await self._run(context, work)
+
+
+# Request metadata of a StreamMetrics that wants every batch answered once it is stored (an
+# acknowledgement: a trainer can then wait for it before sending the next), not only changes.
+ACK_EVERY_BATCH = ("forecaster-acks", "every")
+
+
+def _acks_every(context: grpc.aio.ServicerContext) -> bool:
+    return metadata_value(context, ACK_EVERY_BATCH[0]) == ACK_EVERY_BATCH[1]
 
 
 class _DeadlinePassed(Exception):
