@@ -100,9 +100,11 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
         fn: Callable[..., T],
         *args: Any,
         pool: Executor | None = None,
+        scope: TenantEngine | None = None,
     ) -> T:
         """Runs fn(scope, *args) in the executor (with this RPC's request id), scope being the
-        engine as the caller's tenant sees it; errors become statuses.
+        engine as the caller's tenant sees it (resolved here unless given: a stream resolves it
+        once for all its messages); errors become statuses.
 
         Work whose deadline passed while it waited for a worker is dropped before it touches
         the store: its client has given up, so storing it would only delay the others.
@@ -118,7 +120,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             return fn(*a)
 
         try:
-            scope = self._scope(context)
+            scope = scope or self._scope(context)
             return await loop.run_in_executor(pool or self.executor, ctx.run, guarded, scope, *args)
         except _DeadlinePassed:
             await _abort(
@@ -219,6 +221,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
         try:
             last: dict[tuple[str, str], tuple[int, int]] = {}
             every = _acks_every(context)
+            scope: TenantEngine | None = None  # the caller's, resolved at its first message
             requests = aiter(request_iterator)
             while True:
                 try:
@@ -233,7 +236,12 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
                         f"StreamMetrics sent nothing for {self.stream_idle_timeout_s:g} s (the "
                         "setting stream_idle_timeout_s): closed; open a new stream to go on.",
                     )
-                response = await self._run(context, self._report, request)
+                if scope is None:
+                    try:
+                        scope = self._scope(context)
+                    except ForecasterError as e:
+                        await _abort(context, status_code(e), str(e))
+                response = await self._run(context, self._report, request, scope=scope)
                 d = response.decision
                 key = (request.study, request.run)
                 if every or last.get(key) != (d.action, d.reason):
