@@ -222,6 +222,7 @@ def start_service(
         [sys.executable, "-m", "forecaster.cli", "serve", "--port", str(port), "--db", db,
          "--log-level", "WARNING", "--processes", str(processes)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        cwd=code or None,  # `python -m` puts the working directory before PYTHONPATH
     )  # fmt: skip
     assert proc.stdout is not None
     match = re.search(r":(\d+) ", proc.stdout.readline())
@@ -461,6 +462,12 @@ async def trainers_load(
         "cpu_ms_per_report": cpu_s * 1e3 / max(len(report_ms), 1),
         "failed_codes": ", ".join(f"{k} {v}" for k, v in sorted(failed.items())) or "-",
     }
+
+
+CLIENTS = {
+    "raw": "serialised before the clock starts",
+    "stubs": "built by the generated stub at each call",
+}
 
 
 def acks_every_batch(code: str) -> bool:
@@ -757,7 +764,7 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
                             f"{os.getloadavg()[0]:.1f}",
                         ])  # fmt: skip
         reader_rows: list[list[object]] = []
-        for label, url_of, processes in backends[:1]:
+        for label, url_of, processes in backends[:1] if args.readers else []:
             for readers in (0, args.readers):
                 proc, address = start_service(url_of(), processes=processes)
                 try:
@@ -828,7 +835,11 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         f"one port, SO_REUSEPORT). Paced: {args.scale_trainers} simulated trainers, each a "
         f"batch of {args.batch} points every {args.period:g} s and a GetDecision half-way "
         f"between, for {args.duration:g} s; closed loop: {args.closed_trainers} trainers each "
-        f"sending its next batch as soon as the last is answered. One asyncio load generator "
+        f"sending its next batch as soon as the last is answered, unary (one ReportMetrics per "
+        f"batch) or over streams (each trainer one StreamMetrics stream that asks for every "
+        f"batch to be answered once stored, the plugins' way of reporting). Unary requests "
+        f"are {CLIENTS[args.client]} "
+        f"(`--client {args.client}`). One asyncio load generator "
         f"on the same {os.cpu_count()} cores as the service. 'stored' is what the service "
         f"holds afterwards (ListRuns), 'acknowledged' what the trainers were told. Load "
         f"average of the machine (shared with other work): {load_before:.1f} at the start, "
@@ -875,7 +886,7 @@ def main() -> None:
     scale.add_argument("--scale-trainers", type=int, default=1000)
     scale.add_argument("--closed-trainers", type=int, default=200)
     scale.add_argument(
-        "--client", choices=["stubs", "raw"], default="raw",
+        "--client", choices=sorted(CLIENTS), default="raw",
         help="unary rows: requests built by the stub per call, or serialised beforehand",
     )  # fmt: skip
     scale.add_argument(
