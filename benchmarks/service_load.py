@@ -724,6 +724,7 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
             ("PostgreSQL, 2 processes on one port", pg.fresh_url, 2),
         ]
     load_rows: list[list[object]] = []
+    runs: list[tuple[str, str, str, dict[str, float]]] = []
     try:
         modes = [
             ("paced", args.period, args.client),
@@ -754,6 +755,7 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
                         offered = (
                             f"{trainers * args.batch / period:,.0f}/s" if period else "as answered"
                         )
+                        runs.append((label, mode, code_label, r))
                         load_rows.append([
                             label, *([code_label] if args.against else []),
                             f"{mode}, {trainers} trainers", offered, f"{r['acked']:.0f}",
@@ -828,6 +830,8 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         ["store", "points in the run", "seconds to write", "first GetDecision after restart (s)"],
         long_rows,
     )
+    if args.against:
+        return compared_section(args, runs, load_table, load_before, load_after)
     return (
         "## Service at scale (`python benchmarks/service_load.py --scale`)\n\n"
         f"Each row a fresh `forecaster serve` (SQLite: one file, group commit; PostgreSQL: a "
@@ -859,6 +863,55 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         f"to 20 running runs, their first reports left out). p50 at {args.study_sizes[-1]:,} "
         f"runs / at {args.study_sizes[0]:,}: {ratios}.\n\n{size_table}\n\n"
         f"The first decision on a long run after a restart of the service:\n\n{long_table}\n"
+    )
+
+
+def compared_section(
+    args: argparse.Namespace,
+    runs: list[tuple[str, str, str, dict[str, float]]],
+    load_table: str,
+    load_before: float,
+    load_after: float,
+) -> str:
+    """The section of a run with --against: every row, then each mode's means side by side."""
+    codes = list(dict.fromkeys(code for _, _, code, _ in runs))
+    rows: list[list[object]] = []
+    for label, mode in dict.fromkeys((label, mode) for label, mode, _, _ in runs):
+        row: list[object] = [label, mode]
+        for code in codes:
+            mine = [r for lb, m, c, r in runs if (lb, m, c) == (label, mode, code)]
+            if not mine:
+                row += ["-", "-", "-"]
+                continue
+            keys = ("points_per_s", "cpu_ms_per_report", "report_p99_ms")
+            means = {k: float(np.mean([r[k] for r in mine])) for k in keys}
+            row += [
+                f"{means['points_per_s']:,.0f}",
+                f"{means['cpu_ms_per_report']:.2f}",
+                f"{means['report_p99_ms']:.1f}",
+            ]
+        rows.append(row)
+    summary = markdown_table(
+        ["store", "load"]
+        + [f"{c}: {what}" for c in codes for what in ("points/s", "CPU ms/report", "p99 ms")],
+        rows,
+    )
+    return (
+        "## Service throughput, checkouts compared (`python benchmarks/service_load.py --scale "
+        "--load-only --against CHECKOUT`)\n\n"
+        f"Each row a fresh `forecaster serve` on a fresh SQLite file; the rows of each load "
+        f"alternate between this checkout's service and the other's ({', '.join(args.against)}), "
+        f"{args.rounds} round(s), the order flipped each round; the load generator is this "
+        f"checkout's in both. Paced: {args.scale_trainers} trainers, a batch of {args.batch} "
+        f"points every {args.period:g} s and a GetDecision half-way between, {args.duration:g} "
+        f"s; closed loop: {args.closed_trainers} trainers each sending its next batch when the "
+        f"last is answered, unary (ReportMetrics, requests {CLIENTS[args.client]}) or streams "
+        f"(one StreamMetrics stream per trainer asking for every batch to be answered once "
+        f"stored; a service that answers only decision changes has no stream row). 'service "
+        f"CPU ms per report': the service's user + system time over the batches answered. "
+        f"{os.cpu_count()} cores shared with the load generator and with other work: load "
+        f"average {load_before:.1f} at the start, {load_after:.1f} at the end.\n\n"
+        f"{load_table}\n\nMeans per load:\n\n{summary}\n"
     )
 
 
@@ -912,7 +965,8 @@ def main() -> None:
             body = run_scale(args, Path(tmp))
         print(body)
         if not args.no_write:
-            print(f"wrote {write_section('service_scale', body)}")
+            name = "service_compared" if args.against else "service_scale"
+            print(f"wrote {write_section(name, body)}")
         return
 
     with tempfile.TemporaryDirectory() as tmp:
