@@ -866,6 +866,14 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
     )
 
 
+def commit_of(checkout: str) -> str:
+    """The short commit a checkout is at ("?" when git cannot tell)."""
+    done = subprocess.run(
+        ["git", "-C", checkout, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True
+    )
+    return done.stdout.strip() or "?"
+
+
 def compared_section(
     args: argparse.Namespace,
     runs: list[tuple[str, str, str, dict[str, float]]],
@@ -900,7 +908,8 @@ def compared_section(
         "## Service throughput, checkouts compared (`python benchmarks/service_load.py --scale "
         "--load-only --against CHECKOUT`)\n\n"
         f"Each row a fresh `forecaster serve` on a fresh SQLite file; the rows of each load "
-        f"alternate between this checkout's service and the other's ({', '.join(args.against)}), "
+        f"alternate between this checkout's service and the other's "
+        f"({', '.join(f'{a}, a worktree of {commit_of(a)}' for a in args.against)}), "
         f"{args.rounds} round(s), the order flipped each round; the load generator is this "
         f"checkout's in both. Paced: {args.scale_trainers} trainers, a batch of {args.batch} "
         f"points every {args.period:g} s and a GetDecision half-way between, {args.duration:g} "
