@@ -120,7 +120,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             return fn(*a)
 
         try:
-            scope = scope or self._scope(context)
+            scope = scope if scope is not None else self._scope(context)
             return await loop.run_in_executor(pool or self.executor, ctx.run, guarded, scope, *args)
         except _DeadlinePassed:
             await _abort(
