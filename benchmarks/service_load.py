@@ -44,6 +44,7 @@ from _report import markdown_table, write_section  # noqa: E402
 
 from forecaster.server._proto import forecaster_pb2 as pb  # noqa: E402
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc  # noqa: E402
+from forecaster.server.servicer import ACK_EVERY_BATCH  # noqa: E402
 
 
 def curve(i: int, steps: np.ndarray) -> np.ndarray:
@@ -202,10 +203,18 @@ def run_optuna(
 
 
 def start_service(
-    db: str, *, processes: int = 1, port: int = 0, extra_env: dict[str, str] | None = None
+    db: str,
+    *,
+    processes: int = 1,
+    port: int = 0,
+    extra_env: dict[str, str] | None = None,
+    code: str = "",
 ) -> tuple[subprocess.Popen[str], str]:
-    """`forecaster serve` on db (any URL), with `processes` processes on one port."""
+    """`forecaster serve` on db (any URL), with `processes` processes on one port; code: the
+    checkout whose service runs (another commit's worktree, to compare in one run)."""
     env = {**os.environ, "FORECASTER_MODELS_DIR": os.environ.get("FORECASTER_MODELS_DIR", "")}
+    if code:
+        env["PYTHONPATH"] = f"{code}{os.pathsep}{Path(code) / 'trainer_plugins'}"
     env.update(extra_env or {})
     if processes > 1 and port == 0:
         port = free_port()
@@ -213,6 +222,7 @@ def start_service(
         [sys.executable, "-m", "forecaster.cli", "serve", "--port", str(port), "--db", db,
          "--log-level", "WARNING", "--processes", str(processes)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        cwd=code or None,  # `python -m` puts the working directory before PYTHONPATH
     )  # fmt: skip
     assert proc.stdout is not None
     match = re.search(r":(\d+) ", proc.stdout.readline())
@@ -278,10 +288,18 @@ async def trainers_load(
     channels: int = 4,
     create: bool = True,
     pid: int = 0,
+    client: str = "stubs",
 ) -> dict[str, float]:
     """`trainers` jobs, each sending `batch` points every period_s (open loop; period_s = 0:
     closed loop, each sends again as soon as answered) for duration_s, and asking GetDecision
-    once a period half-way between its reports. Counts what was acknowledged and stored."""
+    once a period half-way between its reports. Counts what was acknowledged and stored.
+
+    client: "stubs" builds each ReportMetricsRequest with the generated stub when it is sent;
+    "raw" sends requests serialised before the clock starts (the same bytes: a load generator
+    that leaves the service more of the cores); "stream" (closed loop only): each trainer is
+    one StreamMetrics stream of pre-serialised batches, as the plugins report, that asks for
+    every batch to be answered once stored (ACK_EVERY_BATCH) and sends its next batch when the
+    last is answered; a batch's latency is from its write to its answer."""
     report_ms: list[float] = []
     decision_ms: list[float] = []
     failed: dict[str, int] = {}
@@ -310,11 +328,59 @@ async def trainers_load(
                 for i in range(lo, min(lo + 200, trainers))
             )
         )
+    ahead = max(1, int(duration_s / period_s) + 1) if period_s else 0
+    if client in ("raw", "stream"):
+        # Enough batches for the whole run at a generous rate; more are built if it runs out.
+        ahead = ahead or int(duration_s * 20_000 / batch / trainers) + 1
+    prepared = [
+        [report_bytes(study, f"t{i}", k * batch, batch) for k in range(ahead)]
+        for i in range(trainers)
+    ] if client in ("raw", "stream") else []  # fmt: skip
+    raw_report = [
+        c.unary_unary(
+            "/forecaster.v1.CurveService/ReportMetrics",
+            request_serializer=None,
+            response_deserializer=pb.ReportMetricsResponse.FromString,
+        )
+        for c in chans
+    ]
+    raw_stream = [
+        c.stream_stream(
+            "/forecaster.v1.CurveService/StreamMetrics",
+            request_serializer=None,
+            response_deserializer=pb.StreamMetricsResponse.FromString,
+        )
+        for c in chans
+    ]
     start = time.monotonic() + 0.5
     end = start + duration_s
 
+    async def streamer(i: int) -> int:
+        """One stream: batches back to back until the end, then half-close and wait for OK."""
+        mine = prepared[i]
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        call = raw_stream[i % channels](metadata=(ACK_EVERY_BATCH,))
+        acked = 0
+        try:
+            while time.monotonic() < end:
+                if acked == len(mine):
+                    mine.append(report_bytes(study, f"t{i}", acked * batch, batch))
+                t0 = time.perf_counter()
+                await call.write(mine[acked])
+                await call.read()  # stored: the next batch
+                report_ms.append((time.perf_counter() - t0) * 1e3)
+                acked += 1
+            await call.done_writing()
+            if await call.code() != grpc.StatusCode.OK:
+                failed[(await call.code()).name] = failed.get((await call.code()).name, 0) + 1
+            return acked * batch
+        except grpc.aio.AioRpcError as e:
+            failed[e.code().name] = failed.get(e.code().name, 0) + 1
+            return 0
+
     async def trainer(i: int) -> int:
         my = stubs[i % channels]
+        raw = raw_report[i % channels]
         run = f"t{i}"
         acked = 0
         step = 0
@@ -328,16 +394,24 @@ async def trainers_load(
                 return acked
             if due > now:
                 await asyncio.sleep(due - now)
-            pts = [
-                pb.Point(step=step + j + 1, value=2.0 + 3.0 * ((step + j + 1) / 10.0) ** -0.5)
-                for j in range(batch)
-            ]
             t0 = time.perf_counter()
             try:
-                resp = await my.ReportMetrics(
-                    pb.ReportMetricsRequest(study=study, run=run, points=pts),
-                    timeout=max(period_s, 5.0),
-                )
+                if client == "raw":
+                    mine, n = prepared[i], step // batch
+                    while n >= len(mine):
+                        mine.append(report_bytes(study, run, len(mine) * batch, batch))
+                    resp = await raw(mine[n], timeout=max(period_s, 5.0))
+                else:
+                    pts = [
+                        pb.Point(
+                            step=step + j + 1, value=2.0 + 3.0 * ((step + j + 1) / 10.0) ** -0.5
+                        )
+                        for j in range(batch)
+                    ]
+                    resp = await my.ReportMetrics(
+                        pb.ReportMetricsRequest(study=study, run=run, points=pts),
+                        timeout=max(period_s, 5.0),
+                    )
                 report_ms.append((time.perf_counter() - t0) * 1e3)
                 acked += resp.n_stored
                 step += batch
@@ -358,7 +432,8 @@ async def trainers_load(
 
     cpu0 = cpu_s_of_tree(pid) if pid else math.nan
     t0 = time.perf_counter()
-    acked = await asyncio.gather(*(trainer(i) for i in range(trainers)))
+    each = streamer if client == "stream" else trainer
+    acked = await asyncio.gather(*(each(i) for i in range(trainers)))
     seconds = time.perf_counter() - t0
     cpu_s = (cpu_s_of_tree(pid) if pid else math.nan) - cpu0
     stored, token = 0, ""
@@ -387,6 +462,27 @@ async def trainers_load(
         "cpu_ms_per_report": cpu_s * 1e3 / max(len(report_ms), 1),
         "failed_codes": ", ".join(f"{k} {v}" for k, v in sorted(failed.items())) or "-",
     }
+
+
+CLIENTS = {
+    "raw": "serialised before the clock starts",
+    "stubs": "built by the generated stub at each call",
+}
+
+
+def acks_every_batch(code: str) -> bool:
+    """Whether the service of that checkout ("": this one) answers every batch of a stream
+    when asked (older ones answer decision changes only)."""
+    root = Path(code) if code else Path(__file__).resolve().parents[1]
+    return ACK_EVERY_BATCH[0] in (root / "forecaster/server/servicer.py").read_text()
+
+
+def report_bytes(study: str, run: str, after_step: int, batch: int) -> bytes:
+    """A serialised ReportMetricsRequest of `batch` points after after_step (the curve every
+    trainer of trainers_load sends)."""
+    steps = range(after_step + 1, after_step + batch + 1)
+    pts = [pb.Point(step=s, value=2.0 + 3.0 * (s / 10.0) ** -0.5) for s in steps]
+    return pb.ReportMetricsRequest(study=study, run=run, points=pts).SerializeToString()
 
 
 class ThrottledProxy:
@@ -628,30 +724,49 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
             ("PostgreSQL, 2 processes on one port", pg.fresh_url, 2),
         ]
     load_rows: list[list[object]] = []
+    runs: list[tuple[str, str, str, dict[str, float]]] = []
     try:
+        modes = [
+            ("paced", args.period, args.client),
+            ("closed loop, unary", 0.0, args.client),
+            ("closed loop, streams", 0.0, "stream"),
+        ]
+        codes = [("this checkout", "")] + [(f"{Path(a).name} (--against)", a) for a in args.against]
         for label, url_of, processes in tqdm(backends, desc="load", unit="backend"):
-            for mode, period in (("paced", args.period), ("closed loop", 0.0)):
-                proc, address = start_service(url_of(), processes=processes)
-                try:
-                    trainers = args.scale_trainers if period else args.closed_trainers
-                    r = asyncio.run(
-                        trainers_load(
-                            address, trainers=trainers, batch=args.batch, period_s=period,
-                            duration_s=args.duration, study="load", pid=proc.pid,
+            for round_ in range(args.rounds):
+                for mode, period, client in modes:
+                    # alternate which code goes first, so neither always meets the same moment
+                    order = codes if round_ % 2 == 0 else codes[::-1]
+                    for code_label, code in order:
+                        if client == "stream" and not acks_every_batch(code):
+                            continue  # a service that answers only changes: no closed loop
+                        proc, address = start_service(url_of(), processes=processes, code=code)
+                        try:
+                            trainers = args.scale_trainers if period else args.closed_trainers
+                            r = asyncio.run(
+                                trainers_load(
+                                    address, trainers=trainers, batch=args.batch,
+                                    period_s=period, duration_s=args.duration, study="load",
+                                    pid=proc.pid, client=client,
+                                )
+                            )  # fmt: skip
+                        finally:
+                            stop_service(proc)
+                        offered = (
+                            f"{trainers * args.batch / period:,.0f}/s" if period else "as answered"
                         )
-                    )  # fmt: skip
-                finally:
-                    stop_service(proc)
-                offered = f"{trainers * args.batch / period:,.0f}/s" if period else "as answered"
-                load_rows.append([
-                    label, f"{mode}, {trainers} trainers", offered, f"{r['acked']:.0f}",
-                    f"{r['stored']:.0f}", f"{r['points_per_s']:,.0f}",
-                    f"{r['report_p50_ms']:.1f}", f"{r['report_p99_ms']:.1f}",
-                    f"{r['decision_p50_ms']:.1f}", f"{r['decision_p99_ms']:.1f}",
-                    f"{r['cpu_ms_per_report']:.2f}", r["failed_codes"],
-                ])  # fmt: skip
+                        runs.append((label, mode, code_label, r))
+                        load_rows.append([
+                            label, *([code_label] if args.against else []),
+                            f"{mode}, {trainers} trainers", offered, f"{r['acked']:.0f}",
+                            f"{r['stored']:.0f}", f"{r['points_per_s']:,.0f}",
+                            f"{r['report_p50_ms']:.1f}", f"{r['report_p99_ms']:.1f}",
+                            f"{r['decision_p50_ms']:.1f}", f"{r['decision_p99_ms']:.1f}",
+                            f"{r['cpu_ms_per_report']:.2f}", r["failed_codes"],
+                            f"{os.getloadavg()[0]:.1f}",
+                        ])  # fmt: skip
         reader_rows: list[list[object]] = []
-        for label, url_of, processes in backends[:1]:
+        for label, url_of, processes in backends[:1] if args.readers else []:
             for readers in (0, args.readers):
                 proc, address = start_service(url_of(), processes=processes)
                 try:
@@ -701,9 +816,10 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         reader_rows,
     )  # fmt: skip
     load_table = markdown_table(
-        ["store", "load", "offered points", "acknowledged", "stored", "durable points/s",
+        ["store", *(["service"] if args.against else []), "load", "offered points",
+         "acknowledged", "stored", "durable points/s",
          "report p50 ms", "report p99 ms", "GetDecision p50 ms", "GetDecision p99 ms",
-         "service CPU ms per report", "failed calls"],
+         "service CPU ms per report", "failed calls", "load average after"],
         load_rows,
     )  # fmt: skip
     size_table = markdown_table(
@@ -714,6 +830,8 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         ["store", "points in the run", "seconds to write", "first GetDecision after restart (s)"],
         long_rows,
     )
+    if args.against:
+        return compared_section(args, runs, load_table, load_before, load_after)
     return (
         "## Service at scale (`python benchmarks/service_load.py --scale`)\n\n"
         f"Each row a fresh `forecaster serve` (SQLite: one file, group commit; PostgreSQL: a "
@@ -721,7 +839,11 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         f"one port, SO_REUSEPORT). Paced: {args.scale_trainers} simulated trainers, each a "
         f"batch of {args.batch} points every {args.period:g} s and a GetDecision half-way "
         f"between, for {args.duration:g} s; closed loop: {args.closed_trainers} trainers each "
-        f"sending its next batch as soon as the last is answered. One asyncio load generator "
+        f"sending its next batch as soon as the last is answered, unary (one ReportMetrics per "
+        f"batch) or over streams (each trainer one StreamMetrics stream that asks for every "
+        f"batch to be answered once stored, the plugins' way of reporting). Unary requests "
+        f"are {CLIENTS[args.client]} "
+        f"(`--client {args.client}`). One asyncio load generator "
         f"on the same {os.cpu_count()} cores as the service. 'stored' is what the service "
         f"holds afterwards (ListRuns), 'acknowledged' what the trainers were told. Load "
         f"average of the machine (shared with other work): {load_before:.1f} at the start, "
@@ -741,6 +863,64 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         f"to 20 running runs, their first reports left out). p50 at {args.study_sizes[-1]:,} "
         f"runs / at {args.study_sizes[0]:,}: {ratios}.\n\n{size_table}\n\n"
         f"The first decision on a long run after a restart of the service:\n\n{long_table}\n"
+    )
+
+
+def commit_of(checkout: str) -> str:
+    """The short commit a checkout is at ("?" when git cannot tell)."""
+    done = subprocess.run(
+        ["git", "-C", checkout, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True
+    )
+    return done.stdout.strip() or "?"
+
+
+def compared_section(
+    args: argparse.Namespace,
+    runs: list[tuple[str, str, str, dict[str, float]]],
+    load_table: str,
+    load_before: float,
+    load_after: float,
+) -> str:
+    """The section of a run with --against: every row, then each mode's means side by side."""
+    codes = list(dict.fromkeys(code for _, _, code, _ in runs))
+    rows: list[list[object]] = []
+    for label, mode in dict.fromkeys((label, mode) for label, mode, _, _ in runs):
+        row: list[object] = [label, mode]
+        for code in codes:
+            mine = [r for lb, m, c, r in runs if (lb, m, c) == (label, mode, code)]
+            if not mine:
+                row += ["-", "-", "-"]
+                continue
+            keys = ("points_per_s", "cpu_ms_per_report", "report_p99_ms")
+            means = {k: float(np.mean([r[k] for r in mine])) for k in keys}
+            row += [
+                f"{means['points_per_s']:,.0f}",
+                f"{means['cpu_ms_per_report']:.2f}",
+                f"{means['report_p99_ms']:.1f}",
+            ]
+        rows.append(row)
+    summary = markdown_table(
+        ["store", "load"]
+        + [f"{c}: {what}" for c in codes for what in ("points/s", "CPU ms/report", "p99 ms")],
+        rows,
+    )
+    return (
+        "## Service throughput, checkouts compared (`python benchmarks/service_load.py --scale "
+        "--load-only --against CHECKOUT`)\n\n"
+        f"Each row a fresh `forecaster serve` on a fresh SQLite file; the rows of each load "
+        f"alternate between this checkout's service and the other's "
+        f"({', '.join(f'{a}, a worktree of {commit_of(a)}' for a in args.against)}), "
+        f"{args.rounds} round(s), the order flipped each round; the load generator is this "
+        f"checkout's in both. Paced: {args.scale_trainers} trainers, a batch of {args.batch} "
+        f"points every {args.period:g} s and a GetDecision half-way between, {args.duration:g} "
+        f"s; closed loop: {args.closed_trainers} trainers each sending its next batch when the "
+        f"last is answered, unary (ReportMetrics, requests {CLIENTS[args.client]}) or streams "
+        f"(one StreamMetrics stream per trainer asking for every batch to be answered once "
+        f"stored; a service that answers only decision changes has no stream row). 'service "
+        f"CPU ms per report': the service's user + system time over the batches answered. "
+        f"{os.cpu_count()} cores shared with the load generator and with other work: load "
+        f"average {load_before:.1f} at the start, {load_after:.1f} at the end.\n\n"
+        f"{load_table}\n\nMeans per load:\n\n{summary}\n"
     )
 
 
@@ -767,6 +947,16 @@ def main() -> None:
     scale.add_argument("--no-postgres", action="store_true", help="SQLite only")
     scale.add_argument("--scale-trainers", type=int, default=1000)
     scale.add_argument("--closed-trainers", type=int, default=200)
+    scale.add_argument(
+        "--client", choices=sorted(CLIENTS), default="raw",
+        help="unary rows: requests built by the stub per call, or serialised beforehand",
+    )  # fmt: skip
+    scale.add_argument(
+        "--against", nargs="*", default=[], metavar="CHECKOUT",
+        help="also run every load row with the service of these checkouts (e.g. a worktree "
+        "of the base commit), alternating with this one",
+    )  # fmt: skip
+    scale.add_argument("--rounds", type=int, default=1, help="load rows repeated this often")
     scale.add_argument("--period", type=float, default=2.0, help="seconds between batches")
     scale.add_argument("--duration", type=float, default=30.0, help="seconds per load phase")
     scale.add_argument("--study-sizes", type=int, nargs="+", default=[10, 100, 1000, 10000])
@@ -784,7 +974,8 @@ def main() -> None:
             body = run_scale(args, Path(tmp))
         print(body)
         if not args.no_write:
-            print(f"wrote {write_section('service_scale', body)}")
+            name = "service_compared" if args.against else "service_scale"
+            print(f"wrote {write_section(name, body)}")
         return
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,10 @@ class Settings:
     db: str = ""  # empty: default_db_url()
     max_points_per_batch: int = 10_000
     max_message_bytes: int = 4 * 1024 * 1024
-    workers: int = 8  # threads for engine work (fits, store writes) off the event loop
+    # Threads for engine work (fits, store writes) off the event loop. A report holds its
+    # thread while its commit waits on the disk, so this also bounds how many reports one
+    # group commit can take (docs/benchmarks.md, issue 18's throughput pass).
+    workers: int = 16
     forecast_cache_size: int = 10_000
     grace_s: float = 10.0  # how long in-flight RPCs may drain on shutdown
     auth_token: str = ""  # when set, every RPC needs "authorization: Bearer <token>"
@@ -49,7 +52,7 @@ class Settings:
     allow_manual_stop: bool = False  # StopRun and the dashboard's stop button are allowed
     dashboard_refresh_s: float = 5.0  # how often an open dashboard page refreshes (0 = never)
     # issue 18: storage and scale
-    db_pool_size: int = 16  # PostgreSQL connections per process (2 x workers: reports, reads)
+    db_pool_size: int = 16  # PostgreSQL connections per process (reports and reads share it)
     store_check_s: float = 1.0  # how often health asks the store (a deleted SQLite file...)
     processes: int = 1  # server processes on one port (SO_REUSEPORT); > 1 needs PostgreSQL
 

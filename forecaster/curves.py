@@ -337,6 +337,26 @@ class Curve:
         if self.target is not None and not math.isfinite(self.target):
             raise InvalidArgumentError(f"target must be finite; got {self.target}.")
 
+    def extended(self, new: Points) -> Curve:
+        """This curve with new (validated points, all after its last step) appended, without
+        validating the old points again: a report's cost does not grow with the run."""
+        if len(new) and int(new.steps[0]) <= self.last_step:
+            raise InvalidArgumentError(
+                f"points: step {int(new.steps[0])} does not follow the curve's last step "
+                f"{self.last_step}."
+            )
+        lr = None
+        if self.lr is not None or not np.isnan(new.lr).all():
+            old_lr = self.lr if self.lr is not None else np.full(len(self), np.nan)
+            lr = _sealed(np.concatenate([old_lr, new.lr]))
+        grown = object.__new__(Curve)
+        for name in ("direction", "max_step", "target", "schedule", "config", "kind"):
+            object.__setattr__(grown, name, getattr(self, name))
+        object.__setattr__(grown, "steps", _sealed(np.concatenate([self.steps, new.steps])))
+        object.__setattr__(grown, "values", _sealed(np.concatenate([self.values, new.values])))
+        object.__setattr__(grown, "lr", lr)
+        return grown
+
     @classmethod
     def from_points(cls, points: Points, direction: Direction, **kwargs: Any) -> Curve:
         lr = None if np.isnan(points.lr).all() else points.lr

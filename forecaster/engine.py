@@ -357,23 +357,7 @@ class Engine:
             and cached.curve.last_step == result.previous_last_step
             and lr_schedule is None
         ):
-            old = cached.curve
-            new = result.new_points
-            lr = None
-            if old.lr is not None or not np.isnan(new.lr).all():
-                old_lr = old.lr if old.lr is not None else np.full(len(old), np.nan)
-                lr = np.concatenate([old_lr, new.lr])
-            curve = Curve(
-                np.concatenate([old.steps, new.steps]),
-                np.concatenate([old.values, new.values]),
-                old.direction,
-                old.max_step,
-                lr,
-                old.target,
-                old.schedule,
-                old.config,
-                old.kind,
-            )
+            curve = cached.curve.extended(result.new_points)
         elif (
             cached is not None
             and cached.curve.last_step == result.run.last_step

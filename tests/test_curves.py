@@ -105,3 +105,34 @@ def test_a_schedule_of_any_kind_refuses_non_finite_values(kind):
     JSON, which has no NaN; a NaN among them gave INTERNAL instead of INVALID_ARGUMENT."""
     with pytest.raises(InvalidArgumentError, match="values must be finite"):
         LrSchedule(kind, peak_lr=1e-3, total_steps=100, decay_fraction=0.2, values=(math.nan,))
+
+
+@pytest.mark.parametrize("old_lr", [None, [0.1, 0.1, 0.05]])
+@pytest.mark.parametrize("new_lr", [None, [0.01, 0.02]])
+def test_extended_is_the_curve_built_whole(old_lr, new_lr):
+    """What a report appends to the cached curve equals the curve validated from scratch."""
+    old = Curve(
+        np.array([1, 2, 4]), np.array([3.0, 2.0, math.nan]), Direction.MAX, 100,
+        None if old_lr is None else np.array(old_lr), 2.5, None, {"lr": 0.1},
+    )  # fmt: skip
+    new = Points.of([7, 9], [1.5, math.inf], lr=new_lr)
+    grown = old.extended(new)
+    whole = Curve(
+        np.array([1, 2, 4, 7, 9]), np.array([3.0, 2.0, math.nan, 1.5, math.inf]),
+        Direction.MAX, 100,
+        None if old_lr is None and new_lr is None
+        else np.concatenate([old_lr or [math.nan] * 3, new_lr or [math.nan] * 2]),
+        2.5, None, {"lr": 0.1},
+    )  # fmt: skip
+    for name in ("direction", "max_step", "target", "schedule", "config", "kind"):
+        assert getattr(grown, name) == getattr(whole, name), name
+    np.testing.assert_array_equal(grown.steps, whole.steps)
+    np.testing.assert_array_equal(grown.values, whole.values)
+    assert grown.steps.dtype == whole.steps.dtype and grown.values.dtype == whole.values.dtype
+    assert (grown.lr is None) == (whole.lr is None)
+    if whole.lr is not None:
+        np.testing.assert_array_equal(grown.lr, whole.lr)
+    with pytest.raises(ValueError):
+        grown.values[0] = 1.0
+    with pytest.raises(InvalidArgumentError, match="does not follow"):
+        grown.extended(Points.of([9], [1.0]))

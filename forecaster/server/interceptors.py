@@ -37,6 +37,11 @@ def _metadata(pairs: Any, key: str) -> str | None:
     return None
 
 
+def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    """The RPC's metadata value of key, if any."""
+    return _metadata(context.invocation_metadata(), key)
+
+
 def authorization_of(context: grpc.aio.ServicerContext) -> str | None:
     """The RPC's "authorization" metadata value, if any."""
     return _metadata(context.invocation_metadata(), "authorization")
@@ -113,6 +118,9 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: ServiceMetrics | None = None) -> None:
         self.metrics = metrics
+        # The wrapped handler of each method, built once (not per RPC), with the handler it
+        # wraps: a method's handler is the same object call after call (the servicer's).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -120,15 +128,23 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        rid = (_metadata(details.invocation_metadata, "x-request-id") or "")[:64]
-        rid = rid or f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
-        method = details.method
+        known = self._wrapped.get(details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, details.method)
+        if len(self._wrapped) < 1_000:  # the service's methods; never grows with callers
+            self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         inner = _inner(handler)
         metrics = self.metrics
 
         @contextlib.contextmanager
         def observed(context: grpc.aio.ServicerContext) -> Iterator[None]:
             """Request id set for the RPC's logs and trailers; one access-log line at the end."""
+            rid = (_metadata(context.invocation_metadata(), "x-request-id") or "")[:64]
+            rid = rid or f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
             token = request_id.set(rid)
             start = time.perf_counter()
             context.set_trailing_metadata((("x-request-id", rid),))

@@ -25,7 +25,7 @@ from forecaster.server._proto import forecaster_pb2 as pb
 from forecaster.server._proto import forecaster_pb2_grpc as pb_grpc
 from forecaster.server.auth import Authenticator
 from forecaster.server.errors import status_code
-from forecaster.server.interceptors import authorization_of
+from forecaster.server.interceptors import authorization_of, metadata_value
 from forecaster.server.logs import request_id
 from forecaster.server.metrics import ServiceMetrics
 from forecaster.tenancy import TenantEngine, encode_token
@@ -100,9 +100,11 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
         fn: Callable[..., T],
         *args: Any,
         pool: Executor | None = None,
+        scope: TenantEngine | None = None,
     ) -> T:
         """Runs fn(scope, *args) in the executor (with this RPC's request id), scope being the
-        engine as the caller's tenant sees it; errors become statuses.
+        engine as the caller's tenant sees it (resolved here unless given: a stream resolves it
+        once for all its messages); errors become statuses.
 
         Work whose deadline passed while it waited for a worker is dropped before it touches
         the store: its client has given up, so storing it would only delay the others.
@@ -118,7 +120,7 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             return fn(*a)
 
         try:
-            scope = self._scope(context)
+            scope = scope if scope is not None else self._scope(context)
             return await loop.run_in_executor(pool or self.executor, ctx.run, guarded, scope, *args)
         except _DeadlinePassed:
             await _abort(
@@ -218,6 +220,8 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             self.metrics.streams.inc()
         try:
             last: dict[tuple[str, str], tuple[int, int]] = {}
+            every = _acks_every(context)
+            scope: TenantEngine | None = None  # the caller's, resolved at its first message
             requests = aiter(request_iterator)
             while True:
                 try:
@@ -232,10 +236,15 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
                         f"StreamMetrics sent nothing for {self.stream_idle_timeout_s:g} s (the "
                         "setting stream_idle_timeout_s): closed; open a new stream to go on.",
                     )
-                response = await self._run(context, self._report, request)
+                if scope is None:
+                    try:
+                        scope = self._scope(context)
+                    except ForecasterError as e:
+                        await _abort(context, status_code(e), str(e))
+                response = await self._run(context, self._report, request, scope=scope)
                 d = response.decision
                 key = (request.study, request.run)
-                if last.get(key) != (d.action, d.reason):
+                if every or last.get(key) != (d.action, d.reason):
                     last[key] = (d.action, d.reason)
                     yield pb.StreamMetricsResponse(
                         study=request.study,
@@ -438,6 +447,15 @@ class CurveServicer(pb_grpc.CurveServiceServicer):
             return convert.ranking_to_proto(scope.rank_runs(request.study, limit))
 
         return await self._run(context, work)
+
+
+# Request metadata of a StreamMetrics that wants every batch answered once it is stored (an
+# acknowledgement: a trainer can then wait for it before sending the next), not only changes.
+ACK_EVERY_BATCH = ("forecaster-acks", "every")
+
+
+def _acks_every(context: grpc.aio.ServicerContext) -> bool:
+    return metadata_value(context, ACK_EVERY_BATCH[0]) == ACK_EVERY_BATCH[1]
 
 
 class _DeadlinePassed(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import queue
 
 import grpc
 import pytest
@@ -11,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from forecaster.server._proto import forecaster_pb2 as pb
+from forecaster.server.servicer import ACK_EVERY_BATCH
 from tests.conftest import points, study_spec
 
 
@@ -314,6 +316,21 @@ def test_stream_sends_a_decision_whenever_it_changes(stub):
     assert reasons[-1] == pb.REASON_DIVERGED and replies[-1].last_step == 10
     assert len(set(reasons)) == len(reasons)  # only changes are sent
     assert stored(stub).n_points == 10
+
+
+def test_stream_asked_to_ack_answers_every_batch_once_stored(stub):
+    """With the metadata ACK_EVERY_BATCH, each batch gets its answer after it is stored, so a
+    trainer can wait for it before sending the next (the benchmark's closed loop does)."""
+    make_run(stub)
+    requests: queue.SimpleQueue = queue.SimpleQueue()
+    replies = stub.StreamMetrics(iter(requests.get, None), metadata=(ACK_EVERY_BATCH,))
+    for k in range(4):
+        steps = range(10 * k + 1, 10 * k + 11)
+        requests.put(pb.ReportMetricsRequest(study="sweep", run="r1", points=points(steps)))
+        reply = next(replies)
+        assert reply.last_step == 10 * k + 10 and stored(stub).n_points == 10 * k + 10
+    requests.put(None)
+    assert list(replies) == [] and replies.code() == grpc.StatusCode.OK
 
 
 def test_stream_error_ends_the_stream_with_a_status(stub):
