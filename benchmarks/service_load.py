@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -632,9 +633,9 @@ async def with_slow_readers(
     return load, before, peak, reads["answers"]
 
 
-def populate_study(url: str, study: str, n_runs: int) -> None:
+def populate_study(url: str, study: str, n_runs: int, rounds: int = 1) -> None:
     """A study of n_runs runs written straight into the store (half finished, 20 points each,
-    a decision each), as a service would have left it; plus 20 running probe runs."""
+    a decision each), as a service would have left it; plus 20 running probe runs a round."""
     from forecaster.curves import Direction, Points
     from forecaster.store import RunSpec, RunState, StoredDecision, StudySpec, open_store
 
@@ -657,18 +658,20 @@ def populate_study(url: str, study: str, n_runs: int) -> None:
     # Many writers at once: their commits group (SQLite) or overlap (PostgreSQL).
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(one, range(n_runs)))
-    for j in range(20):
-        store.start_run(study, RunSpec(f"probe-{j}"))
+    for r in range(rounds):
+        for j in range(20):
+            store.start_run(study, RunSpec(f"probe-{r}-{j}"))
     store.close()
 
 
-async def probe_reports(address: str, study: str, reports: int) -> float:
-    """ReportMetrics p50 (ms) over `reports` sequential batches of 10 to the 20 probe runs."""
+async def probe_reports(address: str, study: str, reports: int, round_: int = 0) -> float:
+    """ReportMetrics p50 (ms) over `reports` sequential batches of 10 to the 20 probe runs of
+    a round."""
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.CurveServiceStub(channel)
         for k in range(reports):
-            run, lo = f"probe-{k % 20}", 10 * (k // 20) + 1
+            run, lo = f"probe-{round_}-{k % 20}", 10 * (k // 20) + 1
             pts = [
                 pb.Point(step=s, value=2.0 + 3.0 * (s / 10.0) ** -0.5) for s in range(lo, lo + 10)
             ]
@@ -781,18 +784,30 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
                     f"{r['report_p50_ms']:.1f}", f"{r['report_p99_ms']:.1f}",
                     f"{r['decision_p99_ms']:.1f}", f"{r['acked']:.0f}", f"{r['stored']:.0f}",
                 ])  # fmt: skip
-        size_rows: list[list[object]] = []
-        for n_runs in tqdm(args.study_sizes if not args.load_only else [], desc="study size"):
-            row: list[object] = [f"{n_runs:,}"]
-            for _, url_of, _ in backends[:2]:
-                url = url_of()
-                populate_study(url, "big", n_runs)
-                proc, address = start_service(url)
-                try:
-                    row.append(f"{asyncio.run(probe_reports(address, 'big', args.probes)):.1f}")
-                finally:
-                    stop_service(proc)
-            size_rows.append(row)
+        # Every study size populated first, then probed in rounds that go through the sizes in
+        # turn (each round its own fresh probe runs): the machine's drift falls on every size
+        # alike, and each size's figure is the median of its rounds.
+        sizes = args.study_sizes if not args.load_only else []
+        urls = {}
+        for n_runs in tqdm(sizes, desc="study size: populate"):
+            for b, (_, url_of, _) in enumerate(backends[:2]):
+                urls[n_runs, b] = url_of()
+                populate_study(urls[n_runs, b], "big", n_runs, args.size_rounds)
+        p50s: dict[tuple[int, int], list[float]] = defaultdict(list)
+        for r in tqdm(range(args.size_rounds) if sizes else [], desc="study size: rounds"):
+            for n_runs in sizes:
+                for b in range(len(backends[:2])):
+                    proc, address = start_service(urls[n_runs, b])
+                    try:
+                        p50s[n_runs, b].append(
+                            asyncio.run(probe_reports(address, "big", args.probes, r))
+                        )
+                    finally:
+                        stop_service(proc)
+        n_backends = len(backends[:2])
+        size_rows: list[list[object]] = [
+            [f"{n:,}", *(f"{np.median(p50s[n, b]):.2f}" for b in range(n_backends))] for n in sizes
+        ]
         long_rows: list[list[object]] = []
         for label, url_of, _ in backends[:2] if not args.load_only else []:
             wrote, first = first_decision_after_restart(url_of(), args.long_points)
@@ -860,7 +875,9 @@ def run_scale(args: argparse.Namespace, tmp: Path) -> str:
         f"every 0.25 s) less its memory before the load.\n\n{reader_table}\n\n"
         f"ReportMetrics p50 against the size of the study (runs written into the store "
         f"beforehand, half finished, each with a decision; {args.probes} reports of 10 points "
-        f"to 20 running runs, their first reports left out). p50 at {args.study_sizes[-1]:,} "
+        f"to 20 running runs, their first reports left out; {args.size_rounds} rounds through "
+        f"the sizes in turn, each with fresh probe runs, the median of the rounds' p50s). "
+        f"p50 at {args.study_sizes[-1]:,} "
         f"runs / at {args.study_sizes[0]:,}: {ratios}.\n\n{size_table}\n\n"
         f"The first decision on a long run after a restart of the service:\n\n{long_table}\n"
     )
@@ -961,6 +978,9 @@ def main() -> None:
     scale.add_argument("--duration", type=float, default=30.0, help="seconds per load phase")
     scale.add_argument("--study-sizes", type=int, nargs="+", default=[10, 100, 1000, 10000])
     scale.add_argument("--probes", type=int, default=200, help="reports per study size")
+    scale.add_argument(
+        "--size-rounds", type=int, default=3, help="rounds through the study sizes (median)"
+    )
     scale.add_argument("--long-points", type=int, default=1_000_000)
     scale.add_argument("--readers", type=int, default=50, help="slow readers beside the load")
     scale.add_argument("--reader-bps", type=float, default=64 * 1024, help="their read rate")
