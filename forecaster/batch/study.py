@@ -114,6 +114,13 @@ def _fold(run_id: str) -> int:
     return seed_of(run_id) & 1
 
 
+def run_job_table(job: StudyJob) -> Any:
+    """run_job's rows as an Arrow table (output.job_table): what the engines send back."""
+    from forecaster.batch.output import job_table
+
+    return job_table(run_job(job))
+
+
 def run_job(job: StudyJob) -> list[dict[str, Any]]:
     """The result rows of one job, in the order of job.judged and the cutoffs."""
     logged = [r for r in job.input.load(job.source, job.run_ids) if len(r.steps)]
@@ -369,7 +376,7 @@ def _forecast_columns(
     if len(steps) > 1:
         out["path_steps"] = [int(s) for s in steps]
         for j, name in enumerate(QUANTILE_NAMES):
-            out[f"path_{name}"] = [float(v) for v in fan[:, j]]
+            out[f"path_{name}"] = fan[:, j].astype(np.float64).tolist()
     return out
 
 
@@ -384,8 +391,8 @@ def _observed(run: LoggedRun, n: int) -> dict[str, list[Any]]:
         return {"curve_steps": [], "curve_values": []}
     keep = np.unique(np.linspace(0, len(run.steps) - 1, min(n, len(run.steps))).round()).astype(int)
     return {
-        "curve_steps": [int(s) for s in run.steps[keep]],
-        "curve_values": [float(v) for v in run.values[keep]],
+        "curve_steps": run.steps[keep].astype(np.int64).tolist(),
+        "curve_values": run.values[keep].astype(np.float64).tolist(),
     }
 
 
