@@ -214,9 +214,7 @@ def _batch_model(forecaster: str, head: Curve, bank: ModelBank | None) -> object
     if not len(head):
         return None
     model = models.create(forecaster, head, bank=bank)
-    if isinstance(model, PowerLawForecaster | EnsembleForecaster) and not model.needs_history(
-        head
-    ):
+    if isinstance(model, PowerLawForecaster | EnsembleForecaster) and not model.needs_history(head):
         return model
     return None
 

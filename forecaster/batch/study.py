@@ -30,10 +30,10 @@ from forecaster.curves import Curve, to_loss
 from forecaster.hashing import seed_of
 from forecaster.judging import (
     ForecastMemo,
-    batchable,
     HistoryHolder,
     Judged,
     Standing,
+    batchable,
     fit_forecast,
     fit_forecasts,
     fit_length,
