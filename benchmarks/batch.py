@@ -239,18 +239,33 @@ def main() -> None:
     print(rows[-1], flush=True)
     if baseline is not None:
         for model, corpus, spec, what in cases:
+            # Baseline, this code, baseline again: the best of each, so that a burst of load
+            # on the shared machine does not decide the ratio.
             cut = ",".join(str(c) for c in spec.cutoffs)
             out = tmp / f"{model}-baseline.parquet"
-            before, before_cpu = on_baseline(
-                baseline, _BASELINE_BATCH, [str(corpus), model, cut, str(out)], tmp
-            )
+            befores = []
+            for again in (False, True):
+                if again:
+                    _, rate, cpu_rate = throughput(
+                        corpus, spec, LocalEngine(2), tmp / f"{model}-2-again.parquet"
+                    )
+                    rates[(model, 2)] = max(rates[(model, 2)], rate)
+                    cpu_rates[(model, 2)] = max(cpu_rates[(model, 2)], cpu_rate)
+                out.unlink(missing_ok=True)
+                befores.append(
+                    on_baseline(baseline, _BASELINE_BATCH, [str(corpus), model, cut, str(out)], tmp)
+                )
+            before, before_cpu = max(b[0] for b in befores), max(b[1] for b in befores)
             same = out.read_bytes() == (tmp / f"{model}-2.parquet").read_bytes()
-            cell = f"{before:,.0f} (this code: {rates[(model, 2)] / before:.1f}x)"
-            cpu_cell = (
-                f"{before_cpu:,.0f} (this code: {cpu_rates[(model, 2)] / before_cpu:.1f}x; "
-                f"same bytes: {same})"
+            cell = f"{before:,.0f} (this code, best of 2: {rates[(model, 2)]:,.0f}, " + (
+                f"{rates[(model, 2)] / before:.1f}x)"
             )
-            rows.append([model, what, "local, baseline code", 2, run_rows(out), cell, cpu_cell])
+            cpu_cell = (
+                f"{before_cpu:,.0f} (this code, best of 2: {cpu_rates[(model, 2)]:,.0f}, "
+                f"{cpu_rates[(model, 2)] / before_cpu:.1f}x; same bytes: {same})"
+            )
+            rows.append([model, what, "local, baseline code, best of 2", 2, run_rows(out), cell,
+                         cpu_cell])  # fmt: skip
             print(rows[-1], flush=True)
     if not args.no_ray:
         import ray
