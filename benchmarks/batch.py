@@ -38,13 +38,25 @@ from forecaster.corpus.synthetic import write_scale_corpus  # noqa: E402
 SAMPLE = REPO / "datasets" / "sample"
 
 
-def throughput(corpus: Path, spec: JudgeSpec, engine: object, out: Path) -> tuple[int, float]:
-    """(runs, curves/s) of one batch."""
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children that have ended (a
+    local engine's workers, once its pool is shut down)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def throughput(
+    corpus: Path, spec: JudgeSpec, engine: object, out: Path
+) -> tuple[int, float, float]:
+    """(runs, curves/s, curves per CPU-second) of one batch. On a shared machine the wall
+    rate measures the machine's load as much as the code; the CPU rate (the batch's and its
+    workers' CPU time) is the steadier figure of what a core does."""
     if out.exists():
         out.unlink()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     summary = run_batch(CorpusInput(str(corpus)), out, spec, engine=engine, progress=False)  # type: ignore[arg-type]
-    return summary.runs, summary.rows / (time.perf_counter() - started)
+    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    return summary.runs, summary.rows / wall, summary.rows / max(cpu, 1e-9)
 
 
 def run_rows(path: Path) -> int:
@@ -79,52 +91,60 @@ def replay_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | None) ->
     from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
 
     chosen, picked = pick_replay_tasks(corpus, n_tasks, tmp)
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_seconds()
     replay_corpus(chosen, policy_specs=DEFAULT_POLICIES, max_runs_per_task=40, workers=2,
                   progress=False)  # fmt: skip
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - used
     line = (
         f"`forecaster replay`, every policy ({len(DEFAULT_POLICIES)} families), 40 runs a task, "
-        f"2 workers: {picked} tasks (the first of each source) in {seconds:,.0f} s, "
-        f"{seconds / picked:,.0f} s a task; 248 tasks would take about "
-        f"{248 * seconds / picked / 60:,.0f} min (extrapolated; the target is 10 min)."
+        f"2 workers: {picked} tasks (the first of each source) in {seconds:,.0f} s "
+        f"({cpu:,.0f} CPU-s), {seconds / picked:,.0f} s a task; 248 tasks would take about "
+        f"{248 * seconds / picked / 60:,.0f} min (extrapolated; the target is 10 min), or "
+        f"{248 * cpu / picked / 2 / 60:,.0f} min on 2 cores of their own (its CPU time / 2)."
     )
     if baseline is not None:
-        before = on_baseline(baseline, _BASELINE_REPLAY, [str(chosen)], tmp)
+        before, before_cpu = on_baseline(baseline, _BASELINE_REPLAY, [str(chosen)], tmp)
         line += (
-            f" The baseline code, same tasks, same run: {before:,.0f} s (about "
-            f"{248 * before / picked / 60:,.0f} min); this code takes {seconds / before:.0%} "
-            "of its time."
+            f" The baseline code, same tasks, same run: {before:,.0f} s, {before_cpu:,.0f} CPU-s "
+            f"(about {248 * before / picked / 60:,.0f} min); this code takes "
+            f"{seconds / before:.0%} of its time and {cpu / before_cpu:.0%} of its CPU time."
         )
     return line
 
 
 _BASELINE_BATCH = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from forecaster.batch import CorpusInput, JudgeSpec, LocalEngine, run_batch
+def cpu():
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 if __name__ == "__main__":
     corpus, model, cutoffs, out = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
     spec = JudgeSpec(model=model, cutoffs=tuple(float(c) for c in cutoffs.split(",") if c))
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu()
     summary = run_batch(CorpusInput(corpus), out, spec, engine=LocalEngine(2), progress=False)
-    print(summary.rows / (time.perf_counter() - started))
+    print(summary.rows / (time.perf_counter() - started), summary.rows / (cpu() - used))
 """
 
 _BASELINE_REPLAY = """
-import sys, time
+import os, sys, time
 from forecaster.evaluation.replay import replay_corpus
 from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
+def cpu():
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 if __name__ == "__main__":
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu()
     replay_corpus(sys.argv[1], policy_specs=DEFAULT_POLICIES, max_runs_per_task=40, workers=2,
                   progress=False)  # fmt: skip
-    print(time.perf_counter() - started)
+    print(time.perf_counter() - started, cpu() - used)
 """
 
 
-def on_baseline(baseline: Path, script: str, args: list[str], tmp: Path) -> float:
-    """The number a script prints when run on the code at baseline (its own PYTHONPATH)."""
+def on_baseline(baseline: Path, script: str, args: list[str], tmp: Path) -> tuple[float, float]:
+    """The two numbers a script prints when run on the code at baseline (its own
+    PYTHONPATH)."""
     path = tmp / f"baseline-{abs(hash(script))}.py"
     path.write_text(script)
     env = {
@@ -134,7 +154,8 @@ def on_baseline(baseline: Path, script: str, args: list[str], tmp: Path) -> floa
     done = subprocess.run(
         [sys.executable, str(path), *args], env=env, capture_output=True, text=True, check=True
     )
-    return float(done.stdout.strip().splitlines()[-1])
+    first, second = done.stdout.strip().splitlines()[-1].split()
+    return float(first), float(second)
 
 
 def pick_replay_tasks(corpus: Path, n_tasks: int, tmp: Path) -> tuple[Path, int]:
@@ -185,6 +206,7 @@ def main() -> None:
     synthetic = write_scale_corpus(tmp / "syn" / "synthetic", args.runs, points=args.points).parent
     rows = []
     rates: dict[tuple[str, int], float] = {}
+    cpu_rates: dict[tuple[str, int], float] = {}
     cases = [
         (
             "last_value",
@@ -197,46 +219,66 @@ def main() -> None:
     ]
     for model, corpus, spec, what in cases:
         for workers in (1, 2):
-            runs, rate = throughput(
+            runs, rate, cpu_rate = throughput(
                 corpus, spec, LocalEngine(workers), tmp / f"{model}-{workers}.parquet"
             )
-            rates[(model, workers)] = rate
-            rows.append([model, what, "local", workers, runs, f"{rate:,.0f}"])
+            rates[(model, workers)], cpu_rates[(model, workers)] = rate, cpu_rate
+            rows.append([model, what, "local", workers, runs, f"{rate:,.0f}", f"{cpu_rate:,.0f}"])
             print(rows[-1], flush=True)
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_seconds()
     cuts3 = JudgeSpec(model="auto", cutoffs=(0.4, 0.5, 0.6))
-    rows3, _ = throughput(SAMPLE, cuts3, LocalEngine(2), tmp / "auto-3cuts.parquet")
-    del rows3
+    throughput(SAMPLE, cuts3, LocalEngine(2), tmp / "auto-3cuts.parquet")
     three = run_rows(tmp / "auto-3cuts.parquet")
-    t3 = time.perf_counter() - started
+    t3, c3 = time.perf_counter() - started, cpu_seconds() - used
     one = run_rows(tmp / "auto-2.parquet")
-    t1 = one / rates[("auto", 2)]
-    steady = (three - one) / max(t3 - t1, 1e-9)
+    t1, c1 = one / rates[("auto", 2)], one / cpu_rates[("auto", 2)]
+    steady, steady_cpu = (three - one) / max(t3 - t1, 1e-9), (three - one) / max(c3 - c1, 1e-9)
     rows.append(["auto", "datasets/sample at 40/50/60% minus at 50%", "local, without its start",
-                 2, f"{three - one} extra curves", f"{steady:,.0f}"])  # fmt: skip
+                 2, f"{three - one} extra curves", f"{steady:,.0f}",
+                 f"{steady_cpu:,.0f}"])  # fmt: skip
     print(rows[-1], flush=True)
     if baseline is not None:
-        for model, corpus, spec, what in cases[1:]:
+        for model, corpus, spec, what in cases:
+            # Baseline, this code, baseline again: the best of each, so that a burst of load
+            # on the shared machine does not decide the ratio.
             cut = ",".join(str(c) for c in spec.cutoffs)
             out = tmp / f"{model}-baseline.parquet"
-            before = on_baseline(
-                baseline, _BASELINE_BATCH, [str(corpus), model, cut, str(out)], tmp
+            befores = []
+            for again in (False, True):
+                if again:
+                    _, rate, cpu_rate = throughput(
+                        corpus, spec, LocalEngine(2), tmp / f"{model}-2-again.parquet"
+                    )
+                    rates[(model, 2)] = max(rates[(model, 2)], rate)
+                    cpu_rates[(model, 2)] = max(cpu_rates[(model, 2)], cpu_rate)
+                out.unlink(missing_ok=True)
+                befores.append(
+                    on_baseline(baseline, _BASELINE_BATCH, [str(corpus), model, cut, str(out)], tmp)
+                )
+            before, before_cpu = max(b[0] for b in befores), max(b[1] for b in befores)
+            same = out.read_bytes() == (tmp / f"{model}-2.parquet").read_bytes()
+            cell = f"{before:,.0f} (this code, best of 2: {rates[(model, 2)]:,.0f}, " + (
+                f"{rates[(model, 2)] / before:.1f}x)"
             )
-            cell = f"{before:,.0f} (this code: {rates[(model, 2)] / before:.1f}x)"
-            rows.append([model, what, "local, baseline code", 2, run_rows(out), cell])
+            cpu_cell = (
+                f"{before_cpu:,.0f} (this code, best of 2: {cpu_rates[(model, 2)]:,.0f}, "
+                f"{cpu_rates[(model, 2)] / before_cpu:.1f}x; same bytes: {same})"
+            )
+            rows.append([model, what, "local, baseline code, best of 2", 2, run_rows(out), cell,
+                         cpu_cell])  # fmt: skip
             print(rows[-1], flush=True)
     if not args.no_ray:
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         for model, corpus, spec, what in cases[1:]:
-            runs, rate = throughput(corpus, spec, RayEngine(), tmp / f"{model}-ray.parquet")
+            runs, rate, _ = throughput(corpus, spec, RayEngine(), tmp / f"{model}-ray.parquet")
             same = (tmp / f"{model}-ray.parquet").read_bytes() == (
                 tmp / f"{model}-2.parquet"
             ).read_bytes()
             ratio = rate / rates[(model, 2)]
             cell = f"{rate:,.0f} ({ratio:.0%} of local; same bytes: {same})"
-            rows.append([model, what, "ray (2 CPUs)", 2, runs, cell])
+            rows.append([model, what, "ray (2 CPUs)", 2, runs, cell, "(not measured)"])
             print(rows[-1], flush=True)
         ray.shutdown()
     memory = ""
@@ -262,11 +304,10 @@ def main() -> None:
         print(replay_line, flush=True)
     cost = []
     for model in ("last_value", "pow3", "auto"):
-        per_core = rates[(model, 1)]
-        scaling = rates[(model, 2)] / (2 * per_core)
+        per_core = cpu_rates[(model, 2)]
         for cores in (64, 512):
-            minutes = 10_000_000 / (per_core * cores * min(scaling, 1.0)) / 60
-            cost.append([model, f"{per_core:,.0f}", f"{scaling:.0%}", cores, f"{minutes:,.0f} min"])
+            minutes = 10_000_000 / (per_core * cores) / 60
+            cost.append([model, f"{per_core:,.0f}", cores, f"{minutes:,.0f} min"])
     load = (
         f"Load average of this {os.cpu_count()}-core machine (other sessions share it): "
         f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
@@ -283,19 +324,21 @@ def main() -> None:
             "",
             load,
             "",
-            markdown_table(["model", "input", "engine", "workers", "runs", "curves/s"], rows),
+            markdown_table(
+                ["model", "input", "engine", "workers", "runs", "curves/s", "curves per CPU-s"],
+                rows,
+            ),
             "",
             memory,
             "",
             replay_line,
             "",
-            "Cost model for 10 M runs (an estimate: curves/s of one worker x cores x the scaling "
-            "measured from 1 to 2 workers here, capped at 100%; the driver, which writes the "
-            "rows, is assumed not to be the bottleneck):",
+            "Cost model for 10 M runs (an estimate: the curves per CPU-second of the 2-worker "
+            "batch above, its start and its driver included, x cores: a cluster's cores are "
+            "its own, this machine's are shared; the driver, which writes the rows, is assumed "
+            "not to be the bottleneck):",
             "",
-            markdown_table(
-                ["model", "curves/s per core", "scaling 1->2", "cores", "10 M runs"], cost
-            ),
+            markdown_table(["model", "curves per CPU-s", "cores", "10 M runs"], cost),
         ]
     )
     print(body)

@@ -200,6 +200,25 @@ def fit_forecast(
     return prediction
 
 
+def batchable(forecaster: str, head: Curve, bank: ModelBank | None) -> bool:
+    """Whether fit_forecasts fits head with others in one batch: a parametric family or the
+    learned ensemble (models/batched.py, EnsembleForecaster.fit_many) that reads no study
+    history for it."""
+    return _batch_model(forecaster, head, bank) is not None
+
+
+def _batch_model(forecaster: str, head: Curve, bank: ModelBank | None) -> object | None:
+    from forecaster.models.ensemble import EnsembleForecaster
+    from forecaster.models.power_law import PowerLawForecaster
+
+    if not len(head):
+        return None
+    model = models.create(forecaster, head, bank=bank)
+    if isinstance(model, PowerLawForecaster | EnsembleForecaster) and not model.needs_history(head):
+        return model
+    return None
+
+
 def fit_forecasts(
     forecaster: str,
     heads: Sequence[tuple[str, Curve]],
@@ -207,25 +226,33 @@ def fit_forecasts(
     memo: ForecastMemo,
 ) -> None:
     """The forecasts of many (where, head) at once, into memo, where the forecaster can fit
-    many curves in one batch (the parametric families: models/batched.py) and reads no study
-    history: what fit_forecast(forecaster, head, ..., where, bank, memo) then finds there,
-    the same forecast it would have fitted. The others are left to fit_forecast; so is a
-    batch that fails (it then fits, and logs, curve by curve)."""
+    many curves in one batch (the parametric families: models/batched.py; the learned
+    ensemble: EnsembleForecaster.fit_many) and reads no study history: what
+    fit_forecast(forecaster, head, ..., where, bank, memo) then finds there, the same
+    forecast it would have fitted. The others are left to fit_forecast; so is a batch that
+    fails (it then fits, and logs, curve by curve)."""
     from forecaster.models.batched import fit_many
-    from forecaster.models.power_law import PowerLawForecaster
+    from forecaster.models.ensemble import EnsembleForecaster
 
-    groups: dict[PowerLawForecaster, list[tuple[str, Curve]]] = {}
+    groups: dict[object, tuple[object, list[tuple[str, Curve]]]] = {}
     for where, head in heads:
-        if (where, len(head), "") in memo or not len(head):
+        if (where, len(head), "") in memo:
             continue
-        model = models.create(forecaster, head, bank=bank)
-        if isinstance(model, PowerLawForecaster) and not model.needs_history(head):
-            groups.setdefault(model, []).append((where, head))
-    for model, items in groups.items():
+        model = _batch_model(forecaster, head, bank)
+        if model is not None:
+            # The parametric forecasters are values (equal settings, one group); the
+            # ensemble is the bank's one instance (its arrays are not hashable).
+            key = id(model) if isinstance(model, EnsembleForecaster) else model
+            groups.setdefault(key, (model, []))[1].append((where, head))
+    for model, items in groups.values():
+        curves = [head for _, head in items]
         try:
-            predictions = fit_many(model, [head for _, head in items])
+            if isinstance(model, EnsembleForecaster):
+                predictions = model.fit_many(curves)
+            else:
+                predictions = fit_many(model, curves)  # type: ignore[arg-type]
         except Exception:
-            log.exception("batched %s fit failed; fitting curve by curve", model.name)
+            log.exception("batched %s fit failed; fitting curve by curve", model.name)  # type: ignore[attr-defined]
             continue
         for (where, head), prediction in zip(items, predictions, strict=True):
             # What fit_forecast makes of the same fit.

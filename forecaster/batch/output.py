@@ -77,6 +77,15 @@ def table_of(rows: list[dict[str, Any]], settings: Mapping[str, Any]) -> Any:
     return pa.Table.from_pylist(rows, schema=s)
 
 
+def job_table(rows: list[dict[str, Any]]) -> Any:
+    """One job's rows as an Arrow table of the results' columns: made where the job ran, so
+    the driver, which writes every job's rows, only concatenates (and a worker sends Arrow
+    buffers back, not a pickled dict a cell)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=schema())
+
+
 @dataclass
 class ResultsWriter:
     """Appends job results to the parts folder of `out`; `finish()` makes the results file."""
@@ -86,7 +95,8 @@ class ResultsWriter:
     row_group_rows: int
     next_job: int = 0  # the first job not yet written
     rows_written: int = 0
-    _rows: list[dict[str, Any]] = field(default_factory=list)
+    _tables: list[Any] = field(default_factory=list)  # job_table of each job not yet written
+    _pending_rows: int = 0
     _first: int = 0
 
     @property
@@ -141,16 +151,19 @@ class ResultsWriter:
                 found.append((int(m.group(1)), int(m.group(2)), path))
         return sorted(found)
 
-    def add(self, index: int, rows: list[dict[str, Any]]) -> None:
-        """The rows of job `index` (jobs come in order)."""
+    def add(self, index: int, rows: Any) -> None:
+        """The rows of job `index` (jobs come in order): its job_table, or its row dicts."""
         if index != self.next_job:
             raise ValueError(f"job {index} arrived before job {self.next_job}")
-        self._rows.extend(rows)
+        table = job_table(rows) if isinstance(rows, list) else rows
+        self._tables.append(table)
+        self._pending_rows += table.num_rows
         self.next_job = index + 1
-        if len(self._rows) >= self.row_group_rows:
+        if self._pending_rows >= self.row_group_rows:
             self._flush()
 
     def _flush(self) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         last = self.next_job - 1
@@ -158,10 +171,13 @@ class ResultsWriter:
             return
         path = self.parts / f"part-{self._first:07d}-{last:07d}.parquet"
         tmp = path.with_suffix(".tmp")
-        pq.write_table(table_of(self._rows, self.settings), tmp, compression="zstd")
+        metadata = {METADATA_KEY: json.dumps(self.settings, sort_keys=True)}
+        tables = self._tables or [table_of([], self.settings)]
+        table = pa.concat_tables(tables).combine_chunks().replace_schema_metadata(metadata)
+        pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
-        self.rows_written += len(self._rows)
-        self._rows = []
+        self.rows_written += self._pending_rows
+        self._tables, self._pending_rows = [], 0
         self._first = self.next_job
 
     def finish(self) -> int:

@@ -13,7 +13,7 @@ from forecaster import models
 from forecaster.batch import engines
 from forecaster.batch.inputs import BatchInput
 from forecaster.batch.output import ResultsWriter
-from forecaster.batch.study import JudgeSpec, StudyJob, plan_jobs, run_job
+from forecaster.batch.study import JudgeSpec, StudyJob, plan_jobs, run_job_table
 from forecaster.errors import InvalidArgumentError
 from forecaster.models.artifacts import ModelBank
 
@@ -82,7 +82,7 @@ def run_batch(
         smoothing=0.1,
     )
     try:
-        for job, rows in zip(todo, engine.map(run_job, todo), strict=True):
+        for job, rows in zip(todo, engine.map(run_job_table, todo), strict=True):
             writer.add(job.index, rows)
             bar.update(len(job.judged))
             if on_job is not None:

@@ -33,6 +33,7 @@ from forecaster.judging import (
     HistoryHolder,
     Judged,
     Standing,
+    batchable,
     fit_forecast,
     fit_forecasts,
     fit_length,
@@ -113,6 +114,13 @@ def _fold(run_id: str) -> int:
     return seed_of(run_id) & 1
 
 
+def run_job_table(job: StudyJob) -> Any:
+    """run_job's rows as an Arrow table (output.job_table): what the engines send back."""
+    from forecaster.batch.output import job_table
+
+    return job_table(run_job(job))
+
+
 def run_job(job: StudyJob) -> list[dict[str, Any]]:
     """The result rows of one job, in the order of job.judged and the cutoffs."""
     logged = [r for r in job.input.load(job.source, job.run_ids) if len(r.steps)]
@@ -138,9 +146,9 @@ def run_job(job: StudyJob) -> list[dict[str, Any]]:
         if done[r.run_id] and math.isfinite(float(r.values[-1]))
     ]
     finished.sort(key=lambda s: float(to_loss(s.last_value, logged[0].direction)))
-    rows: list[dict[str, Any]] = []
     memo: ForecastMemo = {}
     fit_forecasts(judge_spec.model, _heads(job, by_id, full), job.bank, memo)
+    cuts: list[tuple[LoggedRun, float | None, Curve, StudyContext, _Fit]] = []
     for run_id in job.judged:
         run = by_id.get(run_id)
         if run is None:
@@ -154,24 +162,66 @@ def run_job(job: StudyJob) -> list[dict[str, Any]]:
             incumbent_of(run.direction, best_others),
             Peers(_peers(logged, full, run_id)),
         )
-        where = f"{job.study}/{run_id}"
-        history = histories[_fold(run_id)]
-
-        def fit(
-            head: Curve,
-            where: str = where,
-            memo: ForecastMemo = memo,
-            history: Callable[[], StudyHistory] = history,
-        ) -> Prediction | None:
-            return fit_forecast(judge_spec.model, head, history, where, job.bank, memo)
-
+        fit = _Fit(judge_spec.model, f"{job.study}/{run_id}", histories[_fold(run_id)], job, memo)
         for cutoff, step in judge_spec.cuts(run):
             n = int(np.searchsorted(run.steps, step, side="right"))
-            if n < 1:
-                continue
-            curve = full[run_id].head(n)
-            rows.append(_row(job, run, curve, cutoff, policy, context, fit))
-    return rows
+            if n >= 1:
+                cuts.append((run, cutoff, full[run_id].head(n), context, fit))
+    # Rounds: a row whose judging asks for a forecast not fitted yet (the earlier prefixes the
+    # stop votes are counted on) is judged again once the round's asks are fitted together.
+    rows: list[dict[str, Any] | None] = [None] * len(cuts)
+    pending = list(range(len(cuts)))
+    while pending:
+        asked: list[tuple[str, Curve]] = []
+        still = []
+        for i in pending:
+            run, cutoff, curve, context, fit = cuts[i]
+            fit.asked = []
+            rows[i] = _row(job, run, curve, cutoff, policy, context, fit)
+            if fit.asked:
+                asked.extend(fit.asked)
+                still.append(i)
+        fit_forecasts(judge_spec.model, asked, job.bank, memo)
+        for where, head in asked:  # a batch that failed: fitted (and logged) one by one
+            if (where, len(head), "") not in memo:
+                memo[(where, len(head), "")] = fit_forecast(
+                    judge_spec.model, head, lambda: StudyHistory(()), where, job.bank, None
+                )
+        pending = still
+    return [r for r in rows if r is not None]
+
+
+class _Fit:
+    """A run's fit for judge: from the memo; a forecast the batch can fit with others and
+    that is not fitted yet is noted in `asked` (and None given for now: the row is judged
+    again once it is fitted); the others are fitted on the spot."""
+
+    def __init__(
+        self,
+        model: str,
+        where: str,
+        history: Callable[[], StudyHistory],
+        job: StudyJob,
+        memo: ForecastMemo,
+    ) -> None:
+        self.model, self.where, self.history, self.bank, self.memo = (
+            model,
+            where,
+            history,
+            job.bank,
+            memo,
+        )
+        self.asked: list[tuple[str, Curve]] = []
+
+    def __call__(self, head: Curve) -> Prediction | None:
+        key = (self.where, len(head), "")
+        if key in self.memo:
+            return self.memo[key]
+        if batchable(self.model, head, self.bank):
+            if all(len(h) != len(head) for _, h in self.asked):
+                self.asked.append((self.where, head))
+            return None
+        return fit_forecast(self.model, head, self.history, self.where, self.bank, self.memo)
 
 
 class _Curves(dict[str, Curve]):
@@ -258,10 +308,12 @@ def _row(
     policy: StoppingPolicy,
     context: StudyContext,
     fit: Callable[[Curve], Prediction | None],
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     n_fit = fit_length(len(curve))
     prediction = fit(curve.head(n_fit))
     judged = _judged(job, run.run_id, policy, curve, context, prediction, fit)
+    if isinstance(fit, _Fit) and fit.asked:
+        return None  # judged again once the forecasts it asked for are fitted
     decision = judged.decision
     horizon = curve.horizon
     row: dict[str, Any] = {
@@ -324,7 +376,7 @@ def _forecast_columns(
     if len(steps) > 1:
         out["path_steps"] = [int(s) for s in steps]
         for j, name in enumerate(QUANTILE_NAMES):
-            out[f"path_{name}"] = [float(v) for v in fan[:, j]]
+            out[f"path_{name}"] = fan[:, j].astype(np.float64).tolist()
     return out
 
 
@@ -339,8 +391,8 @@ def _observed(run: LoggedRun, n: int) -> dict[str, list[Any]]:
         return {"curve_steps": [], "curve_values": []}
     keep = np.unique(np.linspace(0, len(run.steps) - 1, min(n, len(run.steps))).round()).astype(int)
     return {
-        "curve_steps": [int(s) for s in run.steps[keep]],
-        "curve_values": [float(v) for v in run.values[keep]],
+        "curve_steps": run.steps[keep].astype(np.int64).tolist(),
+        "curve_values": run.values[keep].astype(np.float64).tolist(),
     }
 
 

@@ -236,7 +236,62 @@ class EnsembleForecaster:
         f = features.extract(curve)
         s, b = int(schedule_known(curve)), int(bucket_of(f.features[0]))
         w = self.stacking.weights[s, b]
-        zq = stack(self.member_z(curve, f, w, history)[None], w)
+        return self._prediction(curve, f, s, b, w, self.member_z(curve, f, w, history))
+
+    def fit_many(self, curves: list[Curve]) -> list[Prediction]:
+        """self.fit(curve) for curves that need no study history, the same forecasts with the
+        per-curve work batched: gbm's trees over every curve at once (row by row, the same
+        numbers), the power-law members through `batched.fit_many`. The sequence model stays
+        one curve at a time: torch's batched float32 products round differently (~1e-6), and
+        the batch must give the service's forecasts."""
+        from forecaster import models
+        from forecaster.models.annealing_law import schedule_known
+        from forecaster.models.batched import fit_many
+        from forecaster.models.power_law import PowerLawForecaster
+        from forecaster.models.sequence import query_features
+
+        out: list[Prediction | None] = [None] * len(curves)
+        todo = []
+        for i, curve in enumerate(curves):
+            why = features.usable(curve)
+            if why is not None:
+                out[i] = fallback(curve, self.name, self.version, why)
+                continue
+            f = features.extract(curve)
+            s, b = int(schedule_known(curve)), int(bucket_of(f.features[0]))
+            todo.append((i, curve, f, s, b, self.stacking.weights[s, b]))
+        if not todo:
+            return [p for p in out if p is not None]
+        fitted: list[dict[str, Prediction]] = [{} for _ in todo]
+        for m, name in enumerate(PARAMETRIC_MEMBERS):
+            member = models.create(name)
+            wants = [
+                k for k, t in enumerate(todo) if t[5][2 + m] > 0 and name not in SCHEDULE_MEMBERS
+            ]
+            if wants and isinstance(member, PowerLawForecaster):
+                for k, p in zip(wants, fit_many(member, [todo[k][1] for k in wants]), strict=True):
+                    fitted[k][name] = p
+        z_gbm = self.gbm.predict_z(np.stack([t[2].features for t in todo]))
+        for k, (i, curve, f, s, b, w) in enumerate(todo):
+            q = query_features(f.frame, np.array([float(f.frame.horizon)]))[None]
+            z_seq = self.sequence.predict_z(f.sequence[None], f.features[None], q)[:, 0]
+            parametric = parametric_z(curve, f.frame, None, w[2:] > 0, fitted[k])
+            z_par = np.sort(np.nan_to_num(parametric[None]), axis=2)
+            members = np.concatenate([z_gbm[k : k + 1, None], z_seq[:, None], z_par], axis=1)[0]
+            out[i] = self._prediction(curve, f, s, b, w, members)
+        return [p for p in out if p is not None]
+
+    def _prediction(
+        self,
+        curve: Curve,
+        f: features.CurveFeatures,
+        s: int,
+        b: int,
+        w: FloatArray,
+        members: FloatArray,
+    ) -> Prediction:
+        """The stacked, calibrated forecast from the members' (K, L) quantiles of z."""
+        zq = stack(members[None], w)
         z = calibrate(zq, self.stacking.deltas[s, b][None])[0]
         mix = ", ".join(f"{m} {x:.0%}" for m, x in zip(MEMBERS, w, strict=True) if x > 0)
         return quantile_prediction(
@@ -260,11 +315,13 @@ def parametric_z(
     frame: features.Frame,
     history: StudyHistory | None = None,
     wanted: Any = None,
+    fitted: dict[str, Prediction] | None = None,
 ) -> FloatArray:
     """(len(PARAMETRIC_MEMBERS), L) quantiles of z at the budget of each parametric member
     (the schedule laws fitted with the study history); NaN for a member not wanted (a bool
     per member, default all), and for the schedule laws when the lr is not known (they
-    would only repeat the power law)."""
+    would only repeat the power law). fitted: members' forecasts of this curve already made
+    (fit_many's batches), used instead of fitting them again."""
     from forecaster import models
     from forecaster.models.annealing_law import schedule_known
 
@@ -274,7 +331,9 @@ def parametric_z(
         schedule_law = name in SCHEDULE_MEMBERS
         if (wanted is not None and not wanted[i]) or (schedule_law and not known):
             continue
-        prediction = models.create(name).fit(curve, history if schedule_law else None)
+        prediction = (fitted or {}).get(name)
+        if prediction is None:
+            prediction = models.create(name).fit(curve, history if schedule_law else None)
         samples = prediction.samples([frame.horizon])[:, 0]
         samples = samples[np.isfinite(samples)]
         if not len(samples):

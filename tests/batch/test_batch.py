@@ -240,3 +240,30 @@ def test_an_import_source_is_batched_like_a_corpus(tmp_path):
     assert df.height == pl.read_csv(sweep)["run_id"].n_unique()
     assert df["task"].n_unique() == 2
     assert not (tmp_path / "r.parquet.input").exists()
+
+
+@pytest.mark.parametrize(("model", "source"), [("pow3", "lcbench"), ("auto", "taskset")])
+def test_rows_do_not_depend_on_how_the_runs_are_batched(tmp_path, model, source):
+    """A job fits its runs' forecasts together (and the stop votes' earlier prefixes in
+    rounds): judging one run a job, where nothing is fitted with another run, gives the same
+    rows."""
+    spec = JudgeSpec(model=model, cutoffs=(0.3, 0.6))
+    frames = []
+    for per_job in (1, 256):
+        out = tmp_path / f"{per_job}.parquet"
+        run_batch(
+            CorpusInput(str(SAMPLE), (source,)),
+            out,
+            spec,
+            engine=LocalEngine(1),
+            runs_per_job=per_job,
+            progress=False,
+        )
+        frames.append(pl.read_parquet(out))
+    one_a_job, together = frames
+    assert together.height == 2 * pl.read_parquet(SAMPLE / source / "runs.parquet").height
+    assert one_a_job.equals(together)
+    # The stop votes were counted on earlier forecasts (the rounds ran), on some runs.
+    assert (together["stop_votes"] >= 2).any()
+    if model == "auto":
+        assert (together["model"] == "ensemble").sum() > together.height // 2

@@ -114,3 +114,44 @@ def test_fit_forecasts_fills_the_memo_fit_forecast_reads(corpus_curves: list[Cur
             fresh.quantiles(LEVELS, [head.horizon]),
             rtol=1e-12,
         )
+
+
+def test_the_ensemble_batched_gives_its_single_curve_forecasts(
+    corpus_curves: list[Curve],
+) -> None:
+    from forecaster.models.artifacts import ModelBank
+    from forecaster.models.ensemble import EnsembleForecaster
+
+    bank = ModelBank.load("")
+    ensemble = bank.get("ensemble")
+    assert isinstance(ensemble, EnsembleForecaster)
+    curves = [c for c in corpus_curves if not ensemble.needs_history(c)]
+    batched = ensemble.fit_many(curves)
+    stacked = 0
+    for curve, many in zip(curves, batched, strict=True):
+        one = ensemble.fit(curve)
+        steps = [curve.last_step + 1, (curve.last_step + curve.horizon) // 2 + 1, curve.horizon]
+        assert many.model == one.model and many.notes == one.notes
+        np.testing.assert_array_equal(many.quantiles(LEVELS, steps), one.quantiles(LEVELS, steps))
+        stacked += one.model == "ensemble"
+    assert stacked > len(curves) // 2  # most were stacked forecasts, not fallbacks
+
+
+def test_fit_forecasts_batches_auto_as_fit_forecast_fits_it(corpus_curves: list[Curve]) -> None:
+    from forecaster.judging import batchable
+    from forecaster.models.artifacts import ModelBank
+
+    bank = ModelBank.load("")
+    heads = [(f"study/run{i}", c) for i, c in enumerate(corpus_curves)]
+    heads = [h for h in heads if batchable("auto", h[1], bank)]
+    assert len(heads) > 50
+    memo: dict = {}
+    fit_forecasts("auto", heads, bank, memo)
+    assert len(memo) == len(heads)
+    for where, head in heads:
+        kept = memo[(where, len(head), "")]
+        fresh = fit_forecast("auto", head, lambda: StudyHistory(()), where, bank, None)
+        assert kept is not None and fresh is not None and kept.model == fresh.model
+        np.testing.assert_array_equal(
+            kept.quantiles(LEVELS, [head.horizon]), fresh.quantiles(LEVELS, [head.horizon])
+        )
