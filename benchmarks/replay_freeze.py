@@ -5,7 +5,8 @@ Four replays of ../shared/datasets, bounded by --max-runs-per-task:
    the frontier target (compute <= 0.40 at regret <= 0.5% with top-1 >= 0.95);
 2. a fixed compute budget of 0.3 per task: the forecast policy pausing its unpromising runs
    and resuming them by the ranking (RankRuns' figure) against Optuna's Hyperband and our ASHA
-   cut at the same budget, per source (regret: lower is better); the pausing setting (its
+   cut at the same budget, per source (regret: lower is better), with the endgame
+   (ranking.finish_first: the budget's last run finished alone); the pausing setting (its
    hysteresis and epsilon) chosen leave-one-source-out and scored on the source left out;
 3. each run alone (no study): compute saved and metric given up by CONVERGED (delta 0.002,
    its progress floor `converged_min_fraction` chosen leave-one-source-out) and by the
@@ -293,7 +294,9 @@ def budget_table(results: list[replay.TaskResult]) -> list[str]:
         "A fixed compute budget of 0.3 per task (everything stops when the runs have used 30% "
         "of the steps of running them all): compute / regret per source. The forecast policy "
         "pauses its unpromising runs and, once no new run waits, spends what is left on the "
-        "paused run the ranking puts first; the rivals are cut at the same budget. The pausing "
+        "paused run the ranking puts first; once the budget left would no longer finish the "
+        "best-forecast run that fits in it, that run finishes alone (ranking.finish_first, the "
+        "endgame). The rivals are cut at the same budget. The pausing "
         "setting (hysteresis, epsilon) is chosen leave-one-source-out (lowest mean regret over "
         "the other sources) and scored on the source left out; the 'all' row pools the "
         f"left-out sources. Chosen: {folds_say(chosen)}. The last column: regret <= "

@@ -63,13 +63,6 @@ class ConvergedPolicy:
         held = decay_held(run)
         if held is not None:
             return held
-        progress = curve.last_step / budget
-        if progress < self.min_fraction:
-            said = (
-                f"{progress:.0%} of the budget run: too early to call it converged (from "
-                f"{self.min_fraction:.0%})."
-            )
-            return continue_promising(run, self.name, said)
         best_loss = float(to_loss(best, curve.direction))
         needed = float(to_loss(best_loss - self.delta * abs(best_loss), curve.direction))
         p = prediction.prob_better_than(needed, budget)
@@ -78,6 +71,13 @@ class ConvergedPolicy:
             f"P(gain of more than {100 * self.delta:.3g}% on its best {best:.4g} by step "
             f"{budget}) = {p:.3f}"
         )
+        progress = curve.last_step / budget
+        if p < self.epsilon and progress < self.min_fraction:
+            said = (
+                f"{said} < {self.epsilon:g}, but {progress:.0%} of the budget run: too early to "
+                f"call it converged (from {self.min_fraction:.0%})."
+            )
+            return continue_promising(run, self.name, said, probs)
         if p < self.epsilon:
             return stop(run, self.name, Reason.CONVERGED, f"{said} < {self.epsilon:g}.", probs)
         return continue_promising(run, self.name, f"{said} >= {self.epsilon:g}.", probs)

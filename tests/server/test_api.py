@@ -211,6 +211,23 @@ def test_a_target_just_out_of_the_forecasts_reach_is_not_called_unreachable(stub
     assert d.action == pb.ACTION_STOP and d.reason == pb.REASON_TARGET_UNREACHABLE
 
 
+def test_converged_waits_for_its_progress_floor_through_the_server(stub):
+    # A loss flat from step ~50: the served forecast calls it converged by step 700.
+    params = {"delta": 0.01, "hysteresis": 1, "converged_min_fraction": 0.8}
+    make_run(stub, policy=pb.PolicySettings(name="default", params=params))
+    flat = [2.0 + 2.0 * math.exp(-s / 10.0) for s in range(10, 701, 10)]
+    d = stub.ReportMetrics(
+        pb.ReportMetricsRequest(study="sweep", run="r1", points=points(range(10, 701, 10), flat))
+    ).decision
+    assert d.action == pb.ACTION_CONTINUE and "too early to call it converged" in d.explanation
+    assert d.probabilities["p_gain"] < 0.05
+    more = [2.0 + 2.0 * math.exp(-s / 10.0) for s in range(710, 801, 10)]
+    d = stub.ReportMetrics(
+        pb.ReportMetricsRequest(study="sweep", run="r1", points=points(range(710, 801, 10), more))
+    ).decision
+    assert d.action == pb.ACTION_STOP and d.reason == pb.REASON_CONVERGED
+
+
 def test_warmup_on_tiny_curves(stub):
     make_run(stub, target=1.0)
     d = stub.ReportMetrics(
