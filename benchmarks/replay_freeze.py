@@ -196,13 +196,13 @@ def main() -> int:
     for part in parts:
         key = cache / f"{part}-{args.max_runs_per_task}-{args.max_reports}.pkl"
         if part in reuse and key.exists():
-            results[part] = pickle.loads(key.read_bytes())
-            took[part] = "cached"
+            results[part], seconds = pickle.loads(key.read_bytes())
+            took[part] = f"{seconds:.0f} s, from the cache"
             continue
         t0 = time.time()
         results[part] = replay.replay_corpus(args.corpus, **plans[part], **common)
         took[part] = f"{time.time() - t0:.0f} s"
-        key.write_bytes(pickle.dumps(results[part]))
+        key.write_bytes(pickle.dumps((results[part], time.time() - t0)))
 
     lines = [
         f"`python benchmarks/replay_freeze.py --max-runs-per-task {args.max_runs_per_task} "
