@@ -52,8 +52,15 @@ from forecaster.evaluation.replay.settings import Setting  # noqa: E402
 MODELS_DIR = Settings.from_env().models_dir
 DEFAULT = "forecast:epsilon=0.05"
 FREEZE_SWEEP = tuple(
-    f"forecast:epsilon={e},pause=true,hysteresis={h}"
-    for e, h in ((0.05, 3), (0.05, 2), (0.05, 1), (0.2, 1))
+    f"forecast:epsilon={e},pause=true,hysteresis={h},incumbent_confidence={c}"
+    for e, h, c in (
+        (0.05, 3, 0.97),
+        (0.05, 2, 0.97),
+        (0.05, 1, 0.97),
+        (0.2, 1, 0.97),
+        (0.05, 1, 0.5),
+        (0.2, 1, 0.5),
+    )
 )
 BUDGET_RIVALS = ("optuna_hyperband:reduction_factor=3", "asha:eta=3")
 CONVERGED_SWEEP = tuple(
@@ -297,7 +304,7 @@ def budget_table(results: list[replay.TaskResult]) -> list[str]:
         "paused run the ranking puts first; once the budget left would no longer finish the "
         "best-forecast run that fits in it, that run finishes alone (ranking.finish_first, the "
         "endgame). The rivals are cut at the same budget. The pausing "
-        "setting (hysteresis, epsilon) is chosen leave-one-source-out (lowest mean regret over "
+        "setting (hysteresis, epsilon, incumbent_confidence) is chosen leave-one-source-out (lowest mean regret over "
         "the other sources) and scored on the source left out; the 'all' row pools the "
         f"left-out sources. Chosen: {folds_say(chosen)}. The last column: regret <= "
         f"{hyperband}'s.",
