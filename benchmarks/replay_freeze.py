@@ -303,8 +303,8 @@ def budget_table(results: list[replay.TaskResult]) -> list[str]:
         "pauses its unpromising runs and, once no new run waits, spends what is left on the "
         "paused run the ranking puts first; once the budget left would no longer finish the "
         "best-forecast run that fits in it, that run finishes alone (ranking.finish_first, the "
-        "endgame). The rivals are cut at the same budget. The pausing "
-        "setting (hysteresis, epsilon, incumbent_confidence) is chosen leave-one-source-out (lowest mean regret over "
+        "endgame). The rivals are cut at the same budget. The pausing setting (hysteresis, "
+        "epsilon, incumbent_confidence) is chosen leave-one-source-out (lowest mean regret over "
         "the other sources) and scored on the source left out; the 'all' row pools the "
         f"left-out sources. Chosen: {folds_say(chosen)}. The last column: regret <= "
         f"{hyperband}'s.",
