@@ -66,7 +66,7 @@ BUDGET_RIVALS = ("optuna_hyperband:reduction_factor=3", "asha:eta=3")
 CONVERGED_SWEEP = tuple(
     f"forecast:delta=0.002,converged_min_fraction={f}" for f in (0.0, 0.25, 0.5, 0.75)
 )
-COST_AWARE = "forecast:min_gain_rate=0.01"
+COST_AWARE = tuple(f"forecast:min_gain_rate={g}" for g in (0.01, 0.003, 0.001))
 TARGET_SWEEP = tuple(
     f"forecast:epsilon=0.05,target_margin={m},target_min_fraction={f}"
     for m in (0.0, 0.25, 0.5, 1.0)
@@ -160,6 +160,33 @@ def pick_freeze(train: list[replay.TaskResult]) -> Setting:
     return min(scores)[-1]
 
 
+def pooled(scored: Sequence[replay.TaskResult]) -> dict[str, dict[str, Any]]:
+    """The left-out groups' figures per source, and "all" over the sources (each weighing the
+    same, as summarize does), whatever setting each fold chose."""
+    rows = [r for r in replay.summarize(scored) if r["source"] != "all"]
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["source"], []).append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for source, rs in by.items():  # one fold per source: one setting; a task fold: several
+        n = sum(r["n_tasks"] for r in rs)
+        out[source] = {
+            **rs[0],
+            **{k: sum(r[k] * r["n_tasks"] for r in rs) / n for k in MEANS},
+            **{k: sum(r[k] for r in rs) for k in COUNTS},
+        }
+    out["all"] = {
+        "source": "all",
+        **{k: float(np.mean([r[k] for r in out.values()])) for k in MEANS},
+        **{k: sum(r[k] for r in out.values()) for k in COUNTS},
+    }
+    return out
+
+
+MEANS = ("compute_fraction", "mean_rel_regret", "top1_kept")
+COUNTS = ("n_tasks", "n_reach_target", "n_false_unreachable")
+
+
 def folds_say(chosen: dict[str, Setting]) -> str:
     counts = Counter(s.label for s in chosen.values())
     return ", ".join(f"{n} ({k} of {len(chosen)} folds)" for n, k in counts.most_common())
@@ -191,7 +218,7 @@ def main() -> int:
     plans: dict[str, dict[str, Any]] = {
         "default": dict(policy_specs=[DEFAULT, "none"]),
         "budget": dict(policy_specs=[*FREEZE_SWEEP, *BUDGET_RIVALS], compute_budget=0.3),
-        "single": dict(policy_specs=[*CONVERGED_SWEEP, COST_AWARE], single_runs=True),
+        "single": dict(policy_specs=[*CONVERGED_SWEEP, *COST_AWARE], single_runs=True),
         "targets": dict(
             policy_specs=list(TARGET_SWEEP), use_targets=True, source_names=TARGET_SOURCES
         ),
@@ -276,7 +303,7 @@ def budget_table(results: list[replay.TaskResult]) -> list[str]:
     by = {(r["source"], label(r)): r for r in rows}
     rival_names = sorted({label(r) for r in rows})
     hyperband = next(n for n in rival_names if n.startswith("optuna_hyperband"))
-    ours = {r["source"]: r for r in replay.summarize(scored)}
+    ours = pooled(scored)
     fixed = {(r["source"], label(r)): r for r in replay.summarize(freeze)}
     fixed_names = sorted({label(r) for r in replay.summarize(freeze)})
     table = []
@@ -323,7 +350,10 @@ def budget_table(results: list[replay.TaskResult]) -> list[str]:
 def single_table(results: list[replay.TaskResult]) -> list[str]:
     converged = [r for r in results if dict(r.setting.params).get("delta")]
     chosen, scored = held_out(converged, lambda r: r.source, pick_converged)
-    ours = {r["source"]: r for r in replay.summarize(scored)}
+    ours = pooled(scored)
+    priced = [r for r in results if dict(r.setting.params).get("min_gain_rate")]
+    chosen_rate, scored_rate = held_out(priced, lambda r: r.source, pick_converged)
+    ours_rate = pooled(scored_rate)
     rows = replay.summarize(results)
     by = {(r["source"], label(r)): r for r in rows}
     names = sorted({label(r) for r in rows})
@@ -337,6 +367,8 @@ def single_table(results: list[replay.TaskResult]) -> list[str]:
     for s in sources_of(rows):
         table.append(
             [s, cell(ours.get(s)), chosen[s].label if s in chosen else "(each its own)",
+             cell(ours_rate.get(s)),
+             chosen_rate[s].label if s in chosen_rate else "(each its own)",
              *(cell(by.get((s, n))) for n in names)]
         )  # fmt: skip
     return [
@@ -345,17 +377,28 @@ def single_table(results: list[replay.TaskResult]) -> list[str]:
         "CONVERGED is `delta`, its progress floor `converged_min_fraction` chosen "
         "leave-one-source-out (the most saved with <= 0.5% given up on every other source) and "
         "scored on the source left out; the cost-aware rule prices the rest of the run against "
-        "its own best (expected gain per fraction of the budget left < `min_gain_rate`). "
-        f"Chosen: {folds_say(chosen)}.",
+        "its own best (expected gain per fraction of the budget left < `min_gain_rate`), "
+        "`min_gain_rate` chosen the same way. "
+        f"Chosen: {folds_say(chosen)}; {folds_say(chosen_rate)}.",
         "",
-        markdown_table(["source", "CONVERGED (LOSO)", "its setting", *names], table),
+        markdown_table(
+            [
+                "source",
+                "CONVERGED (LOSO)",
+                "its setting",
+                "cost-aware (LOSO)",
+                "its setting",
+                *names,
+            ],
+            table,
+        ),  # fmt: skip
     ]
 
 
 def targets_table(results: list[replay.TaskResult]) -> list[str]:
     chosen, scored = held_out(results, lambda r: f"{r.source}/{r.task}", pick_target)
     table = []
-    for r in replay.summarize(scored):
+    for r in pooled(scored).values():
         n, false = r["n_reach_target"], r["n_false_unreachable"]
         table.append(
             [r["source"], n, false, pct(false / n) if n else "-", f3(r["compute_fraction"])]
