@@ -413,7 +413,8 @@ def targets_table(results: list[replay.TaskResult]) -> list[str]:
         "TARGET_UNREACHABLE (the target: <= 1%). TARGET_UNREACHABLE's margin (`target_margin`, "
         "in the run's observed range, on the calibrated optimistic bound) and progress floor "
         "(`target_min_fraction`) are chosen leave-one-task-out (the cheapest setting with <= 1% "
-        "false stops on the other tasks) and scored on the task left out. Chosen: "
+        "false stops on the other tasks) and scored on the task left out: only two sources "
+        "have targets, and leaving one out would choose on the other alone. Chosen: "
         f"{folds_say(chosen)}.",
         "",
         markdown_table(
