@@ -1,7 +1,8 @@
 """`forecaster demo`: simulated training runs reporting to a real service over gRPC.
 
 Six runs of one study share a loss target: one winner reaches it, three will plateau above it
-(their forecasts say so and they are stopped as TARGET_UNREACHABLE), two diverge (one to NaN,
+(their forecasts say so, by more than the policy's margin, and they are stopped as
+TARGET_UNREACHABLE), two diverge (one to NaN,
 one explodes). Every round each running run reports a batch; the table shows each run's
 forecast of its final loss and its decision as they evolve.
 """
@@ -47,9 +48,9 @@ class SimulatedRun:
 
 RUNS = (
     SimulatedRun("lr=3e-4 (winner)", 1.55, 4.0, 0.50),
-    SimulatedRun("lr=1e-4", 2.20, 4.0, 0.45),
+    SimulatedRun("lr=1e-4", 2.45, 4.0, 0.45),
     SimulatedRun("lr=3e-5", 2.50, 4.0, 0.35),
-    SimulatedRun("lr=1e-3", 1.95, 4.0, 0.40),
+    SimulatedRun("lr=1e-3", 2.3, 4.0, 0.40),
     SimulatedRun("lr=1e-2 (diverges)", 1.50, 4.0, 0.5, diverge_at=600),
     SimulatedRun("lr=3e-2 (explodes)", 1.50, 4.0, 0.5, diverge_at=400, diverge_to=40.0),
 )

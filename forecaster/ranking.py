@@ -95,3 +95,25 @@ def rank(candidates: Iterable[Candidate], direction: Direction) -> list[RankedRu
         return (-(r.gain_rate or 0.0), loss)
 
     return sorted(known, key=key) + unknown
+
+
+def finish_first(
+    candidates: Iterable[Candidate], direction: Direction, steps_left: float
+) -> RankedRun | None:
+    """The endgame of a compute budget: of the runs whose rest fits in steps_left, the one
+    whose forecast final value is best (in the loss view); None when none fits or none has a
+    forecast. Once the budget left can finish only one more run, a run finished is worth more
+    than several cut short: its final value is what the study keeps (a schedule's late drop
+    comes only at the end)."""
+    fits = [
+        r
+        for r in (price(c, direction) for c in candidates)
+        if r.forecast_final is not None and 0 < r.remaining_steps <= steps_left
+    ]
+    if not fits:
+        return None
+
+    def final_loss(r: RankedRun) -> float:
+        return float(to_loss(r.forecast_final, direction)) if r.forecast_final is not None else 0.0
+
+    return min(fits, key=final_loss)

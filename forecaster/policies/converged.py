@@ -19,6 +19,7 @@ from forecaster.policies.base import (
     Reason,
     RunView,
     StudyContext,
+    check_fraction,
     check_non_negative,
     check_probability,
     continue_promising,
@@ -33,15 +34,20 @@ class ConvergedPolicy:
     Args:
         delta: the gain that matters, relative to the run's best value so far (0.002 = 0.2%).
         epsilon: the confidence: stop when the probability of such a gain is below it.
+        min_fraction: no CONVERGED verdict before this fraction of the budget: a plateau early
+            in a run is often a noisy one, or one a schedule the log does not tell ends (0:
+            none).
     """
 
     name: ClassVar[str] = "converged"
     delta: float = 0.002
     epsilon: float = 0.05
+    min_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         check_non_negative("delta", self.delta)
         check_probability("epsilon", self.epsilon)
+        check_fraction("min_fraction", self.min_fraction)
 
     def needs_forecast(self, run: RunView, study: StudyContext) -> bool:
         return bool(run.curve.max_step) and run.remaining_steps > 0 and not decay_ahead(run.curve)
@@ -65,6 +71,13 @@ class ConvergedPolicy:
             f"P(gain of more than {100 * self.delta:.3g}% on its best {best:.4g} by step "
             f"{budget}) = {p:.3f}"
         )
+        progress = curve.last_step / budget
+        if p < self.epsilon and progress < self.min_fraction:
+            said = (
+                f"{said} < {self.epsilon:g}, but {progress:.0%} of the budget run: too early to "
+                f"call it converged (from {self.min_fraction:.0%})."
+            )
+            return continue_promising(run, self.name, said, probs)
         if p < self.epsilon:
             return stop(run, self.name, Reason.CONVERGED, f"{said} < {self.epsilon:g}.", probs)
         return continue_promising(run, self.name, f"{said} >= {self.epsilon:g}.", probs)

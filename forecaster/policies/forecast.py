@@ -42,6 +42,15 @@ from forecaster.policies.not_learning import NotLearningPolicy
 from forecaster.policies.target import TargetPolicy
 from forecaster.policies.unpromising import UnpromisingPolicy
 
+# TARGET_UNREACHABLE's margin (in the run's observed range) and the progress it waits for:
+# chosen leave-one-task-out on the replay's target sources (docs/benchmarks.md, section
+# replay_freeze; benchmarks/replay_freeze.py).
+TARGET_MARGIN = 0.25
+TARGET_MIN_FRACTION = 0.0
+# CONVERGED's progress floor, chosen leave-one-source-out on the single-run replay (same
+# section).
+CONVERGED_MIN_FRACTION = 0.0
+
 
 @dataclass(frozen=True)
 class ForecastPolicy:
@@ -55,6 +64,8 @@ class ForecastPolicy:
             the replay, runs stopped as converged gave up 1-4% of their final loss (the late
             drop of an LR decay); 0.002 is a good value where curves flatten for good.
         converged_epsilon: the confidence of the CONVERGED verdict.
+        converged_min_fraction: no CONVERGED verdict before this fraction of the budget (see
+            ConvergedPolicy.min_fraction).
         min_points: no forecast-based verdict before the run has this many points.
         grace_steps: nor before this step...
         grace_fraction: ...nor before this fraction of the run's budget.
@@ -72,6 +83,10 @@ class ForecastPolicy:
         explosion_factor: DIVERGED when the loss's smoothed level is worse than its best level by
             this many times its scale, beyond its noise (see DivergedPolicy); 0 keeps only the
             NaN/inf and blow-up rules.
+        target_margin: TARGET_UNREACHABLE also needs the forecast's calibrated optimistic
+            bound to miss the target by more than this many times the run's observed range
+            (see TargetPolicy.margin).
+        target_min_fraction: no TARGET_UNREACHABLE before this fraction of the budget.
         pause: answer PAUSE (reason UNPROMISING) where an UNPROMISING verdict would STOP:
             the run is frozen, not killed, and a scheduler resumes it when the study's
             ranking (RankRuns) puts it first. Off by default: a plugin that cannot pause stops.
@@ -89,6 +104,7 @@ class ForecastPolicy:
     epsilon: float = 0.05
     delta: float = 0.0
     converged_epsilon: float = 0.05
+    converged_min_fraction: float = CONVERGED_MIN_FRACTION
     min_points: int = 5
     grace_steps: int = 0
     grace_fraction: float = 0.1
@@ -98,6 +114,8 @@ class ForecastPolicy:
     flat_fraction: float = 0.0
     incumbent_confidence: float = 0.97
     pause: bool = False
+    target_margin: float = TARGET_MARGIN
+    target_min_fraction: float = TARGET_MIN_FRACTION
     uncertain_width: float = UNCERTAIN_WIDTH
     _hard: tuple[BudgetPolicy | DivergedPolicy | NotLearningPolicy, ...] = field(
         init=False, repr=False, compare=False
@@ -115,6 +133,9 @@ class ForecastPolicy:
         check_fraction("grace_fraction", self.grace_fraction)
         check_count("hysteresis", self.hysteresis, minimum=1)
         check_probability("incumbent_confidence", self.incumbent_confidence)
+        check_non_negative("target_margin", self.target_margin)
+        check_fraction("target_min_fraction", self.target_min_fraction)
+        check_fraction("converged_min_fraction", self.converged_min_fraction)
         if not isinstance(self.pause, bool):
             raise InvalidArgumentError(
                 f"policy setting pause must be true or false; got {self.pause!r}."
@@ -127,14 +148,27 @@ class ForecastPolicy:
         )
         checks: list[TargetPolicy | UnpromisingPolicy | ConvergedPolicy | ExpectedGainPolicy] = [
             # the forecast policy judges UNCERTAIN itself, once, over every check
-            TargetPolicy(epsilon=self.epsilon, min_points=0, grace_steps=0, uncertain_width=0),
+            TargetPolicy(
+                epsilon=self.epsilon,
+                min_points=0,
+                grace_steps=0,
+                uncertain_width=0,
+                margin=self.target_margin,
+                min_fraction=self.target_min_fraction,
+            ),
             UnpromisingPolicy(epsilon=self.epsilon, uncertain_width=0),
         ]
         check_non_negative("min_gain_rate", self.min_gain_rate)
         if self.min_gain_rate > 0:
             checks.append(ExpectedGainPolicy(min_gain_rate=self.min_gain_rate, uncertain_width=0))
         if self.delta > 0:
-            checks.append(ConvergedPolicy(delta=self.delta, epsilon=self.converged_epsilon))
+            checks.append(
+                ConvergedPolicy(
+                    delta=self.delta,
+                    epsilon=self.converged_epsilon,
+                    min_fraction=self.converged_min_fraction,
+                )
+            )
         object.__setattr__(self, "_hard", hard)
         object.__setattr__(self, "_checks", tuple(checks))
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+from forecaster.curves import Direction, to_loss
 from forecaster.models.prediction import Prediction
 from forecaster.policies.base import (
     UNCERTAIN_WIDTH,
@@ -14,6 +16,7 @@ from forecaster.policies.base import (
     Reason,
     RunView,
     StudyContext,
+    check_fraction,
     check_non_negative,
     check_probability,
     continue_promising,
@@ -33,6 +36,12 @@ class TargetPolicy:
         uncertain_width: UNCERTAIN (continue) when the forecast's 90% interval at the budget
             spans the target by more than this many times the run's observed range on both
             sides (0: off).
+        margin: UNREACHABLE also needs the forecast's optimistic bound (its calibrated
+            epsilon-quantile at the budget, on the better side) to miss the target by more
+            than this many times the run's observed range (models/calibration.unit_of): a
+            target just out of reach of the interval is not out of reach (0: no margin).
+        min_fraction: no UNREACHABLE verdict before this fraction of the budget: early
+            intervals are narrow for how far they extrapolate (0: none).
     """
 
     name: ClassVar[str] = "target"
@@ -40,9 +49,13 @@ class TargetPolicy:
     min_points: int = 5
     grace_steps: int = 0
     uncertain_width: float = UNCERTAIN_WIDTH
+    margin: float = 0.0
+    min_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         check_probability("epsilon", self.epsilon)
+        check_non_negative("margin", self.margin)
+        check_fraction("min_fraction", self.min_fraction)
         check_non_negative("uncertain_width", self.uncertain_width)
         check_non_negative("min_points", self.min_points)
         check_non_negative("grace_steps", self.grace_steps)
@@ -92,6 +105,9 @@ class TargetPolicy:
         if unsure is not None:
             return replace(unsure, probabilities=probs)
         if p < self.epsilon:
+            held = self._within_reach(run, prediction, target, budget)
+            if held is not None:
+                return replace(held, probabilities=probs)
             return Decision(
                 action=Action.STOP,
                 reason=Reason.TARGET_UNREACHABLE,
@@ -108,4 +124,38 @@ class TargetPolicy:
             self.name,
             f"P(reach {target:.4g} by step {budget}) = {p:.3f} >= {self.epsilon:g}.",
             probs,
+        )
+
+    def _within_reach(
+        self, run: RunView, prediction: Prediction, target: float, budget: int
+    ) -> Decision | None:
+        """CONTINUE when P(reach) < epsilon is not enough: before min_fraction of the budget,
+        or with the optimistic bound within margin x the run's range of the target."""
+        from forecaster.models.calibration import unit_of
+
+        progress = run.curve.last_step / budget
+        if progress < self.min_fraction:
+            return continue_promising(
+                run,
+                self.name,
+                f"{progress:.0%} of the budget run: too early to call the target "
+                f"{target:.4g} out of reach (from {self.min_fraction:.0%}).",
+            )
+        if self.margin <= 0:
+            return None
+        direction = run.curve.direction
+        level = self.epsilon if direction is Direction.MIN else 1.0 - self.epsilon
+        bound = float(prediction.quantiles((level,), [budget])[0, 0])
+        margin = self.margin * unit_of(run.curve)[0]
+        if not (math.isfinite(bound) and math.isfinite(margin)):
+            return None
+        miss = float(to_loss(bound, direction) - to_loss(target, direction))
+        if miss > margin:
+            return None
+        return continue_promising(
+            run,
+            self.name,
+            f"the optimistic bound {bound:.4g} at step {budget} misses the target {target:.4g} "
+            f"by {miss:.3g}, within the margin {margin:.3g} ({self.margin:g}x the run's "
+            "observed range): not out of reach.",
         )

@@ -28,6 +28,10 @@ def test_a_budget_caps_compute_and_pausing_spends_it_on_the_best_paused_runs(tmp
     assert any(reason == "budget_exhausted" for _, _, reason in none.outcomes)
     resumed = [o for o in paused.outcomes if o[2] in ("", "budget_exhausted")]
     assert resumed  # some paused run got compute again, or the budget ended it
+    # The endgame: once the budget left can finish only one run, it finishes the one the
+    # ranking forecasts best (ranking.finish_first), to its last step.
+    finished = [o for o in paused.outcomes if o[2] == "" and o[1] == 60]
+    assert finished
     # Without a budget a paused run that nothing resumes ends as the stop it replaced.
     free = replay.replay_corpus(corpus, policy_specs=specs[:1], workers=1, progress=False)
     plain = replay.replay_corpus(

@@ -54,3 +54,24 @@ def test_the_ranking_puts_the_run_whose_rest_buys_most_first():
     assert abs(late.gain_rate * 0.1 - late.expected_gain) < 1e-12
     assert abs(early.gain_rate * 0.7 - early.expected_gain) < 1e-12
     assert hopeless.expected_gain < 1e-3 < early.expected_gain
+
+
+def test_finish_first_picks_the_best_forecast_that_the_budget_left_can_finish():
+    def candidate(name, final, n):
+        curve = heading_for(final, n=n)
+        return ranking.Candidate(
+            name=name,
+            decision=None,
+            last_step=curve.last_step,
+            budget=1000,
+            best_value=float(curve.values.min()),
+            prediction=PowerLawForecaster().fit(curve),
+            incumbent=None,
+        )
+
+    runs = [candidate("best", 1.0, 300), candidate("near", 1.5, 900), candidate("worse", 2.0, 800)]
+    # 700 steps left finish any of them: the best forecast final goes first.
+    assert ranking.finish_first(runs, Direction.MIN, 700).name == "best"
+    # 250 left: "best" (700 to go) cannot finish; of those that can, the better forecast.
+    assert ranking.finish_first(runs, Direction.MIN, 250).name == "near"
+    assert ranking.finish_first(runs, Direction.MIN, 50) is None  # none fits

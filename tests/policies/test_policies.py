@@ -42,7 +42,7 @@ def test_every_policy_is_pure_and_warms_up(name):
 
 
 def test_default_policy_reasons():
-    p = policies.create("default", {"grace_fraction": 0.0, "hysteresis": 1})
+    p = policies.create("default", {"grace_fraction": 0.0, "hysteresis": 1, "target_margin": 0})
     run, pred = view(good(60))
     assert p.decide(run, pred, STUDY).reason is Reason.PROMISING
     run, pred = view(good(60), target=1.0)

@@ -171,8 +171,12 @@ def test_report_then_read_back_forecast_and_decision(stub):
 
 
 def test_target_unreachable_stops_with_numbers_after_two_votes(stub):
-    # The default policy with two votes: grace 10% of the budget.
-    make_run(stub, target=1.0, policy=pb.PolicySettings(name="default", params={"hysteresis": 2}))
+    # The default policy with two votes and no margin: grace 10% of the budget.
+    make_run(
+        stub,
+        target=1.0,
+        policy=pb.PolicySettings(name="default", params={"hysteresis": 2, "target_margin": 0}),
+    )
     first = stub.ReportMetrics(
         pb.ReportMetricsRequest(study="sweep", run="r1", points=points(range(1, 120, 2)))
     ).decision
@@ -185,6 +189,45 @@ def test_target_unreachable_stops_with_numbers_after_two_votes(stub):
     assert d.action == pb.ACTION_STOP and d.reason == pb.REASON_TARGET_UNREACHABLE
     assert d.probabilities["p_reach_target"] < 0.05 and d.expected_saved_steps == 1000 - 159
     assert "P(reach 1 by step 1000)" in d.explanation and d.policy == "forecast"
+
+
+def test_a_target_just_out_of_the_forecasts_reach_is_not_called_unreachable(stub):
+    # The run heads for ~2.3 at step 1000: 1.8 is improbable (P < 0.05) but misses the
+    # optimistic bound by less than the default margin (half the run's observed range).
+    make_run(stub, target=1.8, policy=pb.PolicySettings(name="default", params={"hysteresis": 1}))
+    d = stub.ReportMetrics(
+        pb.ReportMetricsRequest(study="sweep", run="r1", points=points(range(1, 400, 4)))
+    ).decision
+    assert d.action == pb.ACTION_CONTINUE and "within the margin" in d.explanation
+    assert d.probabilities["p_reach_target"] < 0.05
+    # Without the margin the same forecast stops the run.
+    make_run(
+        stub,
+        study="no-margin",
+        target=1.8,
+        policy=pb.PolicySettings(name="default", params={"hysteresis": 1, "target_margin": 0}),
+    )
+    d = stub.ReportMetrics(
+        pb.ReportMetricsRequest(study="no-margin", run="r1", points=points(range(1, 400, 4)))
+    ).decision
+    assert d.action == pb.ACTION_STOP and d.reason == pb.REASON_TARGET_UNREACHABLE
+
+
+def test_converged_waits_for_its_progress_floor_through_the_server(stub):
+    # A loss flat from step ~50: the served forecast calls it converged by step 700.
+    params = {"delta": 0.01, "hysteresis": 1, "converged_min_fraction": 0.8}
+    make_run(stub, policy=pb.PolicySettings(name="default", params=params))
+    flat = [2.0 + 2.0 * math.exp(-s / 10.0) for s in range(10, 701, 10)]
+    d = stub.ReportMetrics(
+        pb.ReportMetricsRequest(study="sweep", run="r1", points=points(range(10, 701, 10), flat))
+    ).decision
+    assert d.action == pb.ACTION_CONTINUE and "too early to call it converged" in d.explanation
+    assert d.probabilities["p_gain"] < 0.05
+    more = [2.0 + 2.0 * math.exp(-s / 10.0) for s in range(710, 801, 10)]
+    d = stub.ReportMetrics(
+        pb.ReportMetricsRequest(study="sweep", run="r1", points=points(range(710, 801, 10), more))
+    ).decision
+    assert d.action == pb.ACTION_STOP and d.reason == pb.REASON_CONVERGED
 
 
 def test_warmup_on_tiny_curves(stub):

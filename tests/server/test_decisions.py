@@ -36,7 +36,7 @@ def test_stop_votes_survive_a_restart(tmp_path):
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.CurveServiceStub(channel)
-            spec = study_spec(target=1.0, policy=policy(hysteresis=2))
+            spec = study_spec(target=1.0, policy=policy(hysteresis=2, target_margin=0))
             stub.CreateStudy(pb.CreateStudyRequest(study=spec))
             start(stub, "r1")
             first = report(stub, "r1", points(range(1, 120, 2)))

@@ -165,11 +165,9 @@ def _replay(
             return d.reason, True
         return (d.reason if d.is_stop else None), False
 
-    def best_paused(paused: list[_Run]) -> _Run:
-        """The paused run whose rest buys most per unit of compute (forecaster/ranking.py),
-        as RankRuns would say."""
+    def candidates_of(pool: list[_Run]) -> list[ranking.Candidate]:
         candidates = []
-        for r in paused:
+        for r in pool:
             values = r.seen.values[np.isfinite(r.seen.values)]
             best = float(to_loss(values, direction).min()) if len(values) else np.nan
             candidates.append(
@@ -183,8 +181,32 @@ def _replay(
                     incumbent=incumbent_of(direction, standings(r)),
                 )
             )
-        first = ranking.rank(candidates, direction)[0].name
+        return candidates
+
+    def best_paused(paused: list[_Run]) -> _Run:
+        """The paused run whose rest buys most per unit of compute (forecaster/ranking.py),
+        as RankRuns would say."""
+        first = ranking.rank(candidates_of(paused), direction)[0].name
         return next(r for r in paused if r.logged.run_id == first)
+
+    def next_steps(run: _Run) -> int:
+        """The steps the run's next report adds."""
+        if run.reported >= len(run.batches):
+            return 0
+        head = run.curve.head(run.batches[run.reported])
+        return max(head.last_step, 0) - (max(run.seen.last_step, 0) if run.reported else 0)
+
+    def endgame(active: list[_Run], paused: list[_Run], left: float) -> _Run | None:
+        """Under a budget, with a pausing policy: the run to finish alone once the budget
+        left would no longer finish it if every active run reported once more (the ranking's
+        finish_first); None while there is room."""
+        pool = [r for r in (*active, *paused) if r.reported and r.cached is not None]
+        top = ranking.finish_first(candidates_of(pool), direction, left)
+        if top is None:
+            return None
+        run = next(r for r in pool if r.logged.run_id == top.name)
+        others = sum(next_steps(r) for r in active if r is not run)
+        return run if top.remaining_steps > left - others else None
 
     full = sum(max(r.curve.last_step, 0) for r in runs)
     cap = None if job.compute_budget is None else job.compute_budget * full
@@ -192,6 +214,8 @@ def _replay(
     queue = list(runs)
     active: list[_Run] = []
     paused: list[_Run] = []
+    pausing = policy is not None and bool(getattr(policy, "pause", False))
+    finishing = False  # the endgame: one run finishes on the budget left
     while queue or active or paused:
         while queue and len(active) < job.parallel:
             active.append(queue.pop(0))
@@ -204,6 +228,19 @@ def _replay(
             for run in paused:
                 run.done = True
             break
+        if pausing and cap is not None and not finishing:
+            last = endgame(active, paused, cap - used)
+            if last is not None:  # the budget left goes to finishing one run
+                finishing = True
+                for r in active:
+                    if r is not last:  # held for the budget's sake; cut unless resumed
+                        r.stop_reason = Reason.BUDGET_EXHAUSTED
+                        paused.append(r)
+                if last in paused:
+                    paused.remove(last)
+                last.resumed = True
+                active = [last]
+                queue = []
         for run in list(active):
             if cap is not None and used >= cap:  # the budget is spent: every run ends here
                 for r in (*active, *queue, *paused):
