@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from forecaster import policies, ranking
@@ -32,18 +34,22 @@ def test_pause_turns_only_the_unpromising_stop_into_a_pause():
     assert decide({"pause": True}, nan).action is Action.STOP  # a diverged run is not paused
 
 
+def _candidate(name: str, final: float, n: int, incumbent: float | None) -> ranking.Candidate:
+    """A run heading for `final`, n steps of its 1,000 run, as the ranking sees it."""
+    curve = heading_for(final, n=n)
+    return ranking.Candidate(
+        name=name,
+        decision=None,
+        last_step=curve.last_step,
+        budget=1000,
+        best_value=float(curve.values.min()),
+        prediction=PowerLawForecaster().fit(curve),
+        incumbent=incumbent,
+    )
+
+
 def test_the_ranking_puts_the_run_whose_rest_buys_most_first():
-    def candidate(name, final, n):
-        curve = heading_for(final, n=n)
-        return ranking.Candidate(
-            name=name,
-            decision=None,
-            last_step=curve.last_step,
-            budget=1000,
-            best_value=float(curve.values.min()),
-            prediction=PowerLawForecaster().fit(curve),
-            incumbent=1.0,
-        )
+    candidate = partial(_candidate, incumbent=1.0)
 
     runs = [candidate("hopeless", 3.0, 300), candidate("early", 0.8, 300)]
     ranked = ranking.rank([*runs, candidate("late", 0.8, 900)], Direction.MIN)
@@ -57,17 +63,7 @@ def test_the_ranking_puts_the_run_whose_rest_buys_most_first():
 
 
 def test_finish_first_picks_the_best_forecast_that_the_budget_left_can_finish():
-    def candidate(name, final, n):
-        curve = heading_for(final, n=n)
-        return ranking.Candidate(
-            name=name,
-            decision=None,
-            last_step=curve.last_step,
-            budget=1000,
-            best_value=float(curve.values.min()),
-            prediction=PowerLawForecaster().fit(curve),
-            incumbent=None,
-        )
+    candidate = partial(_candidate, incumbent=None)
 
     runs = [candidate("best", 1.0, 300), candidate("near", 1.5, 900), candidate("worse", 2.0, 800)]
     # 700 steps left finish any of them: the best forecast final goes first.
