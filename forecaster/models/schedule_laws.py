@@ -378,8 +378,9 @@ class StudyFit:
             return (float(prior[0]), float(prior[1])), prior_cov, same
         # The offset is read off the newest half of the prefix: the law misses a run's first
         # steps most, and the newest points are nearest the steps forecast (newest half
-        # against all points: 1.24% against 1.46% on nanogpt_speedrun, 0.56% against 0.55%
-        # on lr_scheduling_llm, mean relative error of the final loss from 30%).
+        # against all points: 1.19% against 1.46% on nanogpt_speedrun, 0.56% against 0.55%
+        # on lr_scheduling_llm, mean relative error of the final loss from 30%, multi-power
+        # law).
         newest = slice(len(y) // 2, None)
         steps, y = steps[newest], y[newest]
         d = self.d
@@ -468,7 +469,13 @@ def fit_study(
             fit_study(
                 law_name,
                 tuple(c for c, k in zip(kept, run_group, strict=True) if k == g),
-                start=params[[*range(d + 1), d + 1 + g, d + 1 + len(peaks) + g]],
+                start=params[
+                    [
+                        *range(d + 1),
+                        d + 1 + (g if sharing.l0_per_lr else 0),
+                        d + 1 + len(peaks) + (g if sharing.a_per_lr else 0),
+                    ]
+                ],
                 ref=ref,
             )
             if int(np.sum(run_group == g)) >= _MIN_GROUP_RUNS
