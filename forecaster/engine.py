@@ -27,6 +27,7 @@ from forecaster.errors import AlreadyExistsError, FailedPreconditionError, Inval
 from forecaster.judging import (
     HistoryHolder,
     Judged,
+    Standing,
     decision_of,
     fit_forecast,
     incumbent_of,
@@ -243,20 +244,27 @@ class Engine:
         """One run's summary (as run_summaries gives it), without the other runs' forecasts."""
         return self.run_summaries(study, only=run)[0]
 
-    def run_summaries(
-        self, study: str, start: int = 0, limit: int | None = None, *, only: str | None = None
-    ) -> list[RunSummary]:
-        """The study's runs (from start, at most limit; or only the one named) with their
-        latest decision, the forecast at the budget of those still running, and P(beat the
-        incumbent)."""
-        entry = self._study(study)
-        spec = entry.study.spec
+    def _standings(
+        self, study: str
+    ) -> tuple[StudySpec, list[Run], dict[str, StoredDecision], dict[str, Standing]]:
+        """The study's spec, runs, latest decisions and each run's standing (what the
+        incumbent is made of), as the listing and the ranking read them."""
+        spec = self._study(study).study.spec
         runs = self.store.list_runs(study)
         decisions = self.store.list_decisions(study)
         standings = {
             r.name: standing_of(r, r.spec.max_step or spec.max_step, decisions.get(r.name))
             for r in runs
         }
+        return spec, runs, decisions, standings
+
+    def run_summaries(
+        self, study: str, start: int = 0, limit: int | None = None, *, only: str | None = None
+    ) -> list[RunSummary]:
+        """The study's runs (from start, at most limit; or only the one named) with their
+        latest decision, the forecast at the budget of those still running, and P(beat the
+        incumbent)."""
+        spec, runs, decisions, standings = self._standings(study)
         end = None if limit is None else start + limit
         chosen = runs[start:end]
         if only is not None:
@@ -300,14 +308,7 @@ class Engine:
         """The study's running runs (paused ones included: a PAUSE leaves a run RUNNING)
         ranked by expected gain per unit of remaining compute (forecaster/ranking.py), best
         first, at most limit; the forecasts come from the cache, fitted where missing."""
-        entry = self._study(study)
-        spec = entry.study.spec
-        runs = self.store.list_runs(study)
-        decisions = self.store.list_decisions(study)
-        standings = {
-            r.name: standing_of(r, r.spec.max_step or spec.max_step, decisions.get(r.name))
-            for r in runs
-        }
+        spec, runs, decisions, standings = self._standings(study)
         candidates = []
         for r in runs:
             if r.state is not RunState.RUNNING:
