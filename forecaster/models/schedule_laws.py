@@ -316,6 +316,16 @@ class StudyFit:
         cov[d + 1 :, d + 1 :] = coef_cov
         return mean, jac, _psd(cov)
 
+    def linear_part(
+        self, profile: LrProfile, steps: FloatArray, y: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """A run's points as the law's linear part sees them: the S1^-alpha column and the
+        loss with the annealing term added back, so that z = L0 + A * column for the run's own
+        (L0, A)."""
+        cols = self.columns(profile, steps, self.shape)
+        z: FloatArray = y + float(self.params[self.d]) * cols[:, 1]
+        return cols[:, 0], z
+
     def _prior(self, peak: float) -> tuple[FloatArray, FloatArray, bool]:
         """(L0, A) of a new run at peak lr before any of it ran, their covariance, and whether
         the study ran that peak lr (if not: the nearest one's, with the groups' spread)."""
@@ -383,16 +393,14 @@ class StudyFit:
         # law).
         newest = slice(len(y) // 2, None)
         steps, y = steps[newest], y[newest]
-        d = self.d
-        cols = self.columns(profile, steps, self.params[:d])
-        z = y + float(self.params[d]) * cols[:, 1]
+        power, z = self.linear_part(profile, steps, y)
         # Points of one run are correlated: count them as the effective number of a series
         # whose residuals are this study's (one per 10 points, at least 1).
         noise = (self.sigma * float(np.mean(y))) ** 2 * max(1.0, len(y) / 10.0) / len(y)
         # The study ran this peak lr: its law holds but for the run's own offset. It did not:
         # the offset is all the nearest peak lr's L0 is unsure of (the groups' spread).
         shift_var = (self.offset_sd * float(prior[0])) ** 2 if same else float(prior_cov[0, 0])
-        gap = float(np.mean(z - prior[0] - prior[1] * cols[:, 0]))
+        gap = float(np.mean(z - prior[0] - prior[1] * power))
         gain = shift_var / (shift_var + noise)
         cov = prior_cov.copy()
         cov[0, 0] -= gain * shift_var
@@ -678,9 +686,8 @@ def _learns(study: StudyFit, profile: LrProfile, steps: FloatArray, y: FloatArra
     """Whether the run's loss falls with its lr area as the study's law says a loss does:
     (L0, A) fitted freely to its points, at the study's shape, give A > 0. A run that blew
     up and sits at a high loss gives A <= 0, and no (L0, A) of the law can describe it."""
-    cols = study.columns(profile, steps, study.shape)
-    z = y + float(study.params[study.d]) * cols[:, 1]
-    x = np.stack([np.ones(len(y)), cols[:, 0]], axis=1)
+    power, z = study.linear_part(profile, steps, y)
+    x = np.stack([np.ones(len(y)), power], axis=1)
     coef, *_ = np.linalg.lstsq(x, z, rcond=None)
     return bool(coef[1] > 0)
 
