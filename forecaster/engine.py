@@ -99,6 +99,7 @@ class _RunEntry:
     decision: Decision
     fitted_points: int = 0
     record: StoredDecision | None = None
+    incumbent: float | None = None  # the study's incumbent the decision was made against
 
 
 class Engine:
@@ -475,9 +476,15 @@ class Engine:
             cached = self._runs.get((study, run))
         hit = cached is not None and cached.curve.last_step == stored.last_step
         self.observer.cache_lookup(hit)
-        if cached is not None and hit:
+        if cached is None or not hit:
+            return entry, self._evaluate(entry, stored, None)
+        context = self._context(entry, run)
+        if context.incumbent == cached.incumbent:
             return entry, cached
-        return entry, self._evaluate(entry, stored, None)
+        # Same points, but the other runs moved the incumbent since (on this replica or on
+        # another one): decide again on the cached curve, counting votes from the stored
+        # record, so that every replica answers from the same state.
+        return entry, self._evaluate(entry, stored, cached.curve, context, from_store=True)
 
     def _context(self, entry: _StudyEntry, run: str) -> StudyContext:
         """The study as a policy sees it from run: the incumbent (the best standing of the
@@ -525,17 +532,26 @@ class Engine:
             self.observer.forecast_fitted(fitted.model, time.perf_counter() - start)
         return fitted
 
-    def _evaluate(self, entry: _StudyEntry, run: Run, curve: Curve | None) -> _RunEntry:
-        """Forecast (when the policy needs it) and decide on the run's curve."""
+    def _evaluate(
+        self,
+        entry: _StudyEntry,
+        run: Run,
+        curve: Curve | None,
+        context: StudyContext | None = None,
+        from_store: bool = False,
+    ) -> _RunEntry:
+        """Forecast (when the policy needs it) and decide on the run's curve; the vote count
+        carries on from this replica's last record, or from the store's when from_store."""
         if curve is None:
             curve = curve_of(entry.study, run, self.store.get_points(run.study, run.name))
         key = (run.study, run.name)
         with self._lock:
             previous = self._runs.get(key)
-        context = self._context(entry, run.name)
+        if context is None:
+            context = self._context(entry, run.name)
         record = (
             previous.record
-            if previous is not None
+            if previous is not None and not from_store
             else self.store.get_decision(run.study, run.name)
         )
         cached = None if previous is None else (previous.fitted_points, previous.prediction)
@@ -570,6 +586,7 @@ class Engine:
             decision=judged.decision,
             fitted_points=new.fitted_points,
             record=new,
+            incumbent=context.incumbent,
         )
         self._remember(key, run_entry)
         return run_entry

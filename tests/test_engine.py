@@ -36,6 +36,24 @@ def test_decisions_are_the_same_from_a_cold_engine(tmp_path, shipped_models):
     np.testing.assert_array_equal(live_fc.quantiles, cold_fc.quantiles)
 
 
+def test_two_engines_on_one_store_answer_alike_after_the_incumbent_moves(tmp_path, shipped_models):
+    """Two replicas that decided on the same points at different moments (another run
+    reported better values in between) answer GetDecision alike: the newer incumbent."""
+    store = SqliteStore(tmp_path / "e.db")
+    early, late = Engine(store, models=shipped_models), Engine(store, models=shipped_models)
+    early.create_study(StudySpec("s", "loss", Direction.MIN, max_step=1000))
+    for name in ("r", "other"):
+        early.start_run("s", RunSpec(name))
+    s = np.arange(1, 201)
+    early.report("s", "other", Points.of(s, 2.5 + 3.0 * (s / 10.0) ** -0.5))
+    early.report("s", "r", Points.of(s, 2.0 + 3.0 * (s / 10.0) ** -0.5))
+    before = early.decision("s", "r")
+    late.report("s", "other", Points.of(s + 200, np.full(200, 1.5)))  # a better incumbent
+    answers = [early.decision("s", "r"), late.decision("s", "r")]
+    assert answers[0] == answers[1]
+    assert answers[0] != before  # decided again against the new incumbent, not replayed
+
+
 def test_completed_runs_of_a_study_inform_the_running_ones(tmp_path, shipped_models):
     from forecaster.store import RunState
     from tests.models.test_annealing_law import run as law_run
