@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import math
+
 import numpy as np
 import pytest
 
 from forecaster.curves import Curve, LrProfile, LrSchedule, ScheduleKind
 from forecaster.models import StudyHistory, create
-from forecaster.models.schedule_laws import fit_points, fit_study
+from forecaster.models.schedule_laws import _DELTA_PRIOR, fit_points, fit_study
 from forecaster.planning import describe
 
 TAU = 1000.0
@@ -49,7 +51,9 @@ def run(kind: str, total: int, peak: float, shape: dict[str, float], seed: int,
 
 
 LOW = {"l0": 2.0, "a": 0.5, "alpha": 0.5, "c": 0.6}  # the runs at peak lr 1e-3
-HIGH = {"l0": 2.2, "a": 0.9, "alpha": 0.3, "c": 0.2}  # at 4e-3: another shape altogether
+# At 4e-3: another shape altogether, and an annealing coefficient that does not scale with the
+# peak lr as the law's prior on delta says (which a shared fit would then follow).
+HIGH = {"l0": 2.2, "a": 0.9, "alpha": 0.3, "c": 0.6}
 KINDS = [("constant", 8000), ("cosine", 8000), ("wsd", 8000)]
 
 
@@ -86,8 +90,9 @@ def test_a_new_peak_lr_moves_l0_from_its_prefix_and_keeps_the_nearest_a():
     curves = tuple(run(k, t, 1e-3, LOW, seed=i)[0] for i, (k, t) in enumerate(KINDS))
     fit = fit_study("annealing_law", curves)
     assert fit is not None
-    # Twice the peak lr, its loss held 0.05 higher (the level a larger lr keeps it at).
-    shifted = {**LOW, "l0": LOW["l0"] + 0.05}
+    # Twice the peak lr, its loss held 0.05 higher (the level a larger lr keeps it at), its
+    # annealing coefficient scaled by the law's lr exponent (the prior's, the study has one lr).
+    shifted = {**LOW, "l0": LOW["l0"] + 0.05, "c": LOW["c"] * 2.0 ** -_DELTA_PRIOR[0]}
     curve, final = run("cosine", 16000, 2e-3, shifted, seed=7, until=4800)
     profile = LrProfile.of(curve, 16000)
     assert profile is not None
@@ -119,3 +124,20 @@ def test_a_run_that_blew_up_and_stays_high_is_not_forecast_by_the_law():
         assert abs(float(np.median(p.samples([8000])[:, 0])) - 7.5) / 7.5 < 0.1
     # A run that learns as the law says is still the law's.
     assert "shared with 3 completed runs" in create("annealing_law").fit(curve, history).notes[0]
+
+
+def test_the_annealing_coefficients_lr_exponent_is_fitted_where_the_study_pins_it():
+    """K_eff = K * (peak / ref)^-delta: two peak lrs whose decays both ran pin delta; one peak
+    lr leaves it at the prior, with the prior's uncertainty (for a new peak lr's forecast)."""
+    delta = 0.4
+    high = {**LOW, "l0": 2.1, "a": 0.6, "c": LOW["c"] * 4.0**-delta}
+    curves = [run(k, t, 1e-3, LOW, seed=i)[0] for i, (k, t) in enumerate(KINDS)]
+    curves += [run(k, t, 4e-3, high, seed=10 + i)[0] for i, (k, t) in enumerate(KINDS)]
+    both = fit_study("annealing_law", tuple(curves))
+    one = fit_study("annealing_law", tuple(curves[:3]))
+    assert both is not None and one is not None
+    d = both.d
+    assert float(both.params[d - 1]) == pytest.approx(delta, abs=0.05)
+    assert math.sqrt(both.cov[d - 1, d - 1]) < 0.5 * _DELTA_PRIOR[1]
+    assert float(one.params[d - 1]) == pytest.approx(_DELTA_PRIOR[0], abs=1e-3)
+    assert math.sqrt(one.cov[d - 1, d - 1]) == pytest.approx(_DELTA_PRIOR[1], rel=0.3)
