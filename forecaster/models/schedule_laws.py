@@ -13,10 +13,10 @@ study, the annealing coefficient as a power of the peak lr (K * (peak lr / ref)^
 about 0.7: a decay from twice the lr drops the loss by about 1.2 times as much, not twice),
 while L0 and A move with the peak lr: a study is fitted with one (L0, A) per peak lr and
 everything else shared, delta held by a prior where the study cannot pin it. Runs of one peak
-lr therefore share every parameter, which is the papers' setting. A peak lr with two or more completed runs also
-gets a fit of its own (`StudyFit.own`), and a run is forecast with whichever of the two is the
-surer of its end (`StudyFit.spread`): the own fit where its runs pin the shape, the shared one
-where they are few or unlike.
+lr therefore share every parameter, which is the papers' setting. A peak lr with two or more
+completed runs also gets a fit of its own (`StudyFit.own`), and a run is forecast with
+whichever of the two is the surer of its end (`StudyFit.spread`): the own fit where its runs
+pin the shape, the shared one where they are few or unlike.
 
 Fit as the papers do: every logged point after the warm-up (thinned evenly past
 `Law.max_points` per run), a robust loss (Huber on the relative residual, about the log

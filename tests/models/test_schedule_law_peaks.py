@@ -3,9 +3,8 @@ law does not describe. Synthetic runs of the annealing law in absolute units."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
