@@ -58,7 +58,9 @@ precision-weighted mean), so it is fitted with a prior of 0.7 +- 0.15 (`_DELTA_P
 forecaster/models/schedule_laws.py says how both were chosen); on the service path (below, 20
 runs a task) it took lr_scheduling_llm from 0.64% to 0.58% and nanogpt_speedrun from 1.04% to
 0.73% (multi-power law; annealing law 0.72% -> 0.62% and 1.07% -> 1.02%): the decays of one
-peak lr no longer set another's drop in proportion to the lr. A peak lr no fitted run used
+peak lr no longer set another's drop in proportion to the lr. In the transfer above it took
+the same-peak-lr rows from 0.633% to 0.350% (annealing law) and 0.821% to 0.333% (multi-power
+law), the new-peak-lr rows from 8.98% / 9.27% to 5.78% / 5.84%. A peak lr no fitted run used
 gets the nearest peak lr's A (the "new peak lr" rows): pow3 still does better there.
 
 In the service path a study's runs of one peak lr also get a fit of their own (every parameter
