@@ -44,6 +44,7 @@ from _report import corpus_found, corpus_parser, markdown_table, write_section  
 
 from forecaster.models import calibration as cal  # noqa: E402
 from forecaster.models.artifacts import ModelBank  # noqa: E402
+from forecaster.models.base import AUTO_LAW  # noqa: E402
 from forecaster.training import calibrate  # noqa: E402
 
 CUTOFFS = (0.1, 0.2, 0.5)
@@ -73,7 +74,7 @@ def scored_rows(rows: Sequence[Mapping[str, Any]], source: str) -> list[Mapping[
         by_cut[(str(r["run_id"]), float(r["cutoff"]))][str(r["model"])] = r
     autos = []
     for models in by_cut.values():
-        for name in ("annealing_law", "ensemble", "power_law"):
+        for name in (AUTO_LAW, "ensemble", "power_law"):
             if name in models:
                 autos.append({**models[name], "model": "auto", "served": name})
                 break

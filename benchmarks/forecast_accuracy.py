@@ -37,6 +37,7 @@ from forecaster.curves import Curve  # noqa: E402
 from forecaster.evaluation.accuracy import aggregate, format_table, score_corpus  # noqa: E402
 from forecaster.models import create  # noqa: E402
 from forecaster.models.artifacts import ModelBank  # noqa: E402
+from forecaster.models.base import AUTO_LAW  # noqa: E402
 
 MODELS_DIR = Settings.from_env().models_dir  # FORECASTER_MODELS_DIR, else the shipped models
 
@@ -230,7 +231,7 @@ def main() -> int:
         para = [r for r in rs if r["model"] in PARAMETRIC]
         best = min(para, key=lambda r: float(r["medae_ratio_vs_last_value"]))
         damped = next(r for r in rs if r["model"] == "damped_trend")
-        auto = "annealing_law" if source in SCHEDULE_SOURCES else "power_law"
+        auto = AUTO_LAW if source in SCHEDULE_SOURCES else "power_law"
         auto_row = next(r for r in rs if r["model"] == auto)
         best_rows.append(
             [source, best["model"], f"{best['medae_ratio_vs_last_value']:.3f}",

@@ -61,7 +61,11 @@ runs a task) it took lr_scheduling_llm from 0.64% to 0.58% and nanogpt_speedrun 
 peak lr no longer set another's drop in proportion to the lr. In the transfer above it took
 the same-peak-lr rows from 0.633% to 0.350% (annealing law) and 0.821% to 0.333% (multi-power
 law), the new-peak-lr rows from 8.98% / 9.27% to 5.78% / 5.84%. A peak lr no fitted run used
-gets the nearest peak lr's A (the "new peak lr" rows): pow3 still does better there.
+gets the nearest peak lr's A rescaled by (peak lr / nearest)^alpha, so that its power-law term
+at a step, not at an lr area, is the nearest one's: the new-peak-lr rows went from 5.78% /
+5.84% to 2.73% / 3.11%, now ahead of pow3 (3.16%) and the old relative fit (4.59%), and on the
+service path the 8 runs at a new peak lr from 1.98% to 0.58% (lr_scheduling_llm 0.58% -> 0.46%
+in all, multi-power law; nanogpt_speedrun has no such run and did not move).
 
 In the service path a study's runs of one peak lr also get a fit of their own (every parameter
 theirs) once there are two of them, and a run is forecast with whichever of that fit and the
@@ -75,7 +79,9 @@ nanogpt_speedrun, 50 runs a task, cutoff 0.3, multi-power law): the own fits by 
 1.17% -> 0.77% and 1.43% -> 1.46%; L0 alone at a new peak lr and the ensemble for a run that
 does not learn 0.77% -> 0.55% and 1.46% (unchanged); the newest half of the prefix 0.55% ->
 0.56% and 1.46% -> 1.19% (chosen among all, the newest half and the newest quarter of its
-points, which nanogpt_speedrun preferred and lr_scheduling_llm did not tell apart).
+points, which nanogpt_speedrun preferred and lr_scheduling_llm did not tell apart). `auto`
+serves the multi-power law (each source chooses for the other: it is ahead of the annealing
+law on both, below).
 """
 
 

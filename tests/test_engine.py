@@ -69,7 +69,7 @@ def test_completed_runs_of_a_study_inform_the_running_ones(tmp_path, shipped_mod
     engine.start_run("llm", RunSpec("live", max_step=5000, lr_schedule=curve.schedule))
     engine.report("llm", "live", Points.of(curve.steps, curve.values))
     summary, _ = engine.forecast("llm", "live", at_steps=[5000])
-    assert summary.model == "annealing_law"
+    assert summary.model == "multi_power_law"  # auto, the lr known
     assert "shared with 3 completed runs" in " ".join(summary.notes)
     assert abs(summary.quantiles[0, 2] - final) / final < 0.01
 
@@ -80,25 +80,26 @@ def test_a_stable_phase_wsd_run_sees_its_drop_in_the_path_and_its_steps_to_targe
     """Issue 15: the planned schedule (StartRun.lr_schedule) and the study's finished runs
     give the whole future curve; steps-to-target come from the same law."""
     from forecaster.curves import LrProfile
+    from forecaster.models.base import AUTO_LAW  # the runs follow the law auto serves
     from forecaster.store import RunState
     from tests.models.test_annealing_law import STUDY, law_loss, schedule_of
     from tests.models.test_annealing_law import run as law_run
 
     plan = schedule_of("wsd", 16000)
-    truth_at = law_loss(plan, np.array([13000, 14500, 16000]), 16000)
+    truth_at = law_loss(plan, np.array([13000, 14500, 16000]), 16000, AUTO_LAW)
     engine = Engine(SqliteStore(tmp_path / "e.db"), models=shipped_models)
     engine.create_study(StudySpec("llm", "loss", Direction.MIN, max_step=16000,
                                   target=float(truth_at[1])))  # fmt: skip
     for i, (kind, total) in enumerate(STUDY):
-        curve, _ = law_run(kind, total, seed=i)
+        curve, _ = law_run(kind, total, seed=i, law=AUTO_LAW)
         engine.start_run("llm", RunSpec(f"done{i}", max_step=total, lr_schedule=curve.schedule))
         engine.report("llm", f"done{i}", Points.of(curve.steps, curve.values))
         engine.finish_run("llm", f"done{i}", RunState.FINISHED)
-    curve, final = law_run("wsd", 16000, until=4800, seed=9)
+    curve, final = law_run("wsd", 16000, until=4800, seed=9, law=AUTO_LAW)
     engine.start_run("llm", RunSpec("live", max_step=16000, lr_schedule=plan))
     engine.report("llm", "live", Points.of(curve.steps, curve.values))
     summary, path = engine.forecast("llm", "live", at_steps=[13000, 16000], path_points=40)
-    assert summary.model == "annealing_law"
+    assert summary.model == "multi_power_law"  # auto, the lr known
     np.testing.assert_allclose(summary.quantiles[:, 2], truth_at[[0, 2]], rtol=3e-3)
     assert path is not None
     # The path follows the schedule: flat-ish in the stable phase, the drop in the cool-down.

@@ -5,7 +5,7 @@ Which residuals a forecaster's table is built from (TABLE_PARTS): power_law lear
 from the corpus, so every task of the sources given counts;
 the ensemble stacked on the calib tasks and its members trained on the train tasks, so only
 its calib tasks count (its test tasks stay unseen, for `forecaster eval`). A forecaster's
-residuals are collected where `auto` would serve it (annealing_law: a loss whose lr is known;
+residuals are collected where `auto` would serve it (its schedule law: a loss whose lr is known;
 ensemble: a run with a budget), and power_law's everywhere. The sources are the caller's: a
 leave-one-source-out training that removes a source removes it from the tables too.
 """
@@ -27,15 +27,17 @@ from forecaster.evaluation.pool import run_jobs, sample_tasks
 from forecaster.models import StudyHistory, features
 from forecaster.models import calibration as cal
 from forecaster.models.artifacts import ModelBank
+from forecaster.models.base import AUTO_LAW
 
 CUTOFFS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
 RAW_LEVELS = (0.05, 0.25, 0.75, 0.95)  # the model's own 90% and 50% intervals, for comparison
 _FOLDS = 2  # a run's study history comes from the other fold of its task (as in eval)
 # Where each forecaster's residuals may come from, by task part (see the module doc). No table
-# for annealing_law: its residuals come from 3-4 sources of the corpus (the losses with a known
-# lr), too few for a table that holds on a new one; measured leave-one-source-out its tables
-# did no better than its own intervals (docs/benchmarks.md, section calibration) and widened
-# the intervals of clean curves absurdly (its own interval can be of width 0). Its residuals
+# for the schedule laws (annealing_law, multi_power_law): their residuals come from 3-4
+# sources of the corpus (the losses with a known lr), too few for a table that holds on a new
+# one; measured leave-one-source-out the annealing law's tables did no better than its own
+# intervals (docs/benchmarks.md, section calibration) and widened the intervals of clean
+# curves absurdly (its own interval can be of width 0). The residuals of the law auto serves
 # are still collected, for the benchmark.
 TABLE_PARTS: Mapping[str, tuple[str, ...]] = {
     "power_law": ("train", "calib", "test"),
@@ -75,9 +77,7 @@ def _task_residuals(job: _Job) -> list[dict[str, Any]]:
                 continue
             wanted = ["power_law"]
             choice = models.auto_choice(curve, job.bank)
-            if choice == "annealing_law" or (
-                choice == "ensemble" and job.part in job.ensemble_parts
-            ):
+            if choice == AUTO_LAW or (choice == "ensemble" and job.part in job.ensemble_parts):
                 wanted.append(choice)
             for name in wanted:
                 prediction = models.create(name, curve, bank=job.bank).fit(curve, history)

@@ -9,6 +9,7 @@ from forecaster.curves import Curve, LrProfile, LrSchedule, ScheduleKind
 from forecaster.models import StudyHistory, auto_choice, create
 from forecaster.models.annealing_law import AnnealingLawForecaster, fit_study
 from forecaster.models.artifacts import ModelBank
+from forecaster.models.base import AUTO_LAW
 
 # The annealing law's parameters (lr in absolute units, tau in steps: lambda = 0.999) ...
 L0, A, ALPHA, C, TAU = 2.0, 0.5, 0.5, 0.6, 1000.0
@@ -178,4 +179,4 @@ def test_without_an_lr_it_is_the_power_law_ensemble_and_says_so():
     shipped = ModelBank.load("")
     assert auto_choice(curve, shipped) == "ensemble"  # a budget and no lr: the shipped ensemble
     assert auto_choice(Curve(curve.steps, curve.values), shipped) == "power_law"  # no budget
-    assert auto_choice(run("wsd", 1000)[0], shipped) == "annealing_law"
+    assert auto_choice(run("wsd", 1000)[0], shipped) == AUTO_LAW == "multi_power_law"

