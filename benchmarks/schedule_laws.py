@@ -60,7 +60,10 @@ runs a task) it took lr_scheduling_llm from 0.64% to 0.58% and nanogpt_speedrun 
 0.73% (multi-power law; annealing law 0.72% -> 0.62% and 1.07% -> 1.02%): the decays of one
 peak lr no longer set another's drop in proportion to the lr. In the transfer above it took
 the same-peak-lr rows from 0.633% to 0.350% (annealing law) and 0.821% to 0.333% (multi-power
-law), the new-peak-lr rows from 8.98% / 9.27% to 5.78% / 5.84%. A peak lr no fitted run used
+law) over all runs, but that is lm_slimpajama_124M's 75 runs (0.774% -> 0.326%, 1.089% ->
+0.278%): the mean over the eleven tasks did not move (0.42% -> 0.41%, 0.43% -> 0.43%), and
+on 8 of the 10 smaller tasks the annealing law is a little worse with it. The new-peak-lr
+rows went from 8.98% / 9.27% to 5.78% / 5.84%. A peak lr no fitted run used
 gets the nearest peak lr's A rescaled by (peak lr / nearest)^alpha, so that its power-law term
 at a step, not at an lr area, is the nearest one's: the new-peak-lr rows went from 5.78% /
 5.84% to 2.73% / 3.11%, now ahead of pow3 (3.16%) and the old relative fit (4.59%), and on the
