@@ -13,12 +13,13 @@ laws would only repeat the power law, so their weight is zero).
 
 Out of source: the weights and deltas are chosen on calibration tasks of the sources the
 members trained on, where the learned members are at their best; on a source nobody trained on
-they are trusted too much (leave-one-source-out, the bank trained without lcbench forecast its
-runs worse than the power law alone). So a served forecast is blended, level by level, with
-the power-law member: (1 - b) * stacked + b * power law, b = OUT_OF_SOURCE_BLEND chosen
-leave-one-source-out (each source scored with the share chosen on the
-others; benchmarks/ensemble_blend.py, docs/benchmarks.md). Training's held-out metrics are of
-the stack alone.
+they may be trusted too much (leave-one-source-out, the bank trained without lcbench forecast
+its runs worse than the power law alone). A served forecast can therefore be blended, level by
+level, with the power-law member: (1 - b) * stacked + b * power law, b = OUT_OF_SOURCE_BLEND.
+benchmarks/ensemble_blend.py chooses b leave-one-source-out and tests that choice with each
+source left out of it too; the share chosen on every source (0.75) helped only the sources it
+was chosen on (lcbench, pythia_evals) and did worse elsewhere than no blend, so b is 0
+(docs/benchmarks.md, section ensemble_blend). Training's held-out metrics are of the stack.
 
 Calibration: conformalised quantile regression (Romano, Patterson & Candes, NeurIPS 2019),
 normalised by the interval's width: on the calibration tasks, the score of an example is how
@@ -55,9 +56,10 @@ BUCKETS = (0.0, 0.15, 0.25, 0.4, 0.7, 1.01)  # progress (last step / budget) edg
 INTERVALS = ((1, 3, 0.5), (0, 4, 0.9))  # (lower index, upper index, nominal) in LEVELS
 _MIN_BUCKET = 40  # fewer calibration examples than this: the bucket uses the global figures
 _GRID_STEP = 0.1
-# The power-law member's share of a served forecast (see the module doc): chosen leave-one-
-# source-out among 0, 0.25, 0.5, 0.75 and 1 by benchmarks/ensemble_blend.py.
-OUT_OF_SOURCE_BLEND = 0.75
+# The power-law member's share of a served forecast (see the module doc): 0, because the share
+# benchmarks/ensemble_blend.py chooses leave-one-source-out does worse, on the sources left out
+# of its choice, than none.
+OUT_OF_SOURCE_BLEND = 0.0
 
 
 def bucket_of(progress: float | FloatArray) -> Any:
@@ -317,9 +319,9 @@ class EnsembleForecaster:
         level by level with the power-law member's (self.blend)."""
         zq = stack(members[None], w)
         z = calibrate(zq, self.stacking.deltas[s, b][None])[0]
-        z = (1 - self.blend) * z + self.blend * np.sort(members[_POWER_LAW])
         mix = ", ".join(f"{m} {x:.0%}" for m, x in zip(MEMBERS, w, strict=True) if x > 0)
         if self.blend > 0:
+            z = (1 - self.blend) * z + self.blend * np.sort(members[_POWER_LAW])
             mix += f"; blended {self.blend:.0%} with power_law alone (out of source)"
         return quantile_prediction(
             curve,
