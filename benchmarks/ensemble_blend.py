@@ -242,8 +242,8 @@ def main() -> int:
             f"folds. Choosing, tested leave-one-source-out (each source scored with the b "
             f"chosen without it): mean medae/lv over sources and cutoffs {nested:.3f}, against "
             f"{unblended:.3f} with no blend, so the shipped b is **{shipped:g}** "
-            f"(`models/ensemble.py` OUT_OF_SOURCE_BLEND = "
-            f"{ensemble_module.OUT_OF_SOURCE_BLEND:g}).",
+            "(`models/ensemble.py` OUT_OF_SOURCE_BLEND). These banks' tables were built by "
+            f"code with OUT_OF_SOURCE_BLEND = {ensemble_module.OUT_OF_SOURCE_BLEND:g}.",
         ]
     )
     print(body)
