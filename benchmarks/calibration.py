@@ -60,8 +60,8 @@ _I90, _I50 = (
 
 def scored_rows(rows: Sequence[Mapping[str, Any]], source: str) -> list[Mapping[str, Any]]:
     """The rows of source a table built without it is scored on, plus one "auto" row per cut
-    run: the forecaster the service would pick there (annealing_law, else ensemble, else
-    power_law)."""
+    run: the forecaster the service picks there (the rows' `served`; in residuals collected
+    before it was recorded: the schedule law auto serves, else ensemble, else power_law)."""
     mine = [
         r
         for r in rows
@@ -74,6 +74,12 @@ def scored_rows(rows: Sequence[Mapping[str, Any]], source: str) -> list[Mapping[
         by_cut[(str(r["run_id"]), float(r["cutoff"]))][str(r["model"])] = r
     autos = []
     for models in by_cut.values():
+        served = {r.get("served") for r in models.values()} - {None}
+        if served:  # the forecaster auto serves, when it is scored here (the ensemble: test)
+            name = str(next(iter(served)))
+            if name in models:
+                autos.append({**models[name], "model": "auto", "served": name})
+            continue
         for name in (AUTO_LAW, "ensemble", "power_law"):
             if name in models:
                 autos.append({**models[name], "model": "auto", "served": name})

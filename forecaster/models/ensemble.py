@@ -11,6 +11,16 @@ stratum and progress bucket: the strata are runs whose lr is known to the budget
 with a planned or logged schedule: the schedule laws apply) and all others (the schedule
 laws would only repeat the power law, so their weight is zero).
 
+Out of source: the weights and deltas are chosen on calibration tasks of the sources the
+members trained on, where the learned members are at their best; on a source nobody trained on
+they may be trusted too much (leave-one-source-out, the bank trained without lcbench forecast
+its runs worse than the power law alone). A served forecast can therefore be blended, level by
+level, with the power-law member: (1 - b) * stacked + b * power law, b = OUT_OF_SOURCE_BLEND.
+benchmarks/ensemble_blend.py chooses b leave-one-source-out and tests that choice with each
+source left out of it too; the share chosen on every source (0.75) helped only the sources it
+was chosen on (lcbench, pythia_evals) and did worse elsewhere than no blend, so b is 0
+(docs/benchmarks.md, section ensemble_blend). Training's held-out metrics are of the stack.
+
 Calibration: conformalised quantile regression (Romano, Patterson & Candes, NeurIPS 2019),
 normalised by the interval's width: on the calibration tasks, the score of an example is how
 far the truth lies outside its stacked 50% (or 90%) interval, in units of that interval's
@@ -39,12 +49,17 @@ NAME = "ensemble"
 VERSION = 2
 MEMBERS = ("gbm", "sequence", "power_law", "pow3", "annealing_law", "multi_power_law")
 PARAMETRIC_MEMBERS = MEMBERS[2:]  # fitted per forecast (parametric_z)
+_POWER_LAW = MEMBERS.index("power_law")
 SCHEDULE_MEMBERS = ("annealing_law", "multi_power_law")  # weight 0 unless the lr is known
 STRATA = ("no_schedule", "schedule")
 BUCKETS = (0.0, 0.15, 0.25, 0.4, 0.7, 1.01)  # progress (last step / budget) edges
 INTERVALS = ((1, 3, 0.5), (0, 4, 0.9))  # (lower index, upper index, nominal) in LEVELS
 _MIN_BUCKET = 40  # fewer calibration examples than this: the bucket uses the global figures
 _GRID_STEP = 0.1
+# The power-law member's share of a served forecast (see the module doc): 0, because the share
+# benchmarks/ensemble_blend.py chooses leave-one-source-out does worse, on the sources left out
+# of its choice, than none.
+OUT_OF_SOURCE_BLEND = 0.0
 
 
 def bucket_of(progress: float | FloatArray) -> Any:
@@ -202,6 +217,7 @@ class EnsembleForecaster:
     stacking: EnsembleFit = field(repr=False)
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
     n_samples: int = 200
+    blend: float = OUT_OF_SOURCE_BLEND  # the power law's share of a served forecast
     name: ClassVar[str] = NAME
     version: ClassVar[int] = VERSION
 
@@ -222,10 +238,17 @@ class EnsembleForecaster:
         from forecaster.models.sequence import query_features
 
         q = query_features(f.frame, np.array([float(f.frame.horizon)]))[None]
-        parametric = parametric_z(curve, f.frame, history, weights[2:] > 0)
+        parametric = parametric_z(curve, f.frame, history, self.served_members(weights)[2:])
         return member_quantiles(
             self.gbm, self.sequence, f.features[None], f.sequence[None], q, parametric[None]
         )[0]
+
+    def served_members(self, weights: FloatArray) -> npt.NDArray[np.bool_]:
+        """The members a served forecast fits: those that weigh, and the power law it is
+        blended with."""
+        wanted = np.asarray(weights) > 0
+        wanted[_POWER_LAW] |= self.blend > 0
+        return wanted
 
     def fit(self, curve: Curve, history: StudyHistory | None = None) -> Prediction:
         from forecaster.models.annealing_law import schedule_known
@@ -266,7 +289,9 @@ class EnsembleForecaster:
         for m, name in enumerate(PARAMETRIC_MEMBERS):
             member = models.create(name)
             wants = [
-                k for k, t in enumerate(todo) if t[5][2 + m] > 0 and name not in SCHEDULE_MEMBERS
+                k
+                for k, t in enumerate(todo)
+                if self.served_members(t[5])[2 + m] and name not in SCHEDULE_MEMBERS
             ]
             if wants and isinstance(member, PowerLawForecaster):
                 for k, p in zip(wants, fit_many(member, [todo[k][1] for k in wants]), strict=True):
@@ -275,7 +300,7 @@ class EnsembleForecaster:
         for k, (i, curve, f, s, b, w) in enumerate(todo):
             q = query_features(f.frame, np.array([float(f.frame.horizon)]))[None]
             z_seq = self.sequence.predict_z(f.sequence[None], f.features[None], q)[:, 0]
-            parametric = parametric_z(curve, f.frame, None, w[2:] > 0, fitted[k])
+            parametric = parametric_z(curve, f.frame, None, self.served_members(w)[2:], fitted[k])
             z_par = np.sort(np.nan_to_num(parametric[None]), axis=2)
             members = np.concatenate([z_gbm[k : k + 1, None], z_seq[:, None], z_par], axis=1)[0]
             out[i] = self._prediction(curve, f, s, b, w, members)
@@ -290,10 +315,14 @@ class EnsembleForecaster:
         w: FloatArray,
         members: FloatArray,
     ) -> Prediction:
-        """The stacked, calibrated forecast from the members' (K, L) quantiles of z."""
+        """The stacked, calibrated forecast from the members' (K, L) quantiles of z, blended
+        level by level with the power-law member's (self.blend)."""
         zq = stack(members[None], w)
         z = calibrate(zq, self.stacking.deltas[s, b][None])[0]
         mix = ", ".join(f"{m} {x:.0%}" for m, x in zip(MEMBERS, w, strict=True) if x > 0)
+        if self.blend > 0:
+            z = (1 - self.blend) * z + self.blend * np.sort(members[_POWER_LAW])
+            mix += f"; blended {self.blend:.0%} with power_law alone (out of source)"
         return quantile_prediction(
             curve,
             f.frame,

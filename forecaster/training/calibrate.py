@@ -6,8 +6,10 @@ from the corpus, so every task of the sources given counts;
 the ensemble stacked on the calib tasks and its members trained on the train tasks, so only
 its calib tasks count (its test tasks stay unseen, for `forecaster eval`). A forecaster's
 residuals are collected where `auto` would serve it (its schedule law: a loss whose lr is known;
-ensemble: a run with a budget), and power_law's everywhere. The sources are the caller's: a
-leave-one-source-out training that removes a source removes it from the tables too.
+short_curve: 3-4 points; plateau: a metric on its starting plateau; ensemble: a run with a
+budget), and power_law's everywhere; each row names what auto serves there (`served`). The
+sources are the caller's: a leave-one-source-out training that removes a source removes it
+from the tables too.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ _FOLDS = 2  # a run's study history comes from the other fold of its task (as in
 # intervals (docs/benchmarks.md, section calibration) and widened the intervals of clean
 # curves absurdly (its own interval can be of width 0). The residuals of the law auto serves
 # are still collected, for the benchmark.
+# Besides power_law everywhere and the ensemble on its parts: the forecasters whose residuals are
+# collected where auto serves them (for the benchmark's auto, and a table if TABLE_PARTS has one).
+COLLECTED_WHERE_SERVED: tuple[str, ...] = (AUTO_LAW, "short_curve", "plateau")
 TABLE_PARTS: Mapping[str, tuple[str, ...]] = {
     "power_law": ("train", "calib", "test"),
     "ensemble": ("calib",),
@@ -77,7 +82,9 @@ def _task_residuals(job: _Job) -> list[dict[str, Any]]:
                 continue
             wanted = ["power_law"]
             choice = models.auto_choice(curve, job.bank)
-            if choice == AUTO_LAW or (choice == "ensemble" and job.part in job.ensemble_parts):
+            if choice in COLLECTED_WHERE_SERVED or (
+                choice == "ensemble" and job.part in job.ensemble_parts
+            ):
                 wanted.append(choice)
             for name in wanted:
                 prediction = models.create(name, curve, bank=job.bank).fit(curve, history)
@@ -94,6 +101,7 @@ def _task_residuals(job: _Job) -> list[dict[str, Any]]:
                         "task": job.task,
                         "part": job.part,
                         "model": name,
+                        "served": choice,  # what auto serves on this cut run
                         "cutoff": cutoff,
                         "run_id": run.run_id,
                         "progress": curve.last_step / run.final_step,

@@ -202,3 +202,28 @@ def test_training_examples_never_mix_train_and_test_tasks(trained_models, synthe
     meta = json.loads((trained_models / "gbm" / "meta.json").read_text())
     every = {f"{s.name}/{t}" for s in sources(synthetic_corpus) for t in s.runs()["task"].unique()}
     assert set(meta["training_tasks"]) | set(meta["test_tasks"]) == every
+
+
+def test_a_served_ensemble_forecast_is_the_stack_blended_with_the_power_law(bank):
+    """EnsembleForecaster.blend (default OUT_OF_SOURCE_BLEND): the served quantiles are
+    (1 - b) * the stack's + b * the power-law member's, level by level, so every sample path is
+    that mix of the two extremes' paths; the notes say so, and b = 0 is the stack alone."""
+    from dataclasses import replace
+
+    shipped = bank.get("ensemble")
+    assert isinstance(shipped, ensemble.EnsembleForecaster)
+    assert shipped.blend == ensemble.OUT_OF_SOURCE_BLEND
+    ens = replace(shipped, blend=0.75)
+    c = curve()
+    steps = np.array([100.0, 300.0, 600.0])
+    served = ens.fit(c).samples(steps)
+    alone = {b: replace(ens, blend=b).fit(c) for b in (0.0, 1.0)}
+    stack, power = (alone[b].samples(steps) for b in (0.0, 1.0))
+    b = ens.blend
+    np.testing.assert_allclose(served, (1 - b) * stack + b * power, rtol=1e-9, atol=1e-12)
+    # b = 1 is the power-law member at the budget: the same median as power_law alone.
+    member = models.create("power_law").fit(c).samples([600])[:, 0]
+    assert abs(np.median(power[:, 2]) - np.median(member)) < 0.02 * np.ptp(c.values)
+    assert "blended" in ens.fit(c).notes[0] and "blended" not in alone[0.0].notes[0]
+    if shipped.blend == 0:  # the shipped share: the stack alone, to the bit
+        np.testing.assert_array_equal(shipped.fit(c).samples(steps), stack)
