@@ -350,7 +350,8 @@ def replay_corpus(
         )
     settings = parse_settings(policy_specs)
     name = models.check_name(forecaster)
-    bank = ModelBank.load(models_dir) if name == models.AUTO or models.is_learned(name) else None
+    learned = name == models.AUTO or models.is_learned(name)
+    bank = ModelBank.load(models_dir, lazy=True) if learned else None  # loaded where used
     jobs = list(
         _jobs(
             corpus,
