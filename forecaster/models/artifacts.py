@@ -253,8 +253,8 @@ class ModelBank:
 # The banks this process received from another (a batch's or a replay's worker, sent one
 # with every job), by folder: loaded once per process, lazily, and again only when an
 # artifact changes. The one table a process keeps across calls (docs/DESIGN.md): a worker
-# has no caller that could hold it, and loading per job cost ~75 ms each, torch and
-# lightgbm imported again for every first one.
+# has no caller that could hold it, and a load per job cost ~75 ms a job (torch and lightgbm
+# already imported).
 _RECEIVED: dict[str, ModelBank] = {}
 _RECEIVED_LOCK = threading.Lock()
 
