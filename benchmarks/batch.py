@@ -16,7 +16,7 @@ Measures, in one run (the machine is shared: compare the ratios):
   a ratio on one load.
 
     python benchmarks/batch.py [--runs 20000] [--memory-runs 1000000] [--replay-tasks 3]
-        [--auto-runs 2000] [--baseline DIR] [--no-write]
+        [--replay-sample 20] [--auto-runs 2000] [--baseline DIR] [--no-write]
 """
 
 from __future__ import annotations
@@ -111,6 +111,59 @@ def replay_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | None) ->
             f"{seconds / before:.0%} of its time and {cpu / before_cpu:.0%} of its CPU time."
         )
     return line
+
+
+def replay_sample_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | None) -> str:
+    """`forecaster replay` as replay_rate, on a seeded sample of n_tasks tasks drawn from every
+    task of the corpus (the first task of each source is one of its largest; most tasks are
+    smaller), its time extrapolated to all the corpus's tasks."""
+    from forecaster.evaluation.replay import replay_corpus
+    from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
+
+    chosen, picked, total = pick_sampled_tasks(corpus, n_tasks, tmp)
+    started, used = time.perf_counter(), cpu_seconds()
+    replay_corpus(chosen, policy_specs=DEFAULT_POLICIES, max_runs_per_task=40, workers=2,
+                  progress=False)  # fmt: skip
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - used
+    scale = total / picked
+    line = (
+        f"The same on {picked} tasks drawn at random (seed 0) from all {total} tasks of the "
+        f"corpus: {seconds:,.0f} s ({cpu:,.0f} CPU-s); all {total} tasks would take about "
+        f"{scale * seconds / 60:,.0f} min (extrapolated by the number of tasks), or "
+        f"{scale * cpu / 2 / 60:,.0f} min on 2 cores of their own."
+    )
+    if baseline is not None:
+        before, before_cpu = on_baseline(baseline, _BASELINE_REPLAY, [str(chosen)], tmp)
+        line += (
+            f" The baseline code, same tasks, same run: {before:,.0f} s, {before_cpu:,.0f} CPU-s "
+            f"(about {scale * before_cpu / 2 / 60:,.0f} min on 2 cores of their own); this code "
+            f"takes {seconds / before:.0%} of its time and {cpu / before_cpu:.0%} of its CPU time."
+        )
+    return line
+
+
+def pick_sampled_tasks(corpus: Path, n_tasks: int, tmp: Path) -> tuple[Path, int, int]:
+    """A corpus of n_tasks tasks drawn at random (seed 0) from every task of corpus; (its
+    folder, tasks picked, tasks in corpus)."""
+    import numpy as np
+    import polars as pl
+
+    every = []
+    for src in sorted(p for p in corpus.iterdir() if (p / "runs.parquet").exists()):
+        tasks = pl.read_parquet(src / "runs.parquet", columns=["task"])["task"].unique()
+        every.extend((src, str(t)) for t in sorted(tasks.to_list()))
+    rng = np.random.default_rng(0)
+    picked = [every[i] for i in sorted(rng.choice(len(every), min(n_tasks, len(every)), False))]
+    chosen = tmp / "replay-sample"
+    for src in sorted({s for s, _ in picked}):
+        tasks = [t for s, t in picked if s == src]
+        runs = pl.read_parquet(src / "runs.parquet").filter(pl.col("task").is_in(tasks))
+        (chosen / src.name).mkdir(parents=True)
+        runs.write_parquet(chosen / src.name / "runs.parquet")
+        pl.scan_parquet(src / "points.parquet").filter(
+            pl.col("run_id").is_in(runs["run_id"].implode())
+        ).sink_parquet(chosen / src.name / "points.parquet")
+    return chosen, len(picked), len(every)
 
 
 _BASELINE_BATCH = """
@@ -227,6 +280,13 @@ def main() -> None:
         default=0,
         help="also replay this many tasks of --corpus (40 runs, every policy, 2 workers) and "
         "extrapolate to 248 tasks",
+    )
+    parser.add_argument(
+        "--replay-sample",
+        type=int,
+        default=0,
+        help="also replay this many tasks drawn at random from all of --corpus and extrapolate "
+        "to all its tasks",
     )
     parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "datasets"))
     parser.add_argument(
@@ -355,6 +415,10 @@ def main() -> None:
     if args.replay_tasks:
         replay_line = replay_rate(Path(args.corpus), args.replay_tasks, tmp, baseline)
         print(replay_line, flush=True)
+    if args.replay_sample:
+        sampled = replay_sample_rate(Path(args.corpus), args.replay_sample, tmp, baseline)
+        replay_line = f"{replay_line} {sampled}".strip()
+        print(sampled, flush=True)
     cost = []
     for key in ("last_value", "pow3", "auto", "auto-synthetic"):
         if (key, 2) not in cpu_rates:
