@@ -16,7 +16,7 @@ Measures, in one run (the machine is shared: compare the ratios):
   a ratio on one load.
 
     python benchmarks/batch.py [--runs 20000] [--memory-runs 1000000] [--replay-tasks 3]
-        [--replay-sample 20] [--auto-runs 2000] [--baseline DIR] [--no-write]
+        [--replay-sample 20] [--replay-all] [--auto-runs 2000] [--baseline DIR] [--no-write]
 """
 
 from __future__ import annotations
@@ -140,6 +140,23 @@ def replay_sample_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | N
             f"takes {seconds / before:.0%} of its time and {cpu / before_cpu:.0%} of its CPU time."
         )
     return line
+
+
+def replay_all_rate(corpus: Path) -> str:
+    """`forecaster replay` as replay_rate on every task of the corpus (long: minutes)."""
+    from forecaster.evaluation.replay import replay_corpus
+    from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
+
+    started, used = time.perf_counter(), cpu_seconds()
+    results = replay_corpus(corpus, policy_specs=DEFAULT_POLICIES, max_runs_per_task=40,
+                            workers=2, progress=False)  # fmt: skip
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - used
+    tasks = len({(r.source, r.task) for r in results})
+    return (
+        f"Every task of the corpus ({tasks} tasks, every policy, 40 runs a task, 2 workers), "
+        f"measured: {seconds / 60:,.1f} min ({cpu:,.0f} CPU-s: {cpu / 2 / 60:,.1f} min on 2 cores "
+        "of their own; the target is 10 min)."
+    )
 
 
 def pick_sampled_tasks(corpus: Path, n_tasks: int, tmp: Path) -> tuple[Path, int, int]:
@@ -288,6 +305,9 @@ def main() -> None:
         help="also replay this many tasks drawn at random from all of --corpus and extrapolate "
         "to all its tasks",
     )
+    parser.add_argument(
+        "--replay-all", action="store_true", help="also replay every task of --corpus (minutes)"
+    )
     parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "datasets"))
     parser.add_argument(
         "--baseline",
@@ -415,6 +435,10 @@ def main() -> None:
     if args.replay_tasks:
         replay_line = replay_rate(Path(args.corpus), args.replay_tasks, tmp, baseline)
         print(replay_line, flush=True)
+    if args.replay_all:
+        everything = replay_all_rate(Path(args.corpus))
+        replay_line = f"{replay_line} {everything}".strip()
+        print(everything, flush=True)
     if args.replay_sample:
         sampled = replay_sample_rate(Path(args.corpus), args.replay_sample, tmp, baseline)
         replay_line = f"{replay_line} {sampled}".strip()
