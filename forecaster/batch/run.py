@@ -58,7 +58,9 @@ def run_batch(
     name = models.check_name(spec.model)
     if runs_per_job < 1 or row_group_rows < 1:
         raise InvalidArgumentError("runs per job and rows per group must be >= 1.")
-    bank = ModelBank.load(models_dir) if name == models.AUTO or models.is_learned(name) else None
+    # Lazy: the workers load it (once each); this process only when it runs the jobs itself.
+    learned = name == models.AUTO or models.is_learned(name)
+    bank = ModelBank.load(models_dir, lazy=True) if learned else None
     settings = {
         "input": input.describe(),
         "spec": asdict(spec),

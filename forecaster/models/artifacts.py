@@ -143,20 +143,48 @@ class ModelBank:
         self._stamp: tuple[tuple[str, float], ...] = ()
         # The conformal tables (models/calibration.py) applied to every forecast; None: the
         # forecasters' own intervals.
-        self.calibration: Any | None = None
+        self._calibration: Any | None = None
+        self._pending = False  # a lazy bank not loaded yet (see load)
+        self._loading = False
+        self._load_lock = threading.RLock()
 
     @classmethod
-    def load(cls, setting: str | None) -> ModelBank:
-        """The bank of the folder a setting names (see `folder_from_setting`), loaded."""
+    def load(cls, setting: str | None, *, lazy: bool = False) -> ModelBank:
+        """The bank of the folder a setting names (see `folder_from_setting`), loaded; with
+        lazy, loaded on its first read (a batch's driver, which only hands it to its workers,
+        never pays for torch and lightgbm)."""
         bank = cls(folder_from_setting(setting))
-        bank.reload()
+        if lazy:
+            bank._pending = bank.folder is not None
+        else:
+            bank.reload()
         return bank
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        # A bank travels to a worker process as its folder, and the worker loads its own.
-        return ModelBank.load, (NO_MODELS if self.folder is None else str(self.folder),)
+        # A bank travels to a worker process as its folder, and the worker loads its own,
+        # once (received_bank).
+        return received_bank, (NO_MODELS if self.folder is None else str(self.folder),)
+
+    def _ensure_loaded(self) -> None:
+        """A lazy bank's load, on its first read. Other threads wait for it; the loading
+        thread's own reads (the ensemble's loader reads its members) see it as it fills."""
+        if not self._pending:
+            return
+        with self._load_lock:
+            if self._pending and not self._loading:
+                self._loading = True
+                try:
+                    self.reload()
+                finally:
+                    self._loading, self._pending = False, False
+
+    @property
+    def calibration(self) -> Any | None:
+        self._ensure_loaded()
+        return self._calibration
 
     def get(self, name: str) -> Any | None:
+        self._ensure_loaded()
         with self._lock:
             return self._models.get(name)
 
@@ -166,6 +194,7 @@ class ModelBank:
         return {} if model is None else dict(model.meta)
 
     def names(self) -> list[str]:
+        self._ensure_loaded()
         with self._lock:
             return sorted(self._models)
 
@@ -206,7 +235,7 @@ class ModelBank:
         if self.folder is None or not (self.folder / calibration.NAME).exists():
             return
         try:
-            self.calibration = calibration.load(self.folder)
+            self._calibration = calibration.load(self.folder)
         except ArtifactError as e:
             outcome[calibration.NAME] = str(e)
             self.refused[calibration.NAME] = str(e)
@@ -216,8 +245,28 @@ class ModelBank:
         outcome[calibration.NAME] = f"loaded version {calibration.VERSION}"
 
     def changed(self) -> bool:
-        """True when an artifact's meta.json was written since the last reload."""
-        return self.folder is not None and stamp(self.folder) != self._stamp
+        """True when an artifact's meta.json was written since the last reload (a lazy bank
+        not loaded yet has not changed: it will read what is there)."""
+        return self.folder is not None and not self._pending and stamp(self.folder) != self._stamp
+
+
+# The banks this process received from another (a batch's or a replay's worker, sent one
+# with every job), by folder: loaded once per process, lazily, and again only when an
+# artifact changes. The one table a process keeps across calls (docs/DESIGN.md): a worker
+# has no caller that could hold it, and a load per job cost ~75 ms a job (torch and lightgbm
+# already imported).
+_RECEIVED: dict[str, ModelBank] = {}
+_RECEIVED_LOCK = threading.Lock()
+
+
+def received_bank(setting: str) -> ModelBank:
+    """The bank a pickled ModelBank becomes in the process that unpickles it: this
+    process's bank of that folder (lazily loaded), kept while its artifacts are unchanged."""
+    with _RECEIVED_LOCK:
+        kept = _RECEIVED.get(setting)
+        if kept is None or kept.changed():
+            kept = _RECEIVED[setting] = ModelBank.load(setting, lazy=True)
+        return kept
 
 
 def folder_from_setting(setting: str | None) -> Path | None:

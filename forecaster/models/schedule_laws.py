@@ -438,6 +438,30 @@ def _psd(m: FloatArray) -> FloatArray:
     return out
 
 
+# A study fit reads only the newest this many curves of a history.
+HISTORY_RUNS = _MAX_HISTORY_RUNS
+
+
+def _study_run(c: Curve) -> tuple[LrProfile, FloatArray, FloatArray] | None:
+    """A completed run as a study fit uses it (its lr profile and fit points), or None when
+    the fit leaves it out: no lr, not a loss, fewer than _MIN_RUN_POINTS points past the
+    warm-up. The one test of which runs a study fit reads (`fit_study`, `used_by_study_fit`)."""
+    profile = LrProfile.of(c)
+    if profile is None or c.direction is not Direction.MIN:
+        return None
+    steps, y = fit_points(c)
+    if len(y) < _MIN_RUN_POINTS:
+        return None
+    return profile, steps, y
+
+
+def used_by_study_fit(curve: Curve) -> bool:
+    """Whether fit_study reads this curve (among the newest HISTORY_RUNS of its history): two
+    histories whose newest HISTORY_RUNS curves have the same ones it reads, in the same order,
+    get the same study fits, and so the same forecasts (judging.HistoryHolder shares them)."""
+    return _study_run(curve) is not None
+
+
 def _study_runs(
     law: Law, curves: tuple[Curve, ...]
 ) -> tuple[list[LrProfile], list, list, list[Curve]]:
@@ -446,12 +470,10 @@ def _study_runs(
     steps_l: list[FloatArray] = []
     y_l: list[FloatArray] = []
     for c in curves[-_MAX_HISTORY_RUNS:]:
-        profile = LrProfile.of(c)
-        if profile is None or c.direction is not Direction.MIN:
+        used = _study_run(c)
+        if used is None:
             continue
-        steps, y = fit_points(c)
-        if len(y) < _MIN_RUN_POINTS:
-            continue
+        profile, steps, y = used
         idx = thin_indices(len(y), law.max_points)
         kept.append(c)
         profiles.append(profile)

@@ -95,8 +95,9 @@ def replay_task(job: _Job) -> list[TaskResult]:
     if len(logged) < 1:
         return []
     memo: ForecastMemo = {}
-    # The study histories (and the study fits they hold) are shared by the settings too.
-    holder = HistoryHolder(f"{job.source.name}/{job.task}", keep=_HISTORIES_KEPT)
+    # The study histories (and the study fits they hold) are shared by the settings too, and
+    # so are the histories whose runs the study fits read alike (HistoryHolder by_inputs).
+    holder = HistoryHolder(f"{job.source.name}/{job.task}", keep=_HISTORIES_KEPT, by_inputs=True)
     if job.single_runs:  # each run alone: its own study, no peers, no incumbent
         return [
             replace(_replay(job, [r], setting, memo, holder), task=f"{job.task}/{r.run_id}")
@@ -349,7 +350,8 @@ def replay_corpus(
         )
     settings = parse_settings(policy_specs)
     name = models.check_name(forecaster)
-    bank = ModelBank.load(models_dir) if name == models.AUTO or models.is_learned(name) else None
+    learned = name == models.AUTO or models.is_learned(name)
+    bank = ModelBank.load(models_dir, lazy=True) if learned else None  # loaded where used
     jobs = list(
         _jobs(
             corpus,
