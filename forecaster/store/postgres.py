@@ -13,37 +13,61 @@ server has it (on by default).
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+import numpy as np
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from forecaster.curves import Direction, LrSchedule, Points
 from forecaster.errors import StoreUnavailableError
+from forecaster.store import schema
+from forecaster.store.base import AppendResult, RunState, StoredDecision
 from forecaster.store.schema import Dialect
-from forecaster.store.sqlite import Cursor, SqliteStore
+from forecaster.store.sqlite import (
+    CHUNK_POINTS,
+    Cursor,
+    SqliteStore,
+    _nan_if_none,
+    _none_if_nan,
+    encode_value,
+)
 
 T = TypeVar("T")
 
 # Any 64-bit number, the same in every replica: the key of the advisory lock of migrations.
 _MIGRATION_LOCK = 0x666F72656361  # "foreca"
+# How long the standings an append read after its COMMIT stand for the next read of this
+# thread (the engine asks at once; a call that failed between leaves none older than this).
+_FRESH_FOR_S = 0.5
 # A write that met a deadlock or a serialization failure is tried again this many times.
 _RETRIES = 3
 
 
 class _QmarkCursor:
     """A psycopg cursor that takes SQLite's "?" placeholders (our SQL has no other "?" or
-    "%"), so that both stores run the same statements."""
+    "%"), so that both stores run the same statements.
+
+    In pipeline mode (pipeline given) a statement is sent without waiting for its answer:
+    a fetch waits for the answers so far, so the statements a transaction only sends go to
+    the server with the next fetch or the COMMIT, in one round trip."""
 
     _spelled: dict[str, str] = {}
 
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+    def __init__(
+        self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline | None = None
+    ) -> None:
         self.raw = cursor
+        self._pipeline = pipeline
 
     @classmethod
     def _spell(cls, sql: str) -> str:
@@ -68,6 +92,8 @@ class _QmarkCursor:
 
     @property
     def rowcount(self) -> int:
+        if self._pipeline is not None:
+            self._pipeline.sync()  # the count comes with the answer
         return self.raw.rowcount
 
 
@@ -110,11 +136,17 @@ class PostgresStore(SqliteStore):
         self._closed = False
         self._identity = None
         self._lock = threading.Lock()
+        # What this thread's last append read after its COMMIT, for the call that follows.
+        self._fresh = threading.local()
+        # Every connection opened at start (a report never waits for one to connect) and in
+        # autocommit: a read of one statement is one round trip, without BEGIN and COMMIT;
+        # writes and reads of several statements open their own transactions.
+        size = max(pool_size, 2)  # migrating holds two
         self._pool = ConnectionPool(
             url,
-            min_size=1,
-            max_size=max(pool_size, 2),  # migrating holds two
-            kwargs={"row_factory": dict_row, "autocommit": False},
+            min_size=size,
+            max_size=size,
+            kwargs={"row_factory": dict_row, "autocommit": True},
             open=False,
             name="forecaster",
         )
@@ -150,10 +182,18 @@ class PostgresStore(SqliteStore):
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
+        """A write transaction in pipeline mode: BEGIN goes with the first statement, and
+        what is only sent (inserts, updates) goes with the COMMIT, whose answer is awaited:
+        the call returns after the COMMIT succeeded, or raises."""
         self.check()
         try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as raw:
-                yield _QmarkCursor(raw)
+            with (
+                self._pool.connection() as conn,
+                conn.pipeline() as pipeline,
+                conn.transaction(),
+                conn.cursor() as raw,
+            ):
+                yield _QmarkCursor(raw, pipeline)
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
             raise
         except (psycopg.Error, PoolTimeout) as e:
@@ -161,14 +201,32 @@ class PostgresStore(SqliteStore):
 
     @contextmanager
     def _read(self, snapshot: bool = True) -> Iterator[Cursor]:
-        with self._transaction() as cur:
-            yield cur
+        """One statement: on its own, one round trip (autocommit). Several (snapshot): in a
+        REPEATABLE READ READ ONLY transaction, so that they read one snapshot (READ COMMITTED
+        would give each statement its own), pipelined like a write."""
+        self.check()
+        try:
+            with self._pool.connection() as conn:
+                if not snapshot:
+                    with conn.cursor() as raw:
+                        yield _QmarkCursor(raw)
+                    return
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+                try:
+                    with conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as raw:
+                        yield _QmarkCursor(raw, pipeline)
+                finally:
+                    conn.isolation_level = None
+                    conn.read_only = None
+        except (psycopg.Error, PoolTimeout) as e:
+            raise self._wrap_error(e) from e
 
     def _migrate(self) -> None:
         with self._transaction() as cur:
             # Held until this transaction ends, while SqliteStore's migration runs on another
             # connection of the pool: replicas starting together migrate once, in turn.
-            cur.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            cur.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,)).fetchone()
             super()._migrate()
 
     def close(self) -> None:
@@ -200,3 +258,223 @@ class PostgresStore(SqliteStore):
                 binary=True,
             )
             return tuples.fetchall()
+
+    # -- the hot paths, in one round trip each -----------------------------------------------
+    #
+    # A report appends (then the engine asks for the incumbent) and often saves a decision;
+    # SqliteStore's statements, each awaited, cost PostgreSQL a round trip apiece (the
+    # server's CPU and this process's, as much as the wait). Here each is one pipeline: every
+    # statement, the COMMIT included, goes in one flush, and the answers come back together.
+
+    def _pipelined_write(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """work(conn) on a pooled connection in pipeline mode, tried again on a deadlock or a
+        serialization failure; work opens its own transaction and syncs."""
+        self.check()
+        for attempt in range(_RETRIES + 1):
+            try:
+                with self._pool.connection() as conn, conn.pipeline():
+                    return work(conn)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as e:
+                if attempt == _RETRIES:
+                    raise self._wrap_error(e) from e
+            except (psycopg.Error, PoolTimeout) as e:
+                raise self._wrap_error(e) from e
+        raise AssertionError("unreachable")
+
+    def _study_key_on(self, conn: psycopg.Connection[Any], study: str) -> tuple[int, str]:
+        """_study_key on conn (a read of the study's row the first time only)."""
+        with conn.cursor() as raw:
+            return self._study_key(_QmarkCursor(raw, None), study)
+
+    def append_points(
+        self, study: str, run: str, points: Points, lr_schedule: LrSchedule | None = None
+    ) -> AppendResult:
+        """The common report (a running run, every point after its last step, no schedule)
+        in one round trip: the run's row locked and read, the points inserted from arrays,
+        its summary row and standing updated, COMMIT, and the study's two best standings read
+        after it (for the incumbent the engine asks for next). The writes are guarded by the
+        run being running and the batch being after its last step, so that when the row read
+        says otherwise they did nothing; the call then takes SqliteStore's way (retries,
+        conflicts, errors, schedules), in a transaction of its own."""
+        self._fresh.standings = None
+        if lr_schedule is None and len(points):
+            fast = self._pipelined_write(lambda conn: self._append_new(conn, study, run, points))
+            if fast is not None:
+                if fast.result.run.n_points - fast.packed_before >= CHUNK_POINTS:
+                    self._write(lambda cur: self._pack_now(cur, study, run))
+                return fast.result
+        return super().append_points(study, run, points, lr_schedule)
+
+    def _append_new(
+        self, conn: psycopg.Connection[Any], study: str, run: str, points: Points
+    ) -> _Appended | None:
+        study_id, direction = self._study_key_on(conn, study)
+        first, last = int(points.steps[0]), int(points.steps[-1])
+        values, kinds = zip(*(encode_value(float(v)) for v in points.values), strict=True)
+        finite = points.values[np.isfinite(points.values)]
+        batch_best: float | None = None
+        if len(finite):
+            batch_best = float(finite.min() if direction == Direction.MIN.value else finite.max())
+        better = "<" if direction == Direction.MIN.value else ">"
+        guard = "study_id = %s AND name = %s AND state = 'running' AND last_step < %s"
+        key = (study_id, run, first)
+        with conn.cursor() as locked, conn.cursor() as cur, conn.cursor() as best:
+            with conn.transaction():
+                locked.execute(
+                    f"SELECT {self._RUN_COLS} {self._RUN_FROM} "
+                    "WHERE r.study_id = %s AND r.name = %s FOR UPDATE OF r",
+                    (study_id, run),
+                )
+                cur.execute(
+                    "INSERT INTO points (run_id, step, value, value_kind, lr, wall_time_s) "
+                    "SELECT runs.id, p.step, p.value, p.kind, p.lr, p.wall_time_s FROM runs, "
+                    "unnest(%b::int8[], %b::float8[], %b::int8[], %b::float8[], %b::float8[]) "
+                    f"AS p(step, value, kind, lr, wall_time_s) WHERE {guard}",
+                    (
+                        points.steps.tolist(),
+                        list(values),
+                        [int(k) for k in kinds],
+                        [_none_if_nan(x) for x in points.lr.tolist()],
+                        [_none_if_nan(x) for x in points.wall_time_s.tolist()],
+                        *key,
+                    ),
+                )
+                cur.execute(
+                    "UPDATE runs SET n_points = n_points + %s, last_step = %s, last_value = %s, "
+                    "last_kind = %s, best_value = CASE WHEN %s::float8 IS NULL THEN best_value "
+                    f"WHEN best_value IS NULL OR %s::float8 {better} best_value THEN %s::float8 "
+                    f"ELSE best_value END WHERE {guard}",
+                    (
+                        len(points), last, values[-1], int(kinds[-1]),
+                        batch_best, batch_best, batch_best, *key,
+                    ),
+                )  # fmt: skip
+                cur.execute(
+                    f"UPDATE runs SET standing = {schema.STANDING} "
+                    "WHERE study_id = %s AND name = %s",
+                    (study_id, run),
+                )
+            best.execute(*self._standings_sql(study_id, direction, 2))
+            row = locked.fetchone()  # the answers of all of them, the COMMIT's included
+            standings = best.fetchall()
+        if row is None or RunState(row["state"]) is not RunState.RUNNING:
+            return None  # nothing was written: SqliteStore's way says what is wrong
+        if int(row["last_step"]) >= first:
+            return None  # a retry or a conflict: nothing was written either
+        self._fresh.standings = (
+            study,
+            [(r["name"], float(r["standing"])) for r in standings],
+            time.monotonic() + _FRESH_FOR_S,
+        )
+        old_best = _nan_if_none(row["best_value"])
+        best_value = old_best
+        if batch_best is not None and (
+            math.isnan(old_best) or Direction(direction).better(batch_best, old_best)
+        ):
+            best_value = batch_best
+        updated = replace(
+            self._run(row),
+            n_points=int(row["n_points"]) + len(points),
+            last_step=last,
+            last_value=float(points.values[-1]),
+            best_value=best_value,
+        )
+        result = AppendResult(updated, len(points), int(row["last_step"]), points)
+        return _Appended(result, int(row["packed_points"]))
+
+    def _pack_now(self, cur: Cursor, study: str, run: str) -> None:
+        """Packs the run's points into a chunk when enough are unpacked (after a fast append,
+        in a transaction of its own: the chunks are a read-side copy of the points)."""
+        row = self._run_row(cur, study, run, lock=True)
+        self._pack(cur, row["run_id"], int(row["n_points"]), row)
+
+    @staticmethod
+    def _standings_sql(study_id: int, direction: str, n: int) -> tuple[str, tuple[Any, ...]]:
+        order = "DESC" if direction == Direction.MAX.value else "ASC"
+        return (
+            "SELECT name, standing FROM runs WHERE study_id = %s AND standing IS NOT NULL "
+            f"ORDER BY standing {order}, id LIMIT %s",
+            (study_id, n),
+        )
+
+    def best_standings(self, study: str, n: int = 2) -> list[tuple[str, float]]:
+        """The standings this thread's append read right after its COMMIT, when this is the
+        call that follows it (the engine's incumbent for the report's decision); else read."""
+        fresh, self._fresh.standings = getattr(self._fresh, "standings", None), None
+        if fresh is not None and fresh[0] == study and n <= 2 and time.monotonic() < fresh[2]:
+            return fresh[1][:n]
+        return super().best_standings(study, n)
+
+    def save_decision(self, study: str, run: str, decision: StoredDecision) -> None:
+        """In one round trip: the run's row locked, the decision appended to its history when
+        its action or reason differs from the last one there (or it is the first), the latest
+        decision replaced, the run's standing updated, COMMIT."""
+        self._fresh.standings = None
+        final = decision.forecast_final
+        final = None if final is None or not math.isfinite(final) else float(final)
+        probabilities = json.dumps(decision.probabilities, sort_keys=True)
+        now = self._clock()
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            study_id, _ = self._study_key_on(conn, study)
+            named = (study_id, run)
+            with conn.cursor() as locked, conn.cursor() as cur:
+                with conn.transaction():
+                    locked.execute(
+                        "SELECT id FROM runs WHERE study_id = %s AND name = %s FOR UPDATE", named
+                    )
+                    cur.execute(
+                        "INSERT INTO decision_history (run_id, idx, at_step, action, reason, "
+                        "explanation, probabilities, policy, forecast_final, decided_at) "
+                        "SELECT r.id, COALESCE(h.idx + 1, 0), %s, %s, %s, %s, %s, %s, %s, %s "
+                        "FROM runs r LEFT JOIN LATERAL (SELECT idx, action, reason "
+                        "FROM decision_history WHERE run_id = r.id ORDER BY idx DESC LIMIT 1) h "
+                        "ON true WHERE r.study_id = %s AND r.name = %s AND (h.idx IS NULL "
+                        "OR h.action <> %s OR h.reason <> %s)",
+                        (
+                            decision.at_step, decision.action, decision.reason,
+                            decision.explanation, probabilities, decision.policy, final, now,
+                            *named, decision.action, decision.reason,
+                        ),
+                    )  # fmt: skip
+                    cur.execute(
+                        "INSERT INTO decisions (run_id, at_step, fitted_points, votes_before, "
+                        "votes, action, reason, explanation, probabilities, "
+                        "expected_saved_steps, policy, forecast_final, decided_at) "
+                        "SELECT id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM runs "
+                        "WHERE study_id = %s AND name = %s "
+                        "ON CONFLICT (run_id) DO UPDATE SET at_step = excluded.at_step, "
+                        "fitted_points = excluded.fitted_points, "
+                        "votes_before = excluded.votes_before, votes = excluded.votes, "
+                        "action = excluded.action, reason = excluded.reason, "
+                        "explanation = excluded.explanation, "
+                        "probabilities = excluded.probabilities, "
+                        "expected_saved_steps = excluded.expected_saved_steps, "
+                        "policy = excluded.policy, forecast_final = excluded.forecast_final, "
+                        "decided_at = excluded.decided_at",
+                        (
+                            decision.at_step, decision.fitted_points, decision.votes_before,
+                            decision.votes, decision.action, decision.reason,
+                            decision.explanation, probabilities, decision.expected_saved_steps,
+                            decision.policy, final, now, *named,
+                        ),
+                    )  # fmt: skip
+                    cur.execute(
+                        f"UPDATE runs SET standing = {schema.STANDING} "
+                        "WHERE study_id = %s AND name = %s",
+                        named,
+                    )
+                return locked.fetchone() is not None  # the answers, the COMMIT's included
+
+        if not self._pipelined_write(work):
+            with self._read(snapshot=False) as cur:
+                self._run_row(cur, study, run)  # NotFoundError, named
+            raise AssertionError("unreachable: the run was found after all")
+
+
+@dataclass(frozen=True)
+class _Appended:
+    """A fast append's result, and how many of the run's points were packed before it."""
+
+    result: AppendResult
+    packed_before: int
