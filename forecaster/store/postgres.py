@@ -266,14 +266,19 @@ class PostgresStore(SqliteStore):
     # server's CPU and this process's, as much as the wait). Here each is one pipeline: every
     # statement, the COMMIT included, goes in one flush, and the answers come back together.
 
-    def _pipelined_write(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """work(conn) on a pooled connection in pipeline mode, tried again on a deadlock or a
-        serialization failure; work opens its own transaction and syncs."""
+    def _pooled_write(
+        self, work: Callable[[psycopg.Connection[Any]], T], *, pipeline: bool = False
+    ) -> T:
+        """work(conn) on a pooled connection (in pipeline mode when asked), tried again on a
+        deadlock or a serialization failure; work makes its own transaction."""
         self.check()
         for attempt in range(_RETRIES + 1):
             try:
-                with self._pool.connection() as conn, conn.pipeline():
-                    return work(conn)
+                with self._pool.connection() as conn:
+                    if not pipeline:
+                        return work(conn)
+                    with conn.pipeline():
+                        return work(conn)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as e:
                 if attempt == _RETRIES:
                     raise self._wrap_error(e) from e
@@ -290,15 +295,16 @@ class PostgresStore(SqliteStore):
         self, study: str, run: str, points: Points, lr_schedule: LrSchedule | None = None
     ) -> AppendResult:
         """The common report (a running run, every point after its last step, no schedule)
-        in one round trip: the run's row locked and read, the points inserted from arrays,
-        its summary row and standing updated, COMMIT, and the study's two best standings read
-        after it (for the incumbent the engine asks for next). The writes are guarded by the
-        run being running and the batch being after its last step, so that when the row read
-        says otherwise they did nothing; the call then takes SqliteStore's way (retries,
-        conflicts, errors, schedules), in a transaction of its own."""
+        in one statement, its own transaction: the run's row locked and read, the points
+        inserted from arrays, its summary row and standing updated, and the study's two best
+        standings read (for the incumbent the engine asks for next). The writes are guarded
+        by the run being running and the batch coming after its last step, so that when the
+        row says otherwise they did nothing; the call then takes SqliteStore's way (retries,
+        conflicts, errors, schedules) in a transaction of its own. The statement returns
+        after its COMMIT."""
         self._fresh.standings = None
         if lr_schedule is None and len(points):
-            fast = self._pipelined_write(lambda conn: self._append_new(conn, study, run, points))
+            fast = self._pooled_write(lambda conn: self._append_new(conn, study, run, points))
             if fast is not None:
                 if fast.result.run.n_points - fast.packed_before >= CHUNK_POINTS:
                     self._write(lambda cur: self._pack_now(cur, study, run))
@@ -315,55 +321,33 @@ class PostgresStore(SqliteStore):
         batch_best: float | None = None
         if len(finite):
             batch_best = float(finite.min() if direction == Direction.MIN.value else finite.max())
-        better = "<" if direction == Direction.MIN.value else ">"
-        guard = "study_id = %s AND name = %s AND state = 'running' AND last_step < %s"
-        key = (study_id, run, first)
-        with conn.cursor() as locked, conn.cursor() as cur, conn.cursor() as best:
-            with conn.transaction():
-                locked.execute(
-                    f"SELECT {self._RUN_COLS} {self._RUN_FROM} "
-                    "WHERE r.study_id = %s AND r.name = %s FOR UPDATE OF r",
-                    (study_id, run),
-                )
-                cur.execute(
-                    "INSERT INTO points (run_id, step, value, value_kind, lr, wall_time_s) "
-                    "SELECT runs.id, p.step, p.value, p.kind, p.lr, p.wall_time_s FROM runs, "
-                    "unnest(%b::int8[], %b::float8[], %b::int8[], %b::float8[], %b::float8[]) "
-                    f"AS p(step, value, kind, lr, wall_time_s) WHERE {guard}",
-                    (
-                        points.steps.tolist(),
-                        list(values),
-                        [int(k) for k in kinds],
-                        [_none_if_nan(x) for x in points.lr.tolist()],
-                        [_none_if_nan(x) for x in points.wall_time_s.tolist()],
-                        *key,
-                    ),
-                )
-                cur.execute(
-                    "UPDATE runs SET n_points = n_points + %s, last_step = %s, last_value = %s, "
-                    "last_kind = %s, best_value = CASE WHEN %s::float8 IS NULL THEN best_value "
-                    f"WHEN best_value IS NULL OR %s::float8 {better} best_value THEN %s::float8 "
-                    f"ELSE best_value END WHERE {guard}",
-                    (
-                        len(points), last, values[-1], int(kinds[-1]),
-                        batch_best, batch_best, batch_best, *key,
-                    ),
-                )  # fmt: skip
-                cur.execute(
-                    f"UPDATE runs SET standing = {schema.STANDING} "
-                    "WHERE study_id = %s AND name = %s",
-                    (study_id, run),
-                )
-            best.execute(*self._standings_sql(study_id, direction, 2))
-            row = locked.fetchone()  # the answers of all of them, the COMMIT's included
-            standings = best.fetchall()
+        with conn.cursor() as cur:
+            cur.execute(
+                self._append_sql(direction),
+                {
+                    "study_id": study_id,
+                    "run": run,
+                    "first": first,
+                    "last": last,
+                    "n": len(points),
+                    "value": values[-1],
+                    "kind": int(kinds[-1]),
+                    "best": batch_best,
+                    "steps": points.steps.tolist(),
+                    "values": list(values),
+                    "kinds": [int(k) for k in kinds],
+                    "lr": [_none_if_nan(x) for x in points.lr.tolist()],
+                    "wall_time_s": [_none_if_nan(x) for x in points.wall_time_s.tolist()],
+                },
+            )
+            row = cur.fetchone()
         if row is None or RunState(row["state"]) is not RunState.RUNNING:
             return None  # nothing was written: SqliteStore's way says what is wrong
         if int(row["last_step"]) >= first:
             return None  # a retry or a conflict: nothing was written either
         self._fresh.standings = (
             study,
-            [(r["name"], float(r["standing"])) for r in standings],
+            list(zip(row["best_names"] or [], row["best_standings"] or [], strict=True)),
             time.monotonic() + _FRESH_FOR_S,
         )
         old_best = _nan_if_none(row["best_value"])
@@ -381,6 +365,56 @@ class PostgresStore(SqliteStore):
         )
         result = AppendResult(updated, len(points), int(row["last_step"]), points)
         return _Appended(result, int(row["packed_points"]))
+
+    @classmethod
+    def _append_sql(cls, direction: str) -> str:
+        """One statement, its own transaction (autocommit): lock and read the run's row; when
+        it is running and the batch comes after its last step, insert the points (from
+        arrays) and update its summary row and standing; read the study's two best standings
+        with the run's new one among them (the other runs' as the statement found them)."""
+        sql = cls._append_sql_of.get(direction)
+        if sql is not None:
+            return sql
+        better, order = ("<", "ASC") if direction == Direction.MIN.value else (">", "DESC")
+        standing = schema.standing_after_append(
+            "%(last)s::int8", "%(value)s::float8", "%(kind)s::int8"
+        )
+        sql = f"""WITH r AS (
+            SELECT {cls._RUN_COLS} {cls._RUN_FROM}
+            WHERE r.study_id = %(study_id)s AND r.name = %(run)s FOR UPDATE OF r
+        ), ok AS (
+            SELECT run_id FROM r WHERE state = 'running' AND last_step < %(first)s::int8
+        ), ins AS (
+            INSERT INTO points (run_id, step, value, value_kind, lr, wall_time_s)
+            SELECT ok.run_id, p.step, p.value, p.kind, p.lr, p.wall_time_s FROM ok,
+                unnest(%(steps)b::int8[], %(values)b::float8[], %(kinds)b::int8[],
+                       %(lr)b::float8[], %(wall_time_s)b::float8[])
+                AS p(step, value, kind, lr, wall_time_s)
+        ), upd AS (
+            UPDATE runs SET n_points = runs.n_points + %(n)s::int8,
+                last_step = %(last)s::int8, last_value = %(value)s::float8,
+                last_kind = %(kind)s::int8,
+                best_value = CASE WHEN %(best)s::float8 IS NULL THEN runs.best_value
+                    WHEN runs.best_value IS NULL OR %(best)s::float8 {better} runs.best_value
+                    THEN %(best)s::float8 ELSE runs.best_value END,
+                standing = {standing}
+            FROM ok WHERE runs.id = ok.run_id RETURNING runs.id, runs.standing
+        ), best AS (
+            (SELECT name, standing, id FROM runs WHERE study_id = %(study_id)s
+                AND standing IS NOT NULL AND name <> %(run)s ORDER BY standing {order}, id
+                LIMIT 2)
+            UNION ALL
+            (SELECT %(run)s, standing, id FROM upd WHERE standing IS NOT NULL)
+        )
+        SELECT r.*,
+            (SELECT array_agg(name ORDER BY standing {order}, id) FROM best) AS best_names,
+            (SELECT array_agg(standing ORDER BY standing {order}, id) FROM best)
+                AS best_standings
+        FROM r"""
+        cls._append_sql_of[direction] = sql
+        return sql
+
+    _append_sql_of: dict[str, str] = {}
 
     def _pack_now(self, cur: Cursor, study: str, run: str) -> None:
         """Packs the run's points into a chunk when enough are unpacked (after a fast append,
@@ -466,7 +500,7 @@ class PostgresStore(SqliteStore):
                     )
                 return locked.fetchone() is not None  # the answers, the COMMIT's included
 
-        if not self._pipelined_write(work):
+        if not self._pooled_write(work, pipeline=True):
             with self._read(snapshot=False) as cur:
                 self._run_row(cur, study, run)  # NotFoundError, named
             raise AssertionError("unreachable: the run was found after all")
