@@ -40,6 +40,7 @@ from forecaster.store.sqlite import (
     _nan_if_none,
     _none_if_nan,
     encode_value,
+    points_of_columns,
 )
 
 T = TypeVar("T")
@@ -236,18 +237,6 @@ class PostgresStore(SqliteStore):
                 self._pool.close()
 
     @staticmethod
-    def _chunk_rows(cur: Cursor, run_id: int) -> list[Any]:
-        raw: psycopg.Cursor[Any] = cur.raw
-        # Binary results: the arrays come as bytes, not as hex text to decode.
-        raw.execute(
-            "SELECT steps, vals, lr, wall_time_s FROM point_chunks WHERE run_id = %s "
-            "ORDER BY first_step",
-            (run_id,),
-            binary=True,
-        )
-        return raw.fetchall()
-
-    @staticmethod
     def _point_rows(cur: Cursor, run_id: int, after_step: int = -1) -> list[tuple[Any, ...]]:
         raw: psycopg.Cursor[Any] = cur.raw
         with raw.connection.cursor(row_factory=tuple_row) as tuples:
@@ -440,9 +429,11 @@ class PostgresStore(SqliteStore):
         return super().best_standings(study, n)
 
     def save_decision(self, study: str, run: str, decision: StoredDecision) -> None:
-        """In one round trip: the run's row locked, the decision appended to its history when
-        its action or reason differs from the last one there (or it is the first), the latest
-        decision replaced, the run's standing updated, COMMIT."""
+        """In one statement, its own transaction: the run's row locked, the decision appended
+        to its history when its action or reason differs from the last one there (or it is
+        the first), the latest decision replaced, the run's standing updated. The statement
+        reads the history as it found it when it began: when another replica appended to
+        it meanwhile (it waited for that one's lock), the index is taken, and it runs again."""
         self._fresh.standings = None
         final = decision.forecast_final
         final = None if final is None or not math.isfinite(final) else float(final)
@@ -451,59 +442,124 @@ class PostgresStore(SqliteStore):
 
         def work(conn: psycopg.Connection[Any]) -> bool:
             study_id, _ = self._study_key_on(conn, study)
-            named = (study_id, run)
-            with conn.cursor() as locked, conn.cursor() as cur:
-                with conn.transaction():
-                    locked.execute(
-                        "SELECT id FROM runs WHERE study_id = %s AND name = %s FOR UPDATE", named
-                    )
-                    cur.execute(
-                        "INSERT INTO decision_history (run_id, idx, at_step, action, reason, "
-                        "explanation, probabilities, policy, forecast_final, decided_at) "
-                        "SELECT r.id, COALESCE(h.idx + 1, 0), %s, %s, %s, %s, %s, %s, %s, %s "
-                        "FROM runs r LEFT JOIN LATERAL (SELECT idx, action, reason "
-                        "FROM decision_history WHERE run_id = r.id ORDER BY idx DESC LIMIT 1) h "
-                        "ON true WHERE r.study_id = %s AND r.name = %s AND (h.idx IS NULL "
-                        "OR h.action <> %s OR h.reason <> %s)",
-                        (
-                            decision.at_step, decision.action, decision.reason,
-                            decision.explanation, probabilities, decision.policy, final, now,
-                            *named, decision.action, decision.reason,
-                        ),
-                    )  # fmt: skip
-                    cur.execute(
-                        "INSERT INTO decisions (run_id, at_step, fitted_points, votes_before, "
-                        "votes, action, reason, explanation, probabilities, "
-                        "expected_saved_steps, policy, forecast_final, decided_at) "
-                        "SELECT id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM runs "
-                        "WHERE study_id = %s AND name = %s "
-                        "ON CONFLICT (run_id) DO UPDATE SET at_step = excluded.at_step, "
-                        "fitted_points = excluded.fitted_points, "
-                        "votes_before = excluded.votes_before, votes = excluded.votes, "
-                        "action = excluded.action, reason = excluded.reason, "
-                        "explanation = excluded.explanation, "
-                        "probabilities = excluded.probabilities, "
-                        "expected_saved_steps = excluded.expected_saved_steps, "
-                        "policy = excluded.policy, forecast_final = excluded.forecast_final, "
-                        "decided_at = excluded.decided_at",
-                        (
-                            decision.at_step, decision.fitted_points, decision.votes_before,
-                            decision.votes, decision.action, decision.reason,
-                            decision.explanation, probabilities, decision.expected_saved_steps,
-                            decision.policy, final, now, *named,
-                        ),
-                    )  # fmt: skip
-                    cur.execute(
-                        f"UPDATE runs SET standing = {schema.STANDING} "
-                        "WHERE study_id = %s AND name = %s",
-                        named,
-                    )
-                return locked.fetchone() is not None  # the answers, the COMMIT's included
+            args = {
+                "study_id": study_id, "run": run, "at_step": decision.at_step,
+                "fitted_points": decision.fitted_points, "votes_before": decision.votes_before,
+                "votes": decision.votes, "action": decision.action, "reason": decision.reason,
+                "explanation": decision.explanation, "probabilities": probabilities,
+                "expected_saved_steps": decision.expected_saved_steps,
+                "policy": decision.policy, "final": final, "now": now,
+            }  # fmt: skip
+            with conn.cursor() as cur:
+                for attempt in range(_RETRIES + 1):
+                    try:
+                        return cur.execute(self._SAVE_DECISION_SQL, args).fetchone() is not None
+                    except psycopg.errors.UniqueViolation:
+                        if attempt == _RETRIES:
+                            raise
+            raise AssertionError("unreachable")
 
-        if not self._pooled_write(work, pipeline=True):
+        if not self._pooled_write(work):
             with self._read(snapshot=False) as cur:
                 self._run_row(cur, study, run)  # NotFoundError, named
             raise AssertionError("unreachable: the run was found after all")
+
+    _SAVE_DECISION_SQL = f"""WITH r AS (
+            SELECT id FROM runs WHERE study_id = %(study_id)s AND name = %(run)s FOR UPDATE
+        ), last AS (
+            SELECT idx, action, reason FROM decision_history
+            WHERE run_id = (SELECT id FROM r) ORDER BY idx DESC LIMIT 1
+        ), history AS (
+            INSERT INTO decision_history (run_id, idx, at_step, action, reason, explanation,
+                probabilities, policy, forecast_final, decided_at)
+            SELECT r.id, COALESCE((SELECT idx FROM last) + 1, 0), %(at_step)s, %(action)s,
+                %(reason)s, %(explanation)s, %(probabilities)s, %(policy)s,
+                %(final)s::float8, %(now)s::float8
+            FROM r WHERE NOT EXISTS (
+                SELECT 1 FROM last WHERE action = %(action)s AND reason = %(reason)s)
+        ), latest AS (
+            INSERT INTO decisions (run_id, at_step, fitted_points, votes_before, votes, action,
+                reason, explanation, probabilities, expected_saved_steps, policy,
+                forecast_final, decided_at)
+            SELECT r.id, %(at_step)s, %(fitted_points)s, %(votes_before)s, %(votes)s,
+                %(action)s, %(reason)s, %(explanation)s, %(probabilities)s,
+                %(expected_saved_steps)s, %(policy)s, %(final)s::float8, %(now)s::float8
+            FROM r ON CONFLICT (run_id) DO UPDATE SET at_step = excluded.at_step,
+                fitted_points = excluded.fitted_points, votes_before = excluded.votes_before,
+                votes = excluded.votes, action = excluded.action, reason = excluded.reason,
+                explanation = excluded.explanation, probabilities = excluded.probabilities,
+                expected_saved_steps = excluded.expected_saved_steps, policy = excluded.policy,
+                forecast_final = excluded.forecast_final, decided_at = excluded.decided_at
+        ), standing AS (
+            UPDATE runs SET standing = {schema.standing_with_decision("%(final)s::float8")}
+            FROM r WHERE runs.id = r.id
+        )
+        SELECT id FROM r"""
+
+    def get_decision(self, study: str, run: str) -> StoredDecision | None:
+        """One statement (the run and its decision joined)."""
+        with self._read(snapshot=False) as cur:
+            study_id, _ = self._study_key(cur, study)
+            row = cur.execute(
+                f"SELECT r.id AS run_id, {self._DECISION_COLS} FROM runs r "
+                "LEFT JOIN decisions d ON d.run_id = r.id WHERE r.study_id = ? AND r.name = ?",
+                (study_id, run),
+            ).fetchone()
+            if row is None:
+                self._run_row(cur, study, run)  # NotFoundError, named
+        return None if row["at_step"] is None else self._decision(row)
+
+    def _all_points(self, study: str, run: str) -> Points:
+        """One statement (one snapshot): the run's chunks and the points after them, each
+        column as one array."""
+        with self._read(snapshot=False) as cur:
+            study_id, _ = self._study_key(cur, study)
+            raw: psycopg.Cursor[Any] = cur.raw
+            raw.execute(self._ALL_POINTS_SQL, (study_id, run), binary=True)
+            row = raw.fetchone()
+            if row is None:
+                self._run_row(cur, study, run)  # NotFoundError, named
+        assert row is not None
+        tail = (
+            Points.of([], [])
+            if row["step"] is None
+            else points_of_columns(
+                row["step"], row["value"], row["value_kind"], row["lr"], row["wall_time_s"]
+            )
+        )
+        if row["chunk_steps"] is None:
+            return tail
+        columns = [
+            [np.frombuffer(c, dtype=dtype) for c in row[name]] + [getattr(tail, attr)]
+            for name, attr, dtype in (
+                ("chunk_steps", "steps", "<i8"),
+                ("chunk_vals", "values", "<f8"),
+                ("chunk_lr", "lr", "<f8"),
+                ("chunk_wall_time_s", "wall_time_s", "<f8"),
+            )
+        ]
+        steps, values, lr, wall_time_s = (np.concatenate(c) for c in columns)
+        return Points(steps.astype(np.int64), values.astype(np.float64), lr, wall_time_s)
+
+    _ALL_POINTS_SQL = """SELECT
+            (SELECT array_agg(c.steps ORDER BY c.first_step) FROM point_chunks c
+                WHERE c.run_id = r.id) AS chunk_steps,
+            (SELECT array_agg(c.vals ORDER BY c.first_step) FROM point_chunks c
+                WHERE c.run_id = r.id) AS chunk_vals,
+            (SELECT array_agg(c.lr ORDER BY c.first_step) FROM point_chunks c
+                WHERE c.run_id = r.id) AS chunk_lr,
+            (SELECT array_agg(c.wall_time_s ORDER BY c.first_step) FROM point_chunks c
+                WHERE c.run_id = r.id) AS chunk_wall_time_s,
+            t.*
+        FROM runs r, LATERAL (
+            SELECT array_agg(p.step ORDER BY p.step) AS step,
+                array_agg(p.value ORDER BY p.step) AS value,
+                array_agg(p.value_kind ORDER BY p.step) AS value_kind,
+                array_agg(p.lr ORDER BY p.step) AS lr,
+                array_agg(p.wall_time_s ORDER BY p.step) AS wall_time_s
+            FROM points p WHERE p.run_id = r.id AND p.step > r.packed_last_step
+        ) t
+        WHERE r.study_id = %s AND r.name = %s"""
 
 
 @dataclass(frozen=True)

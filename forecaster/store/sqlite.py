@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -96,6 +96,17 @@ def points_of_rows(rows: list[tuple[Any, ...]]) -> Points:
     if not rows:
         return Points.of([], [])
     steps, values, kinds, lr, wall_time_s = zip(*rows, strict=True)
+    return points_of_columns(steps, values, kinds, lr, wall_time_s)
+
+
+def points_of_columns(
+    steps: Sequence[int],
+    values: Sequence[float | None],
+    kinds: Sequence[int],
+    lr: Sequence[float | None],
+    wall_time_s: Sequence[float | None],
+) -> Points:
+    """Points from the columns of points rows (as points_of_rows decodes them), each a list."""
     kind = np.asarray(kinds, dtype=np.int8)
     value = np.asarray(values, dtype=np.float64)  # None (a non-finite kind) reads as NaN
     value[kind == ValueKind.NAN] = np.nan
