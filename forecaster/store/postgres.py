@@ -47,8 +47,8 @@ T = TypeVar("T")
 
 # Any 64-bit number, the same in every replica: the key of the advisory lock of migrations.
 _MIGRATION_LOCK = 0x666F72656361  # "foreca"
-# How long the standings an append read after its COMMIT stand for the next read of this
-# thread (the engine asks at once; a call that failed between leaves none older than this).
+# How long what an append read stands for the reads of this thread that follow (the engine
+# asks at once; a call that failed between leaves nothing older than this).
 _FRESH_FOR_S = 0.5
 # A write that met a deadlock or a serialization failure is tried again this many times.
 _RETRIES = 3
@@ -114,7 +114,8 @@ class PostgresStore(SqliteStore):
 
     Args:
         url: a libpq URL, postgresql://user:password@host:port/database[?options].
-        pool_size: connections kept open (the most calls at once on this replica).
+        pool_size: connections kept open for writes (the most writes at once on this
+            replica), and as many for reads.
         connect_timeout_s: how long opening waits for the server before it gives up.
 
     Example:
@@ -137,24 +138,30 @@ class PostgresStore(SqliteStore):
         self._closed = False
         self._identity = None
         self._lock = threading.Lock()
-        # What this thread's last append read after its COMMIT, for the call that follows.
-        self._fresh = threading.local()
+        self._fresh = _Handoff()
         # Every connection opened at start (a report never waits for one to connect) and in
         # autocommit: a read of one statement is one round trip, without BEGIN and COMMIT;
-        # writes and reads of several statements open their own transactions.
+        # writes and reads of several statements open their own transactions. Reads have
+        # connections of their own: a GetDecision never waits for one that a report holds
+        # while its COMMIT waits on the disk.
         size = max(pool_size, 2)  # migrating holds two
-        self._pool = ConnectionPool(
-            url,
-            min_size=size,
-            max_size=size,
-            kwargs={"row_factory": dict_row, "autocommit": True},
-            open=False,
-            name="forecaster",
+        self._pool, self._read_pool = (
+            ConnectionPool(
+                url,
+                min_size=size,
+                max_size=size,
+                kwargs={"row_factory": dict_row, "autocommit": True},
+                open=False,
+                name=f"forecaster-{role}",
+            )
+            for role in ("writes", "reads")
         )
         try:
-            self._pool.open(wait=True, timeout=connect_timeout_s)
+            for pool in (self._pool, self._read_pool):
+                pool.open(wait=True, timeout=connect_timeout_s)
         except PoolTimeout as e:
             self._pool.close()
+            self._read_pool.close()
             raise StoreUnavailableError(
                 f"cannot connect to the PostgreSQL database {self.path} within "
                 f"{connect_timeout_s:g} s. Check that the server runs, the URL (host, port, "
@@ -187,6 +194,7 @@ class PostgresStore(SqliteStore):
         what is only sent (inserts, updates) goes with the COMMIT, whose answer is awaited:
         the call returns after the COMMIT succeeded, or raises."""
         self.check()
+        self._fresh.clear()
         try:
             with (
                 self._pool.connection() as conn,
@@ -207,7 +215,7 @@ class PostgresStore(SqliteStore):
         would give each statement its own), pipelined like a write."""
         self.check()
         try:
-            with self._pool.connection() as conn:
+            with self._read_pool.connection() as conn:
                 if not snapshot:
                     with conn.cursor() as raw:
                         yield _QmarkCursor(raw)
@@ -235,6 +243,7 @@ class PostgresStore(SqliteStore):
             if not self._closed:
                 self._closed = True
                 self._pool.close()
+                self._read_pool.close()
 
     @staticmethod
     def _point_rows(cur: Cursor, run_id: int, after_step: int = -1) -> list[tuple[Any, ...]]:
@@ -291,7 +300,7 @@ class PostgresStore(SqliteStore):
         row says otherwise they did nothing; the call then takes SqliteStore's way (retries,
         conflicts, errors, schedules) in a transaction of its own. The statement returns
         after its COMMIT."""
-        self._fresh.standings = None
+        self._fresh.clear()
         if lr_schedule is None and len(points):
             fast = self._pooled_write(lambda conn: self._append_new(conn, study, run, points))
             if fast is not None:
@@ -334,11 +343,15 @@ class PostgresStore(SqliteStore):
             return None  # nothing was written: SqliteStore's way says what is wrong
         if int(row["last_step"]) >= first:
             return None  # a retry or a conflict: nothing was written either
-        self._fresh.standings = (
-            study,
-            list(zip(row["best_names"] or [], row["best_standings"] or [], strict=True)),
-            time.monotonic() + _FRESH_FOR_S,
-        )
+        fresh: dict[tuple[str, ...], Any] = {
+            ("standings", study): list(
+                zip(row["best_names"] or [], row["best_standings"] or [], strict=True)
+            ),
+            ("decision", study, run): row,
+        }
+        if int(row["n_points"]) == 0:
+            fresh["points", study, run] = points  # the run's first points: all it has
+        self._fresh.give(fresh)
         old_best = _nan_if_none(row["best_value"])
         best_value = old_best
         if batch_best is not None and (
@@ -369,7 +382,8 @@ class PostgresStore(SqliteStore):
             "%(last)s::int8", "%(value)s::float8", "%(kind)s::int8"
         )
         sql = f"""WITH r AS (
-            SELECT {cls._RUN_COLS} {cls._RUN_FROM}
+            SELECT {cls._RUN_COLS}, {cls._DECISION_COLS} {cls._RUN_FROM}
+            LEFT JOIN decisions d ON d.run_id = r.id
             WHERE r.study_id = %(study_id)s AND r.name = %(run)s FOR UPDATE OF r
         ), ok AS (
             SELECT run_id FROM r WHERE state = 'running' AND last_step < %(first)s::int8
@@ -421,11 +435,11 @@ class PostgresStore(SqliteStore):
         )
 
     def best_standings(self, study: str, n: int = 2) -> list[tuple[str, float]]:
-        """The standings this thread's append read right after its COMMIT, when this is the
-        call that follows it (the engine's incumbent for the report's decision); else read."""
-        fresh, self._fresh.standings = getattr(self._fresh, "standings", None), None
-        if fresh is not None and fresh[0] == study and n <= 2 and time.monotonic() < fresh[2]:
-            return fresh[1][:n]
+        """The standings this thread's append just read (the engine's incumbent for the
+        report's decision), else read."""
+        found, standings = self._fresh.take(("standings", study))
+        if found and n <= 2:
+            return list(standings[:n])
         return super().best_standings(study, n)
 
     def save_decision(self, study: str, run: str, decision: StoredDecision) -> None:
@@ -434,7 +448,7 @@ class PostgresStore(SqliteStore):
         the first), the latest decision replaced, the run's standing updated. The statement
         reads the history as it found it when it began: when another replica appended to
         it meanwhile (it waited for that one's lock), the index is taken, and it runs again."""
-        self._fresh.standings = None
+        self._fresh.clear()
         final = decision.forecast_final
         final = None if final is None or not math.isfinite(final) else float(final)
         probabilities = json.dumps(decision.probabilities, sort_keys=True)
@@ -497,7 +511,11 @@ class PostgresStore(SqliteStore):
         SELECT id FROM r"""
 
     def get_decision(self, study: str, run: str) -> StoredDecision | None:
-        """One statement (the run and its decision joined)."""
+        """The decision this thread's append just read with the run's row, else one
+        statement (the run and its decision joined)."""
+        found, row = self._fresh.take(("decision", study, run))
+        if found:
+            return None if row["at_step"] is None else self._decision(row)
         with self._read(snapshot=False) as cur:
             study_id, _ = self._study_key(cur, study)
             row = cur.execute(
@@ -510,8 +528,12 @@ class PostgresStore(SqliteStore):
         return None if row["at_step"] is None else self._decision(row)
 
     def _all_points(self, study: str, run: str) -> Points:
-        """One statement (one snapshot): the run's chunks and the points after them, each
-        column as one array."""
+        """The points of a run's first append on this thread, just written (all the run
+        has), else one statement (one snapshot): the run's chunks and the points after them,
+        each column as one array."""
+        found, points = self._fresh.take(("points", study, run))
+        if found:
+            return points
         with self._read(snapshot=False) as cur:
             study_id, _ = self._study_key(cur, study)
             raw: psycopg.Cursor[Any] = cur.raw
@@ -560,6 +582,28 @@ class PostgresStore(SqliteStore):
             FROM points p WHERE p.run_id = r.id AND p.step > r.packed_last_step
         ) t
         WHERE r.study_id = %s AND r.name = %s"""
+
+
+class _Handoff:
+    """What a report's append read in its own statement (the run's decision, the study's
+    best standings, a new run's points), handed to the reads of the same things that the
+    engine makes next on the same thread: each taken once, within _FRESH_FOR_S, and all
+    dropped by the next write of the thread."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def give(self, items: dict[tuple[str, ...], Any]) -> None:
+        self._local.items = (items, time.monotonic() + _FRESH_FOR_S)
+
+    def take(self, key: tuple[str, ...]) -> tuple[bool, Any]:
+        held = getattr(self._local, "items", None)
+        if held is None or key not in held[0] or time.monotonic() >= held[1]:
+            return False, None
+        return True, held[0].pop(key)
+
+    def clear(self) -> None:
+        self._local.items = None
 
 
 @dataclass(frozen=True)
