@@ -31,7 +31,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from forecaster.curves import Direction, LrSchedule, Points
 from forecaster.errors import StoreUnavailableError
 from forecaster.store import schema
-from forecaster.store.base import AppendResult, RunState, StoredDecision
+from forecaster.store.base import AppendResult, Run, RunSpec, RunState, StoredDecision
 from forecaster.store.schema import Dialect
 from forecaster.store.sqlite import (
     CHUNK_POINTS,
@@ -139,6 +139,8 @@ class PostgresStore(SqliteStore):
         self._identity = None
         self._lock = threading.Lock()
         self._fresh = _Handoff()
+        # (study, run) -> (version of its row, its spec decoded): get_run's cache.
+        self._specs: dict[tuple[str, str], tuple[str, RunSpec]] = {}
         # Every connection opened at start (a report never waits for one to connect) and in
         # autocommit: a read of one statement is one round trip, without BEGIN and COMMIT;
         # writes and reads of several statements open their own transactions. Reads have
@@ -509,6 +511,41 @@ class PostgresStore(SqliteStore):
             FROM r WHERE runs.id = r.id
         )
         SELECT id FROM r"""
+
+    def get_run(self, study: str, run: str) -> Run:
+        """One statement. A run's spec (its config may be large) is decoded once per version
+        of its row: the statement compares the row's version (xmin, the transaction that
+        wrote it) with the one this replica decoded, and sends config and schedule only when
+        they differ; every other column, always. Another replica's write is a new version."""
+        key = (study, run)
+        seen = self._specs.get(key)
+        with self._read(snapshot=False) as cur:
+            study_id, _ = self._study_key(cur, study)
+            row = cur.execute(
+                self._GET_RUN_SQL, (seen[0] if seen else "", study_id, run)
+            ).fetchone()
+            if row is None:
+                self._run_row(cur, study, run)  # NotFoundError, named
+        if row["config"] is None and seen is not None:
+            return self._run(row, seen[1])
+        found = self._run(row)
+        if len(self._specs) >= 100_000:  # bounded however many runs come and go
+            self._specs.clear()
+        self._specs[key] = (row["version"], found.spec)
+        return found
+
+    _GET_RUN_SQL = (
+        "WITH v AS (SELECT %s::text AS seen) SELECT "
+        + SqliteStore._RUN_COLS.replace(
+            "r.config, ", "CASE WHEN r.xmin::text = v.seen THEN NULL ELSE r.config END AS config, "
+        ).replace(
+            "r.lr_schedule, ",
+            "CASE WHEN r.xmin::text = v.seen THEN NULL ELSE r.lr_schedule END AS lr_schedule, ",
+        )
+        + ", r.xmin::text AS version "
+        + SqliteStore._RUN_FROM
+        + " CROSS JOIN v WHERE r.study_id = %s AND r.name = %s"
+    )
 
     def get_decision(self, study: str, run: str) -> StoredDecision | None:
         """The decision this thread's append just read with the run's row, else one

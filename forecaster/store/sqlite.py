@@ -526,21 +526,11 @@ class SqliteStore:
     _FOR_UPDATE = ""
 
     @staticmethod
-    def _run(row: Any) -> Run:
-        stored_schedule = row["lr_schedule"]
-        spec = RunSpec(
-            name=row["run_name"],
-            config=json.loads(row["config"]),
-            max_step=row["max_step"],
-            lr_schedule=(
-                None
-                if stored_schedule is None
-                else LrSchedule.from_dict(json.loads(stored_schedule))
-            ),
-        )
+    def _run(row: Any, spec: RunSpec | None = None) -> Run:
+        """The run a row of _RUN_COLS holds; spec: its spec when already decoded."""
         return Run(
             study=row["study_name"],
-            spec=spec,
+            spec=SqliteStore._run_spec(row) if spec is None else spec,
             state=RunState(row["state"]),
             created_at_s=row["created_at"],
             finished_at_s=row["finished_at"],
@@ -552,6 +542,20 @@ class SqliteStore:
                 None
                 if row["stop_requested_at"] is None
                 else StopRequest(row["stop_requested_at"], row["stop_note"])
+            ),
+        )
+
+    @staticmethod
+    def _run_spec(row: Any) -> RunSpec:
+        stored_schedule = row["lr_schedule"]
+        return RunSpec(
+            name=row["run_name"],
+            config=json.loads(row["config"]),
+            max_step=row["max_step"],
+            lr_schedule=(
+                None
+                if stored_schedule is None
+                else LrSchedule.from_dict(json.loads(stored_schedule))
             ),
         )
 
