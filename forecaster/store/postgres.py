@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -50,6 +50,7 @@ _MIGRATION_LOCK = 0x666F72656361  # "foreca"
 # How long what an append read stands for the reads of this thread that follow (the engine
 # asks at once; a call that failed between leaves nothing older than this).
 _FRESH_FOR_S = 0.5
+_PIPELINES = psycopg.Pipeline.is_supported()
 # A write that met a deadlock or a serialization failure is tried again this many times.
 _RETRIES = 3
 
@@ -96,6 +97,12 @@ class _QmarkCursor:
         if self._pipeline is not None:
             self._pipeline.sync()  # the count comes with the answer
         return self.raw.rowcount
+
+
+def _pipeline(conn: psycopg.Connection[Any]) -> AbstractContextManager[psycopg.Pipeline | None]:
+    """Pipeline mode on conn when this libpq has it (14 and later; psycopg[binary] brings
+    one), else nothing: each statement then waits for its answer."""
+    return conn.pipeline() if _PIPELINES else nullcontext(None)
 
 
 def _display(url: str) -> str:
@@ -200,7 +207,7 @@ class PostgresStore(SqliteStore):
         try:
             with (
                 self._pool.connection() as conn,
-                conn.pipeline() as pipeline,
+                _pipeline(conn) as pipeline,
                 conn.transaction(),
                 conn.cursor() as raw,
             ):
@@ -225,7 +232,7 @@ class PostgresStore(SqliteStore):
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 conn.read_only = True
                 try:
-                    with conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as raw:
+                    with _pipeline(conn) as pipeline, conn.transaction(), conn.cursor() as raw:
                         yield _QmarkCursor(raw, pipeline)
                 finally:
                     conn.isolation_level = None
@@ -263,22 +270,18 @@ class PostgresStore(SqliteStore):
     #
     # A report appends (then the engine asks for the incumbent) and often saves a decision;
     # SqliteStore's statements, each awaited, cost PostgreSQL a round trip apiece (the
-    # server's CPU and this process's, as much as the wait). Here each is one pipeline: every
-    # statement, the COMMIT included, goes in one flush, and the answers come back together.
+    # server's CPU and this process's, as much as the wait). Here each is one statement, its
+    # own transaction: data-modifying CTEs, guarded so that a case they do not cover writes
+    # nothing and takes SqliteStore's way (docs/benchmarks.md, the PostgreSQL pass).
 
-    def _pooled_write(
-        self, work: Callable[[psycopg.Connection[Any]], T], *, pipeline: bool = False
-    ) -> T:
-        """work(conn) on a pooled connection (in pipeline mode when asked), tried again on a
-        deadlock or a serialization failure; work makes its own transaction."""
+    def _pooled_write(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """work(conn) on a pooled connection, tried again on a deadlock or a serialization
+        failure; work's statement is its own transaction (autocommit)."""
         self.check()
         for attempt in range(_RETRIES + 1):
             try:
                 with self._pool.connection() as conn:
-                    if not pipeline:
-                        return work(conn)
-                    with conn.pipeline():
-                        return work(conn)
+                    return work(conn)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as e:
                 if attempt == _RETRIES:
                     raise self._wrap_error(e) from e

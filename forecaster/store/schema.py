@@ -42,7 +42,6 @@ STANDING = """CASE
 END"""
 
 
-
 _LATEST_FORECAST = "(SELECT d.forecast_final FROM decisions d WHERE d.run_id = runs.id)"
 
 
