@@ -14,6 +14,7 @@ server has it (on by default).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -44,6 +45,7 @@ from forecaster.store.sqlite import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("forecaster.store")
 
 # Any 64-bit number, the same in every replica: the key of the advisory lock of migrations.
 _MIGRATION_LOCK = 0x666F72656361  # "foreca"
@@ -310,7 +312,10 @@ class PostgresStore(SqliteStore):
             fast = self._pooled_write(lambda conn: self._append_new(conn, study, run, points))
             if fast is not None:
                 if fast.result.run.n_points - fast.packed_before >= CHUNK_POINTS:
-                    self._write(lambda cur: self._pack_now(cur, study, run))
+                    try:
+                        self._write(lambda cur: self._pack_now(cur, study, run))
+                    except StoreUnavailableError as e:  # the points are stored: acknowledge
+                        log.warning("packing points failed; the next append packs them: %s", e)
                 return fast.result
         return super().append_points(study, run, points, lr_schedule)
 
