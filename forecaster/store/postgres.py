@@ -1,14 +1,16 @@
 """PostgresStore: the store for several service replicas, on one PostgreSQL database.
 
 The SQL, the checks and the summary rows are SqliteStore's (store/sqlite.py); what is
-PostgreSQL's own is here: a pool of connections (psycopg-pool), a transaction per call on a
-connection of the pool, row locks instead of SQLite's one writer (the run a write changes is
-read FOR UPDATE, so two replicas appending to the same run take turns, and the second sees the
-first's points: an identical retry stores nothing, a conflicting one is refused), and
-migrations under an advisory lock, so replicas starting together migrate once. PostgreSQL
-commits concurrent transactions with one WAL flush by itself (group commit), so writes are
-not queued here. Durability: a method returns after COMMIT, with synchronous_commit as the
-server has it (on by default).
+PostgreSQL's own is here: pools of connections in autocommit (psycopg-pool; one for writes,
+one for reads), a transaction per call, row locks instead of SQLite's one writer (the run a
+write changes is read FOR UPDATE, so two replicas appending to the same run take turns, and
+the second sees the first's points: an identical retry stores nothing, a conflicting one is
+refused), and migrations under an advisory lock, so replicas starting together migrate once.
+The calls of a report (its append, its decision, GetDecision's read of the run, a new run's
+reads) are one statement each, one round trip (docs/benchmarks.md, "Service at scale on
+PostgreSQL"). PostgreSQL commits concurrent transactions with one WAL flush by itself (group
+commit), so writes are not queued here. Durability: a method returns after COMMIT, with
+synchronous_commit as the server has it (on by default).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ _MIGRATION_LOCK = 0x666F72656361  # "foreca"
 # How long what an append read stands for the reads of this thread that follow (the engine
 # asks at once; a call that failed between leaves nothing older than this).
 _FRESH_FOR_S = 0.5
+# libpq 14 and later pipeline statements (psycopg[binary] brings one).
 _PIPELINES = psycopg.Pipeline.is_supported()
 # A write that met a deadlock or a serialization failure is tried again this many times.
 _RETRIES = 3
