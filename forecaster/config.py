@@ -52,7 +52,7 @@ class Settings:
     allow_manual_stop: bool = False  # StopRun and the dashboard's stop button are allowed
     dashboard_refresh_s: float = 5.0  # how often an open dashboard page refreshes (0 = never)
     # issue 18: storage and scale
-    db_pool_size: int = 16  # PostgreSQL connections per process (reports and reads share it)
+    db_pool_size: int = 16  # PostgreSQL connections per process for writes, as many for reads
     store_check_s: float = 1.0  # how often health asks the store (a deleted SQLite file...)
     processes: int = 1  # server processes on one port (SO_REUSEPORT); > 1 needs PostgreSQL
 

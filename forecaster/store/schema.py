@@ -13,6 +13,7 @@ REAL is a 4-byte float.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Literal
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -39,6 +40,34 @@ STANDING = """CASE
     THEN CASE WHEN last_kind = 0 THEN last_value END
     ELSE (SELECT d.forecast_final FROM decisions d WHERE d.run_id = runs.id)
 END"""
+
+
+_LATEST_FORECAST = "(SELECT d.forecast_final FROM decisions d WHERE d.run_id = runs.id)"
+
+
+def standing_with_decision(forecast_final: str) -> str:
+    """STANDING with the latest decision's forecast final value given as an SQL expression
+    (a decision being saved, in the statement that saves it)."""
+    assert _LATEST_FORECAST in STANDING
+    return STANDING.replace(_LATEST_FORECAST, forecast_final)
+
+
+def standing_after_append(last_step: str, last_value: str, last_kind: str) -> str:
+    """STANDING as an UPDATE of a running run's row that appends points sets it, with the
+    new last step, value and kind given as SQL expressions (the SET sees the row before).
+    A run that is not at its budget after the append was not at it before either, so its
+    standing is still its latest decision's forecast: the value the row holds, which an
+    append leaves as it is (and a concurrent decision may just have written)."""
+    sql = standing_with_decision("runs.standing")
+    for column, expression in (
+        ("state", "'running'"),
+        ("last_step", last_step),
+        ("last_value", last_value),
+        ("last_kind", last_kind),
+    ):
+        sql = re.sub(rf"(?<![.\w]){column}\b", expression.replace("\\", r"\\"), sql)
+    return sql
+
 
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (

@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -96,6 +96,17 @@ def points_of_rows(rows: list[tuple[Any, ...]]) -> Points:
     if not rows:
         return Points.of([], [])
     steps, values, kinds, lr, wall_time_s = zip(*rows, strict=True)
+    return points_of_columns(steps, values, kinds, lr, wall_time_s)
+
+
+def points_of_columns(
+    steps: Sequence[int],
+    values: Sequence[float | None],
+    kinds: Sequence[int],
+    lr: Sequence[float | None],
+    wall_time_s: Sequence[float | None],
+) -> Points:
+    """Points from the columns of points rows (as points_of_rows decodes them), each a list."""
     kind = np.asarray(kinds, dtype=np.int8)
     value = np.asarray(values, dtype=np.float64)  # None (a non-finite kind) reads as NaN
     value[kind == ValueKind.NAN] = np.nan
@@ -515,21 +526,11 @@ class SqliteStore:
     _FOR_UPDATE = ""
 
     @staticmethod
-    def _run(row: Any) -> Run:
-        stored_schedule = row["lr_schedule"]
-        spec = RunSpec(
-            name=row["run_name"],
-            config=json.loads(row["config"]),
-            max_step=row["max_step"],
-            lr_schedule=(
-                None
-                if stored_schedule is None
-                else LrSchedule.from_dict(json.loads(stored_schedule))
-            ),
-        )
+    def _run(row: Any, spec: RunSpec | None = None) -> Run:
+        """The run a row of _RUN_COLS holds; spec: its spec when already decoded."""
         return Run(
             study=row["study_name"],
-            spec=spec,
+            spec=SqliteStore._run_spec(row) if spec is None else spec,
             state=RunState(row["state"]),
             created_at_s=row["created_at"],
             finished_at_s=row["finished_at"],
@@ -541,6 +542,20 @@ class SqliteStore:
                 None
                 if row["stop_requested_at"] is None
                 else StopRequest(row["stop_requested_at"], row["stop_note"])
+            ),
+        )
+
+    @staticmethod
+    def _run_spec(row: Any) -> RunSpec:
+        stored_schedule = row["lr_schedule"]
+        return RunSpec(
+            name=row["run_name"],
+            config=json.loads(row["config"]),
+            max_step=row["max_step"],
+            lr_schedule=(
+                None
+                if stored_schedule is None
+                else LrSchedule.from_dict(json.loads(stored_schedule))
             ),
         )
 

@@ -5,13 +5,14 @@ Store promises is checked in test_contract.py."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import psycopg
 import pytest
 
-from forecaster.curves import Direction
+from forecaster.curves import Direction, LrSchedule, Points, ScheduleKind
 from forecaster.errors import StoreUnavailableError
-from forecaster.store import StudySpec, open_store
+from forecaster.store import RunSpec, RunState, StoredDecision, StudySpec, open_store
 from forecaster.store.postgres import PostgresStore
 from forecaster.store.schema import LATEST_VERSION
 from tests.postgres import PostgresServer
@@ -70,3 +71,58 @@ def test_the_password_stays_out_of_messages(postgres_server: PostgresServer):
 def test_an_unreachable_server_is_a_clear_error():
     with pytest.raises(StoreUnavailableError, match="cannot connect to the PostgreSQL"):
         PostgresStore("postgresql://nobody@127.0.0.1:1/none", connect_timeout_s=1.0)
+
+
+def _two_replicas(server: PostgresServer) -> tuple[PostgresStore, PostgresStore]:
+    url = server.fresh_url()
+    one = PostgresStore(url, pool_size=2)
+    two = PostgresStore(url, pool_size=2)
+    one.create_study(StudySpec("s", "loss", Direction.MIN, max_step=100))
+    return one, two
+
+
+def test_a_run_read_again_shows_what_another_replica_wrote(postgres_server: PostgresServer):
+    one, two = _two_replicas(postgres_server)
+    try:
+        config = {f"k{i}": i for i in range(1000)}
+        one.start_run("s", RunSpec("r", config))
+        assert one.get_run("s", "r").spec.config == config  # decoded, kept by its version
+        assert one.get_run("s", "r").n_points == 0  # the same version: from what was kept
+        schedule = LrSchedule(ScheduleKind.COSINE, peak_lr=1e-3, warmup_steps=0, total_steps=100)
+        two.append_points("s", "r", Points.of([1, 2], [3.0, 2.5]), schedule)
+        seen = one.get_run("s", "r")
+        assert seen.n_points == 2 and seen.last_value == 2.5
+        assert seen.spec.lr_schedule == schedule and seen.spec.config == config
+        two.request_stop("s", "r", "enough")
+        assert one.get_run("s", "r").stop_request is not None
+        two.finish_run("s", "r", RunState.STOPPED)
+        assert one.get_run("s", "r").state is RunState.STOPPED
+    finally:
+        one.close()
+        two.close()
+
+
+def test_what_an_append_read_is_handed_on_once(postgres_server: PostgresServer):
+    """A report's append reads the run's decision and the study's best standings in its own
+    statement and hands them to the engine's next reads on the same thread, once: a read
+    after that asks the database, and sees another replica's writes."""
+    one, two = _two_replicas(postgres_server)
+    try:
+        for run in ("a", "b"):
+            one.start_run("s", RunSpec(run))
+        decision = StoredDecision(2, 2, 0, 0, "continue", "promising", "", {}, 0, "forecast", 2.0)
+        two.save_decision("s", "a", decision)
+        one.append_points("s", "a", Points.of([1, 2], [3.0, 2.5]))
+        assert one.get_points("s", "a").values.tolist() == [3.0, 2.5]
+        assert one.get_decision("s", "a") == decision
+        assert one.best_standings("s", 2) == [("a", 2.0)]
+        better = replace(decision, forecast_final=1.5)
+        two.save_decision("s", "b", better)
+        two.save_decision("s", "a", replace(decision, votes=1, forecast_final=1.8))
+        assert one.best_standings("s", 2) == [("b", 1.5), ("a", 1.8)]
+        assert one.get_decision("s", "a") == replace(decision, votes=1, forecast_final=1.8)
+        two.append_points("s", "a", Points.of([3], [2.4]))
+        assert len(one.get_points("s", "a")) == 3
+    finally:
+        one.close()
+        two.close()
