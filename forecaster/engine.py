@@ -478,12 +478,15 @@ class Engine:
         self.observer.cache_lookup(hit)
         if cached is None or not hit:
             return entry, self._evaluate(entry, stored, None)
+        if not self.store.shared_by_replicas:  # the decision as of the run's last report
+            return entry, cached
         context = self._context(entry, run)
         if context.incumbent == cached.incumbent:
             return entry, cached
-        # Same points, but the other runs moved the incumbent since (on this replica or on
-        # another one): decide again on the cached curve, counting votes from the stored
-        # record, so that every replica answers from the same state.
+        # Several replicas: same points, but the other runs moved the incumbent since this
+        # replica decided: decide again on the cached curve, counting votes from the stored
+        # record, so that every replica answers from the same state (one replica alone
+        # answers the decision of the run's last report, which costs no query).
         return entry, self._evaluate(entry, stored, cached.curve, context, from_store=True)
 
     def _context(self, entry: _StudyEntry, run: str) -> StudyContext:

@@ -36,11 +36,14 @@ def test_decisions_are_the_same_from_a_cold_engine(tmp_path, shipped_models):
     np.testing.assert_array_equal(live_fc.quantiles, cold_fc.quantiles)
 
 
-def test_two_engines_on_one_store_answer_alike_after_the_incumbent_moves(tmp_path, shipped_models):
+def test_two_replicas_answer_alike_after_the_incumbent_moves(postgres_server, shipped_models):
     """Two replicas that decided on the same points at different moments (another run
     reported better values in between) answer GetDecision alike: the newer incumbent."""
-    store = SqliteStore(tmp_path / "e.db")
-    early, late = Engine(store, models=shipped_models), Engine(store, models=shipped_models)
+    from forecaster.store.postgres import PostgresStore
+
+    url = postgres_server.fresh_url()
+    early = Engine(PostgresStore(url, pool_size=2), models=shipped_models)
+    late = Engine(PostgresStore(url, pool_size=2), models=shipped_models)
     early.create_study(StudySpec("s", "loss", Direction.MIN, max_step=1000))
     for name in ("r", "other"):
         early.start_run("s", RunSpec(name))

@@ -10,7 +10,7 @@ import enum
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from forecaster.curves import Curve, Direction, LrSchedule, Points
 from forecaster.errors import InvalidArgumentError
@@ -232,6 +232,10 @@ class Store(Protocol):
     tests/store/test_contract.py checks every backend against this contract; a new backend
     adds itself to its BACKENDS.
     """
+
+    # Whether other service processes (replicas) may write to the same store: then a cached
+    # decision is checked against the study's incumbent before it is answered (Engine).
+    shared_by_replicas: ClassVar[bool]
 
     def create_study(self, spec: StudySpec) -> tuple[Study, bool]:
         """Creates or returns the identical study (created flag); else AlreadyExistsError."""

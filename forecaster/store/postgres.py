@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import psycopg
@@ -133,6 +133,8 @@ class PostgresStore(SqliteStore):
     Example:
         >>> store = PostgresStore("postgresql://forecaster@db:5432/forecaster")
     """
+
+    shared_by_replicas: ClassVar[bool] = True
 
     dialect: Dialect = "postgresql"
     _FOR_UPDATE = " FOR UPDATE OF r"

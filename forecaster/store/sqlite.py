@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -151,6 +151,8 @@ class SqliteStore:
         >>> store = SqliteStore("runs.db")
         >>> study, created = store.create_study(StudySpec("sweep", "val_loss", Direction.MIN))
     """
+
+    shared_by_replicas: ClassVar[bool] = False  # one service per file (a lock file)
 
     dialect: Dialect = "sqlite"
 
