@@ -101,6 +101,15 @@ def _schedule_key(run: LoggedRun) -> tuple:
             round(float(c.get("lr") or 0.0), 8))  # fmt: skip
 
 
+def _distinct_schedules(runs: list[LoggedRun]) -> list[tuple]:
+    """The runs' distinct schedules, in the runs' order (shortest first when they are)."""
+    keys: list[tuple] = []
+    for r in runs:
+        if _schedule_key(r) not in keys:
+            keys.append(_schedule_key(r))
+    return keys
+
+
 def _pow3(fit_runs: list[tuple[np.ndarray, np.ndarray]]):
     """L = a + b * step^-c on the fitted runs' points pooled: a schedule-blind law."""
     from scipy.optimize import least_squares
@@ -127,10 +136,7 @@ def transfer(corpus: str) -> tuple[list[list[object]], dict[str, dict[str, list[
         ids = table.filter(table["task"] == task)["run_id"].to_list()
         runs = [r for r in source.load(ids) if len(r.steps) and r.lr is not None]
         runs.sort(key=lambda r: (r.final_step, r.run_id))
-        keys: list[tuple] = []
-        for r in runs:
-            if _schedule_key(r) not in keys:
-                keys.append(_schedule_key(r))
+        keys = _distinct_schedules(runs)
         chosen = set(keys[:3])
         fitted = [r for r in runs if _schedule_key(r) in chosen]
         others = [r for r in runs if _schedule_key(r) not in chosen]
@@ -243,10 +249,7 @@ def paper_split(corpus: str) -> tuple[list[list[object]], dict[str, list[float]]
         for r in runs:
             by_peak[round(float(r.config.get("lr") or 0.0), 8)].append(r)
         for peak, group in sorted(by_peak.items()):
-            keys: list[tuple] = []
-            for r in group:
-                if _schedule_key(r) not in keys:
-                    keys.append(_schedule_key(r))
+            keys = _distinct_schedules(group)
             chosen = set(keys[:3])
             fitted = [r for r in group if _schedule_key(r) in chosen]
             longest = max(r.final_step for r in fitted)
