@@ -220,6 +220,10 @@ def test_every_process_serves_the_dashboard_and_the_summed_metrics(postgres_serv
             for p in (port, http_port, metrics_port):
                 assert _listeners(pid, p), f"process {pid} does not serve port {p}"
         address = f"127.0.0.1:{port}"
+        # A process listens before it serves (UNAVAILABLE while it starts): wait until fresh
+        # connections, spread over both by the kernel, are all answered.
+        while _answers(address, 8) < 8 and time.monotonic() < deadline:
+            time.sleep(0.2)
         with grpc.insecure_channel(address) as ch:
             stub = pb_grpc.CurveServiceStub(ch)
             stub.CreateStudy(pb.CreateStudyRequest(study=study_spec("m", max_step=5000)))
