@@ -54,3 +54,38 @@ def corpus_found(corpus: str) -> bool:
         return True
     print(f"corpus {corpus} not found; pass --corpus", file=sys.stderr)
     return False
+
+
+_LOSO_SIZES = {"max_runs_per_task": "runs-per-task", "synthetic_tasks": "synthetic-tasks",
+               "pretrain_epochs": "pretrain-epochs", "finetune_epochs": "finetune-epochs",
+               "gbm_rounds": "gbm-rounds"}  # fmt: skip
+
+
+def add_loso_arguments(parser: argparse.ArgumentParser) -> None:
+    """--loso-* flags for the sizes of the leave-one-source-out banks, and --cache."""
+    from forecaster.evaluation.loso import LosoTraining
+
+    parser.add_argument("--cache", default=None, help="LOSO bank cache (default: the user cache)")
+    defaults = LosoTraining()
+    for field, flag in _LOSO_SIZES.items():
+        parser.add_argument(f"--loso-{flag}", type=int, default=getattr(defaults, field))
+
+
+def loso_training(args: argparse.Namespace) -> tuple[object, Path]:
+    """The LosoTraining the --loso-* flags ask for, and the bank cache folder."""
+    from forecaster.evaluation.loso import LosoTraining, default_cache
+
+    training = LosoTraining(
+        **{
+            field: getattr(args, f"loso_{flag.replace('-', '_')}")
+            for field, flag in _LOSO_SIZES.items()
+        }
+    )
+    return training, Path(args.cache) if args.cache else default_cache()
+
+
+def loso_flags(training: object) -> str:
+    """The --loso-* flags that give training, for the command line a section quotes."""
+    return " ".join(
+        f"--loso-{flag} {getattr(training, field)}" for field, flag in _LOSO_SIZES.items()
+    )

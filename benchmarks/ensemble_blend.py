@@ -34,11 +34,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import corpus_found, corpus_parser, markdown_table, write_section  # noqa: E402
+from _report import (  # noqa: E402
+    add_loso_arguments,
+    corpus_found,
+    corpus_parser,
+    loso_flags,
+    loso_training,
+    markdown_table,
+    write_section,
+)
 
 from forecaster import models  # noqa: E402
 from forecaster.evaluation import accuracy  # noqa: E402
-from forecaster.evaluation.loso import LosoTraining, bank_for, default_cache  # noqa: E402
+from forecaster.evaluation.loso import bank_for  # noqa: E402
 from forecaster.evaluation.pool import run_jobs  # noqa: E402
 from forecaster.models import StudyHistory, calibration  # noqa: E402
 from forecaster.models import ensemble as ensemble_module  # noqa: E402
@@ -141,20 +149,11 @@ def choose(rows: list[dict], keep: list[str]) -> float:
 def main() -> int:
     parser = corpus_parser(__doc__)
     parser.set_defaults(max_runs_per_task=8)
-    parser.add_argument("--cache", default=None, help="LOSO bank cache (default: the user cache)")
-    loso = LosoTraining()
-    sizes = {"max_runs_per_task": "runs-per-task", "synthetic_tasks": "synthetic-tasks",
-             "pretrain_epochs": "pretrain-epochs", "finetune_epochs": "finetune-epochs",
-             "gbm_rounds": "gbm-rounds"}  # fmt: skip
-    for field, flag in sizes.items():
-        parser.add_argument(f"--loso-{flag}", type=int, default=getattr(loso, field))
+    add_loso_arguments(parser)
     args = parser.parse_args()
     if not corpus_found(args.corpus):
         return 2
-    cache = Path(args.cache) if args.cache else default_cache()
-    training = LosoTraining(
-        **{field: getattr(args, f"loso_{flag.replace('-', '_')}") for field, flag in sizes.items()}
-    )
+    training, cache = loso_training(args)
     started = time.time()
     everything = bank_for(args.corpus, [], training, cache, workers=args.workers)
     trained_on = frozenset(
@@ -212,7 +211,7 @@ def main() -> int:
         [
             "## Ensemble: the out-of-source blend with the power law (issue 16)",
             f"`python benchmarks/ensemble_blend.py --max-runs-per-task {args.max_runs_per_task} "
-            + " ".join(f"--loso-{flag} {getattr(training, field)}" for field, flag in sizes.items())
+            + loso_flags(training)
             + f"` ({len(rows)} cut runs, {time.time() - started:.0f} s; the banks of "
             "benchmarks/generalization.py, from its cache).",
             "Each source is forecast by the bank trained without it, on the runs of "

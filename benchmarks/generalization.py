@@ -39,13 +39,21 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import corpus_found, corpus_parser, markdown_table, write_section  # noqa: E402
+from _report import (  # noqa: E402
+    add_loso_arguments,
+    corpus_found,
+    corpus_parser,
+    loso_flags,
+    loso_training,
+    markdown_table,
+    write_section,
+)
 
 from forecaster import models  # noqa: E402
 from forecaster.corpus.reader import sources  # noqa: E402
 from forecaster.curves import Curve  # noqa: E402
 from forecaster.evaluation.accuracy import Score, _plausible_range, score_corpus  # noqa: E402
-from forecaster.evaluation.loso import LosoTraining, bank_for, score_loso  # noqa: E402
+from forecaster.evaluation.loso import bank_for, score_loso  # noqa: E402
 from forecaster.models.artifacts import ModelBank  # noqa: E402
 
 PARAMETRIC = ["pow3", "power_law", "annealing_law", "multi_power_law"]
@@ -259,26 +267,11 @@ def main() -> int:
     parser.add_argument(
         "--nni-per-source", type=int, default=8, help="NNI forecasts per source and cutoff"
     )
-    parser.add_argument("--cache", default=None, help="LOSO bank cache (default: the user cache)")
-    loso = LosoTraining()
-    sizes = {
-        "max_runs_per_task": "runs-per-task",
-        "synthetic_tasks": "synthetic-tasks",
-        "pretrain_epochs": "pretrain-epochs",
-        "finetune_epochs": "finetune-epochs",
-        "gbm_rounds": "gbm-rounds",
-    }
-    for field, flag in sizes.items():
-        parser.add_argument(f"--loso-{flag}", type=int, default=getattr(loso, field))
+    add_loso_arguments(parser)
     args = parser.parse_args()
     if not corpus_found(args.corpus):
         return 2
-    from forecaster.evaluation.loso import default_cache
-
-    cache = Path(args.cache) if args.cache else default_cache()
-    training = LosoTraining(
-        **{field: getattr(args, f"loso_{flag.replace('-', '_')}") for field, flag in sizes.items()}
-    )
+    training, cache = loso_training(args)
     started = time.time()
     everything = bank_for(args.corpus, [], training, cache, workers=args.workers)
     trained_on = json.loads((everything / "ensemble" / "meta.json").read_text())["training_tasks"]
@@ -316,7 +309,7 @@ def main() -> int:
             "## Generalization: in-distribution and leave-one-source-out, side by side",
             f"`python benchmarks/generalization.py --max-runs-per-task {args.max_runs_per_task} "
             f"--nni-per-source {args.nni_per_source} "
-            + " ".join(f"--loso-{flag} {getattr(training, field)}" for field, flag in sizes.items())
+            + loso_flags(training)
             + f"` on {platform.machine()} "
             f"({os.cpu_count()} cores, shared): {len(ind_scores) + len(loso_scores)} forecasts "
             f"and {len(banks) + 1} banks in {scored:.0f} s (banks trained now or reused from "
