@@ -43,6 +43,7 @@ from forecaster.store.sqlite import (
     _nan_if_none,
     _none_if_nan,
     encode_value,
+    points_of_chunks,
     points_of_columns,
 )
 
@@ -601,17 +602,8 @@ class PostgresStore(SqliteStore):
         )
         if row["chunk_steps"] is None:
             return tail
-        columns = [
-            [np.frombuffer(c, dtype=dtype) for c in row[name]] + [getattr(tail, attr)]
-            for name, attr, dtype in (
-                ("chunk_steps", "steps", "<i8"),
-                ("chunk_vals", "values", "<f8"),
-                ("chunk_lr", "lr", "<f8"),
-                ("chunk_wall_time_s", "wall_time_s", "<f8"),
-            )
-        ]
-        steps, values, lr, wall_time_s = (np.concatenate(c) for c in columns)
-        return Points(steps.astype(np.int64), values.astype(np.float64), lr, wall_time_s)
+        columns = ("chunk_steps", "chunk_vals", "chunk_lr", "chunk_wall_time_s")
+        return points_of_chunks([row[name] for name in columns], tail)
 
     _ALL_POINTS_SQL = """SELECT
             (SELECT array_agg(c.steps ORDER BY c.first_step) FROM point_chunks c

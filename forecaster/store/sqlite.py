@@ -99,6 +99,20 @@ def points_of_rows(rows: list[tuple[Any, ...]]) -> Points:
     return points_of_columns(steps, values, kinds, lr, wall_time_s)
 
 
+_CHUNK_COLUMNS = (("steps", "<i8"), ("values", "<f8"), ("lr", "<f8"), ("wall_time_s", "<f8"))
+
+
+def points_of_chunks(blobs: list[list[Any]], tail: Points) -> Points:
+    """A run's points from its packed chunks (the blobs of steps, values, lr and wall time,
+    chunk by chunk) followed by its unpacked rows (tail): both stores pack alike."""
+    steps, values, lr, wall_time_s = (
+        np.concatenate([np.frombuffer(bytes(b), dtype=dtype) for b in column]
+                       + [getattr(tail, attr)])
+        for column, (attr, dtype) in zip(blobs, _CHUNK_COLUMNS, strict=True)
+    )  # fmt: skip
+    return Points(steps.astype(np.int64), values.astype(np.float64), lr, wall_time_s)
+
+
 def points_of_columns(
     steps: Sequence[int],
     values: Sequence[float | None],
@@ -990,17 +1004,8 @@ class SqliteStore:
             tail = points_of_rows(self._point_rows(cur, run_id, packed_last_step))
         if not chunks:
             return tail
-        columns = [
-            [np.frombuffer(bytes(c[name]), dtype=dtype) for c in chunks] + [getattr(tail, attr)]
-            for name, attr, dtype in (
-                ("steps", "steps", "<i8"),
-                ("vals", "values", "<f8"),
-                ("lr", "lr", "<f8"),
-                ("wall_time_s", "wall_time_s", "<f8"),
-            )
-        ]
-        steps, values, lr, wall_time_s = (np.concatenate(c) for c in columns)
-        return Points(steps.astype(np.int64), values.astype(np.float64), lr, wall_time_s)
+        columns = ("steps", "vals", "lr", "wall_time_s")
+        return points_of_chunks([[c[name] for c in chunks] for name in columns], tail)
 
     @staticmethod
     def _chunk_rows(cur: Cursor, run_id: int) -> list[Any]:
