@@ -33,6 +33,7 @@ from forecaster.models.fitting import (
     GridFit,
     _inverse,
     _solve,
+    broken_rows,
 )
 from forecaster.models.power_law import (
     _MIN_FIT_POINTS,
@@ -40,6 +41,7 @@ from forecaster.models.power_law import (
     FAMILIES,
     PowerLawForecaster,
     _holdout_size,
+    _Member,
 )
 from forecaster.models.prediction import Prediction
 
@@ -62,7 +64,7 @@ def solve_rows(
     rows, n, p = X.shape
     m = rows // len(ys)
     Y = np.repeat(ys, m, axis=0)
-    broken = ~np.isfinite(X).all(axis=(1, 2)) | (np.abs(X).max(axis=(1, 2), initial=0) > 1e12)
+    broken = broken_rows(X)
     if broken.any():
         X = np.where(broken[:, None, None], 0.0, X)
     base_w = np.ones(n)
@@ -160,25 +162,34 @@ def _prepare(forecaster: PowerLawForecaster, curve: Curve) -> _Prepared | None:
     return _Prepared(x, np.asarray(finite.values[idx], dtype=np.float64))
 
 
-def _requests(forecaster: PowerLawForecaster, n: int) -> list[tuple[str, int]]:
-    """(family, fitted length) of every fit forecaster.fit makes of an n-point curve: the
-    members' fits when it weighs them equally, else every family on the points before the
-    hold-out and on all of them (a superset of the members it keeps)."""
+def _weighing_requests(forecaster: PowerLawForecaster, n: int) -> list[tuple[str, int]]:
+    """(family, fitted length) of the fits forecaster.fit weighs its members on for an n-point
+    curve: the chosen families on all points when it weighs them equally (their samplers read
+    the same fits), else every family on the points before the hold-out."""
     names = list(forecaster.families) + (["last_value"] if forecaster.include_last_value else [])
-    if n < _MIN_HOLDOUT_POINTS or len(names) == 1:
+    if not _holds_out(forecaster, n):
         chosen = names[: forecaster.top_k] if len(names) > 1 else names
         return [(name, n) for name in chosen if name in FAMILIES]
     n_fit = n - _holdout_size(n)
-    return [(name, length) for name in forecaster.families for length in (n_fit, n)]
+    return [(name, n_fit) for name in forecaster.families]
+
+
+def _holds_out(forecaster: PowerLawForecaster, n: int) -> bool:
+    """Whether fit weighs an n-point curve's members on a hold-out (else equally)."""
+    n_names = len(forecaster.families) + int(forecaster.include_last_value)
+    return n >= _MIN_HOLDOUT_POINTS and n_names > 1
 
 
 @dataclass(frozen=True)
 class _Prefitted(PowerLawForecaster):
-    """PowerLawForecaster answering its family fits from a batch (when made on the same
-    points; fitted on the spot otherwise)."""
+    """PowerLawForecaster answering its family fits (and its members' weighing) from a batch
+    when made on the same points; fitted on the spot otherwise."""
 
     fits: dict[tuple[str, int], tuple[FloatArray, FloatArray, GridFit]] = field(
         default_factory=dict, compare=False, repr=False
+    )
+    weighed: tuple[FloatArray, FloatArray, list[_Member]] | None = field(
+        default=None, compare=False, repr=False
     )
 
     def _family_fit(self, name: str, x: FloatArray, y: FloatArray, w: FloatArray) -> GridFit:
@@ -187,17 +198,59 @@ class _Prefitted(PowerLawForecaster):
             return kept[2]
         return super()._family_fit(name, x, y, w)
 
+    def _weigh_members(self, x: FloatArray, y: FloatArray, w: FloatArray) -> list[_Member]:
+        kept = self.weighed
+        if kept is not None and np.array_equal(kept[0], x) and np.array_equal(kept[1], y):
+            return kept[2]
+        return super()._weigh_members(x, y, w)
+
 
 def fit_many(forecaster: PowerLawForecaster, curves: Sequence[Curve]) -> list[Prediction]:
-    """forecaster.fit(curve) for every curve, its family fits solved in batches."""
+    """forecaster.fit(curve) for every curve, its family fits solved in batches: first the
+    fits its members are weighed on, then, on all the points, only the members each curve
+    keeps (top_k of the families: the others' full fits would be read by nobody)."""
     prepared = [_prepare(forecaster, c) for c in curves]
-    # (family, length) -> the curves that ask for that fit
-    wanted: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for i, prep in enumerate(prepared):
-        if prep is not None:
-            for request in _requests(forecaster, len(prep.y)):
-                wanted[request].append(i)
     fits: list[dict[tuple[str, int], tuple[FloatArray, FloatArray, GridFit]]] = [{} for _ in curves]
+    _solve_requests(
+        prepared,
+        fits,
+        {i: _weighing_requests(forecaster, len(p.y)) for i, p in enumerate(prepared) if p},
+    )
+    settings: dict[str, Any] = {f.name: getattr(forecaster, f.name) for f in fields(forecaster)}
+    settings.pop("fits", None)
+    settings.pop("weighed", None)
+    weighed: dict[int, tuple[FloatArray, FloatArray, list[_Member]]] = {}
+    for i, prep in enumerate(prepared):
+        if prep is not None and _holds_out(forecaster, len(prep.y)):
+            members = _Prefitted(**settings, fits=fits[i])._weigh_members(
+                prep.x, prep.y, np.ones(len(prep.y))
+            )
+            weighed[i] = (prep.x, prep.y, members)
+    _solve_requests(
+        prepared,
+        fits,
+        {
+            i: [(m.name, len(prepared[i].y)) for m in kept[2] if m.name in FAMILIES]  # type: ignore[union-attr]
+            for i, kept in weighed.items()
+        },
+    )
+    return [
+        _Prefitted(**settings, fits=fits[i], weighed=weighed.get(i)).fit(c)
+        for i, c in enumerate(curves)
+    ]
+
+
+def _solve_requests(
+    prepared: Sequence[_Prepared | None],
+    fits: list[dict[tuple[str, int], tuple[FloatArray, FloatArray, GridFit]]],
+    requests: dict[int, list[tuple[str, int]]],
+) -> None:
+    """Solves each curve's requested (family, fitted length) fits, one batch per request
+    shared by the curves that make it, into fits."""
+    wanted: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for i, asked in requests.items():
+        for request in asked:
+            wanted[request].append(i)
     for (name, length), members in wanted.items():
         family = FAMILIES[name]
         m = len(family.theta)
@@ -208,9 +261,6 @@ def fit_many(forecaster: PowerLawForecaster, curves: Sequence[Curve]) -> list[Pr
             ys = np.stack([prepared[i].y[:length] for i in chunk])  # type: ignore[union-attr]
             for j, grid_fit in enumerate(_fit_family(name, xs, ys)):
                 fits[chunk[j]][(name, length)] = (xs[j], ys[j], grid_fit)
-    settings: dict[str, Any] = {f.name: getattr(forecaster, f.name) for f in fields(forecaster)}
-    settings.pop("fits", None)
-    return [_Prefitted(**settings, fits=fits[i]).fit(c) for i, c in enumerate(curves)]
 
 
 def _fit_family(name: str, xs: FloatArray, ys: FloatArray) -> list[GridFit]:

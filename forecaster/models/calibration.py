@@ -47,7 +47,7 @@ import numpy.typing as npt
 from forecaster.curves import Curve, FloatArray
 from forecaster.models import artifacts, features
 from forecaster.models.learned import quantile_function
-from forecaster.models.prediction import Prediction, within_bounds
+from forecaster.models.prediction import Prediction, sample_quantiles, within_bounds
 
 if TYPE_CHECKING:
     from forecaster.models.artifacts import ModelBank
@@ -285,8 +285,12 @@ def calibrated(prediction: Prediction, curve: Curve, calibration: Calibration | 
         if not finite.any():
             return raw
         with np.errstate(all="ignore"):
-            kept = np.where(np.isfinite(raw), raw, np.nan)
-            q05, median, q95 = np.nanquantile(kept[:, finite], (0.05, 0.5, 0.95), axis=0)
+            kept = raw[:, finite]
+            if np.isfinite(kept).all():  # the usual case: one sort (nanquantile's own result)
+                q05, median, q95 = sample_quantiles(kept, (0.05, 0.5, 0.95)).T
+            else:
+                kept = np.where(np.isfinite(kept), kept, np.nan)
+                q05, median, q95 = np.nanquantile(kept, (0.05, 0.5, 0.95), axis=0)
         progress = progress_of(last, np.asarray(steps, dtype=np.float64)[finite])
         unit = scale * unit_multiplier((q95 - q05) / scale, progress)
         rq = table.quantiles(progress, n_points)  # (n_finite_steps, L)

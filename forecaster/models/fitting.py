@@ -102,8 +102,7 @@ def solve_grid(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         X = np.asarray(basis(theta, x), dtype=np.float64)  # (m, n, p)
     m, n, p = X.shape
-    # A shape that overflows on these points is not a candidate.
-    broken = ~np.isfinite(X).all(axis=(1, 2)) | (np.abs(X).max(axis=(1, 2), initial=0) > 1e12)
+    broken = broken_rows(X)
     if broken.any():
         X = np.where(broken[:, None, None], 0.0, X)
     base_w = np.ones(n) if point_weights is None else point_weights
@@ -140,6 +139,14 @@ def solve_grid(
     if not np.isfinite(log_weight).any():
         log_weight = np.zeros(m)
     return GridFit(theta, coef, cov, sigma2, log_weight, n)
+
+
+def broken_rows(X: FloatArray) -> npt.NDArray[np.bool_]:
+    """(m,) the grid points whose design overflows on these points (a NaN, an infinity or a
+    value beyond 1e12): not candidates. One pass: NaN propagates through the max, and
+    neither NaN nor infinity is <= 1e12."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(~(np.abs(X).max(axis=(1, 2), initial=0) <= 1e12))
 
 
 def _weighted_solve(

@@ -172,9 +172,18 @@ def _drift(residuals: FloatArray) -> float:
     the noise over sqrt(n), not the noise."""
     if not np.isfinite(residuals).all():
         return math.inf
-    centre = float(np.median(residuals))
-    scatter = 1.4826 * float(np.median(np.abs(residuals - centre)))
+    centre = _median(residuals)
+    scatter = 1.4826 * _median(np.abs(residuals - centre))
     return max(abs(centre), scatter / math.sqrt(len(residuals)))
+
+
+def _median(values: FloatArray) -> float:
+    """np.median of a short, finite 1-d array, to the bit (the middle value, or the two
+    middle ones' mean as (a + b) / 2), without its general machinery: the ensemble asks
+    for two a family, eleven families a curve."""
+    ordered = np.sort(values)
+    mid = len(ordered) // 2
+    return float(ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2)
 
 
 @dataclass(frozen=True)
