@@ -74,17 +74,28 @@ def _single_thread() -> None:
 def single_threaded() -> Iterator[None]:
     """One thread per process for the numeric libraries while jobs run here: a batch is
     parallel across processes, and on a busy machine torch's and BLAS's thread pools make a
-    fit several times slower (measured: the ensemble 4.5x on 2 shared cores)."""
+    fit several times slower (measured: the ensemble 4.5x on 2 shared cores). The worker
+    processes' variables are set too, for a library first imported inside (torch, when the
+    learned models load lazily in the first job: it reads OMP_NUM_THREADS once, at import,
+    and keeps one thread after the block; without them it ran the GRU on two threads, 9x
+    slower on a shared 2-core machine)."""
     from threadpoolctl import threadpool_limits
 
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else 0
+    saved = {name: os.environ.get(name) for name in _SINGLE_THREAD}
+    os.environ.update(_SINGLE_THREAD)
     try:
         with threadpool_limits(1):
             if torch is not None:
                 torch.set_num_threads(1)
             yield
     finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         if torch is not None:
             torch.set_num_threads(threads)
 

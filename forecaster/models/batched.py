@@ -8,7 +8,7 @@ numbers, so one curve at a time its cost is Python's, not arithmetic. `solve_row
 own y, and the closed forms run once for the whole batch. `fit_many` prepares each curve as
 `PowerLawForecaster.fit` does, solves every family fit that forecast will ask for in one
 batch per fitted length, and then runs the single-curve `fit` with those fits handed in
-through its `_family_fit` seam; the weights, the sampling and the Prediction are the
+through its `_family_fits` seam; the weights, the sampling and the Prediction are the
 single-curve code's. A fit the batch did not make (or made on other points) is fitted on the
 spot, so a change to the single-curve preparation makes the batch slower, never different.
 tests/models/test_batched.py holds the two paths to the same forecasts on corpus curves.
@@ -192,11 +192,16 @@ class _Prefitted(PowerLawForecaster):
         default=None, compare=False, repr=False
     )
 
-    def _family_fit(self, name: str, x: FloatArray, y: FloatArray, w: FloatArray) -> GridFit:
-        kept = self.fits.get((name, len(x)))
-        if kept is not None and np.array_equal(kept[0], x) and np.array_equal(kept[1], y):
-            return kept[2]
-        return super()._family_fit(name, x, y, w)
+    def _family_fits(
+        self, names: Sequence[str], x: FloatArray, y: FloatArray, w: FloatArray
+    ) -> dict[str, GridFit]:
+        out: dict[str, GridFit] = {}
+        for name in names:
+            kept = self.fits.get((name, len(x)))
+            if kept is not None and np.array_equal(kept[0], x) and np.array_equal(kept[1], y):
+                out[name] = kept[2]
+        missing = [name for name in names if name not in out]
+        return {**out, **super()._family_fits(missing, x, y, w)} if missing else out
 
     def _weigh_members(self, x: FloatArray, y: FloatArray, w: FloatArray) -> list[_Member]:
         kept = self.weighed

@@ -32,7 +32,7 @@ with log(step / last step) in proportion to that out-of-sample error.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -42,7 +42,7 @@ from forecaster.curves import Curve, FloatArray, thin_indices
 from forecaster.errors import InvalidArgumentError
 from forecaster.models.base import StudyHistory
 from forecaster.models.baselines import diverged_note, unfit_prediction
-from forecaster.models.fitting import GridFit, solve_grid
+from forecaster.models.fitting import GridFit, solve_grid, solve_grids
 from forecaster.models.prediction import Prediction
 
 Shape = Callable[[FloatArray, FloatArray], FloatArray]  # (theta (m, d), x (n,)) -> (m, n)
@@ -254,10 +254,12 @@ class PowerLawForecaster:
         members = self._weigh_members(x, y, weights_pts)
         rng = np.random.default_rng(self.seed)
         counts = rng.multinomial(self.n_samples, [m.weight for m in members])
+        sampled = [m.name for m, k in zip(members, counts, strict=True) if k and m.name in FAMILIES]
+        full = self._family_fits(sampled, x, y, weights_pts)
         parts: list[Callable[[FloatArray], FloatArray]] = []
         for member, k in zip(members, counts, strict=True):
             if k:
-                parts.append(self._member_sampler(member, k, x, y, weights_pts, rng))
+                parts.append(self._member_sampler(member, k, x, y, full.get(member.name), rng))
         notes = self._notes(members)
 
         def sampler(steps: FloatArray) -> FloatArray:
@@ -275,10 +277,25 @@ class PowerLawForecaster:
             notes=notes,
         )
 
-    def _family_fit(self, name: str, x: FloatArray, y: FloatArray, w: FloatArray) -> GridFit:
-        """One family fitted on (x, y): the seam where models/batched.py hands in the fits it
-        made for many curves at once."""
-        return FAMILIES[name].fit(x, y, w)
+    def _family_fits(
+        self, names: Sequence[str], x: FloatArray, y: FloatArray, w: FloatArray
+    ) -> dict[str, GridFit]:
+        """The families named, each fitted on (x, y): those of one form (the same bounded
+        coefficients) solved together (`fitting.solve_grids`: the same numbers as one by one).
+        The seam where models/batched.py hands in the fits it made for many curves at once."""
+        forms: dict[tuple[bool, ...], list[str]] = {}
+        for name in names:
+            forms.setdefault(FAMILIES[name].nonneg, []).append(name)
+        out: dict[str, GridFit] = {}
+        for nonneg, group in forms.items():
+            designs = []
+            for name in group:
+                family = FAMILIES[name]
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    designs.append((family.theta, family.basis(family.theta, x)))
+            fitted = solve_grids(designs, y, nonneg=nonneg, point_weights=w)
+            out.update(zip(group, fitted, strict=True))
+        return out
 
     def _short(self, curve: Curve) -> Prediction:
         """Too few points for the families' fits: the short-curve law answers (and says so)."""
@@ -305,9 +322,10 @@ class PowerLawForecaster:
         errors: dict[str, float] = {}
         drift: dict[str, float] = {}
         noise: list[float] = []
+        fits = self._family_fits(self.families, fit_x, fit_y, w[:-n_hold])
         for name in self.families:
             family = FAMILIES[name]
-            grid_fit = self._family_fit(name, fit_x, fit_y, w[:-n_hold])
+            grid_fit = fits[name]
             pred = family.mean_at(grid_fit, hold_x)
             err = float(np.sqrt(np.mean((pred - hold_y) ** 2)))
             errors[name] = err if np.isfinite(err) else math.inf
@@ -336,9 +354,11 @@ class PowerLawForecaster:
         k: int,
         x: FloatArray,
         y: FloatArray,
-        w: FloatArray,
+        grid_fit: GridFit | None,
         rng: np.random.Generator,
     ) -> Callable[[FloatArray], FloatArray]:
+        """k draws of member's forecast; grid_fit: its family's fit on all the points (None
+        for the last value)."""
         n = len(y)
         n_hold = _holdout_size(n)
         split_x = x[-n_hold - 1] if n > n_hold + 1 else x[0]
@@ -359,7 +379,7 @@ class PowerLawForecaster:
 
             return constant
         family = FAMILIES[member.name]
-        grid_fit = self._family_fit(member.name, x, y, w)
+        assert grid_fit is not None, member.name
         pick, coef, noise_sd = grid_fit.sample(rng, k)
         theta = grid_fit.theta[pick]
         z = rng.standard_normal(k) * noise_sd
