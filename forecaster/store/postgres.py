@@ -592,8 +592,7 @@ class PostgresStore(SqliteStore):
                 "CASE WHEN r.xmin::text = v.seen THEN NULL ELSE r.config END AS config, ",
             ).replace(
                 "r.lr_schedule, ",
-                "CASE WHEN r.xmin::text = v.seen THEN NULL ELSE r.lr_schedule END "
-                "AS lr_schedule, ",
+                "CASE WHEN r.xmin::text = v.seen THEN NULL ELSE r.lr_schedule END AS lr_schedule, ",
             )
             + ", r.xmin::text AS version"
             + best
