@@ -977,25 +977,33 @@ def compared_section(
         for code in codes:
             mine = [r for lb, m, c, r in runs if (lb, m, c) == (label, mode, code)]
             if not mine:
-                row += ["-", "-", "-"]
+                row += ["-", "-", "-", "-"]
                 continue
-            keys = ("points_per_s", "cpu_ms_per_report", "report_p99_ms")
+            keys = ("points_per_s", "cpu_ms_per_report", "report_p99_ms", "decision_p99_ms")
             means = {k: float(np.mean([r[k] for r in mine])) for k in keys}
             row += [
                 f"{means['points_per_s']:,.0f}",
                 f"{means['cpu_ms_per_report']:.2f}",
                 f"{means['report_p99_ms']:.1f}",
+                f"{means['decision_p99_ms']:.1f}",
             ]
         rows.append(row)
     summary = markdown_table(
         ["store", "load"]
-        + [f"{c}: {what}" for c in codes for what in ("points/s", "CPU ms/report", "p99 ms")],
+        + [
+            f"{c}: {what}"
+            for c in codes
+            for what in ("points/s", "CPU ms/report", "p99 ms", "GetDecision p99 ms")
+        ],
         rows,
     )
     return (
         "## Service throughput, checkouts compared (`python benchmarks/service_load.py --scale "
         "--load-only --against CHECKOUT`)\n\n"
-        f"Each row a fresh `forecaster serve` on a fresh SQLite file; the rows of each load "
+        f"Each row a fresh `forecaster serve` on a fresh store (a SQLite file; a schema of "
+        f"the private PostgreSQL cluster the script starts, fsync on; two processes: "
+        f"`--processes 2` on one port, the load's connections spread evenly over them); the "
+        f"rows of each load "
         f"alternate between this checkout's service and the other's "
         f"({', '.join(f'{a}, a worktree of {commit_of(a)}' for a in args.against)}), "
         f"{args.rounds} round(s), the order flipped each round; the load generator is this "
