@@ -232,16 +232,40 @@ def start_service(
         raise SystemExit(f"the service on {db} did not start")
     address = f"127.0.0.1:{match.group(1)}"
     if processes > 1:
-        wait_all_serving(address)
+        wait_all_serving(address, processes)
     return proc, address
 
 
-def wait_all_serving(address: str, fresh: int = 12, timeout_s: float = 180.0) -> None:
-    """Until `fresh` new connections in a row (each handed to any of the processes by the
-    kernel) all answer health SERVING: the siblings bind, then load, after the first."""
+def listeners(port: int) -> int:
+    """How many sockets listen on the loopback port (Linux's /proc/net/tcp and tcp6): one per
+    process of a service sharing it with SO_REUSEPORT."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
+def wait_all_serving(
+    address: str, processes: int, fresh: int = 12, timeout_s: float = 180.0
+) -> None:
+    """Until every process listens on the port, then until `fresh` new connections in a row
+    (each handed to any of the processes by the kernel) all answer health SERVING: the
+    siblings start after the first has loaded, then bind, then load. (Waiting for SERVING
+    alone passed before a sibling had bound: every connection went to the first process, and
+    the sibling's start-up fell inside the measurement.)"""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     end = time.monotonic() + timeout_s
+    port = int(address.rsplit(":", 1)[1])
+    while listeners(port) < processes:
+        if time.monotonic() > end:
+            raise SystemExit(f"the {processes} processes on {address} did not all listen")
+        time.sleep(0.2)
     while time.monotonic() < end:
         serving = 0
         for _ in range(fresh):
@@ -304,10 +328,7 @@ async def trainers_load(
     report_ms: list[float] = []
     decision_ms: list[float] = []
     failed: dict[str, int] = {}
-    chans = [
-        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(channels)
-    ]
+    chans = await spread_channels(address, channels, pid)
     stubs = [pb_grpc.CurveServiceStub(c) for c in chans]
     stub = stubs[0]
     if create:
@@ -463,6 +484,56 @@ async def trainers_load(
         "cpu_ms_per_report": cpu_s * 1e3 / max(len(report_ms), 1),
         "failed_codes": ", ".join(f"{k} {v}" for k, v in sorted(failed.items())) or "-",
     }
+
+
+async def spread_channels(address: str, n: int, pid: int = 0) -> list[grpc.aio.Channel]:
+    """n channels (each its own connection), as many to each process of the service (pid's
+    tree) as the others have: connections are kept or closed by which process the kernel
+    handed them to (SO_REUSEPORT hashes each connection to one), as a thousand trainers,
+    each with its own connection, spread themselves. With four connections hashed at random,
+    one process of two got three or four of them in 5 of 8 tries."""
+    import psutil
+
+    def connection() -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+    procs = []
+    if pid:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    if len(procs) <= 1:
+        return [connection() for _ in range(n)]
+    port = int(address.rsplit(":", 1)[1])
+
+    def peers() -> dict[int, set[int]]:  # process -> client ports of its connections
+        return {
+            p.pid: {
+                c.raddr.port
+                for c in p.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port and c.raddr
+            }
+            for p in procs
+        }
+
+    share = -(-n // len(procs))
+    kept: dict[int, list[grpc.aio.Channel]] = {p.pid: [] for p in procs}
+    for _ in range(50 * n):
+        if sum(len(v) for v in kept.values()) >= n:
+            break
+        before = peers()
+        channel = connection()
+        await asyncio.wait_for(channel.channel_ready(), 30)
+        after = peers()
+        owner = next((p for p in after if after[p] - before.get(p, set())), None)
+        if owner is not None and len(kept[owner]) < share:
+            kept[owner].append(channel)
+        else:
+            await channel.close()
+    groups = list(kept.values())  # interleaved: channel i % n goes to each process in turn
+    chans = [g[k] for k in range(share) for g in groups if k < len(g)]
+    if len(chans) < n:
+        raise SystemExit(f"could not spread {n} connections over the processes on {address}")
+    return chans[:n]
 
 
 CLIENTS = {
@@ -906,25 +977,33 @@ def compared_section(
         for code in codes:
             mine = [r for lb, m, c, r in runs if (lb, m, c) == (label, mode, code)]
             if not mine:
-                row += ["-", "-", "-"]
+                row += ["-", "-", "-", "-"]
                 continue
-            keys = ("points_per_s", "cpu_ms_per_report", "report_p99_ms")
+            keys = ("points_per_s", "cpu_ms_per_report", "report_p99_ms", "decision_p99_ms")
             means = {k: float(np.mean([r[k] for r in mine])) for k in keys}
             row += [
                 f"{means['points_per_s']:,.0f}",
                 f"{means['cpu_ms_per_report']:.2f}",
                 f"{means['report_p99_ms']:.1f}",
+                f"{means['decision_p99_ms']:.1f}",
             ]
         rows.append(row)
     summary = markdown_table(
         ["store", "load"]
-        + [f"{c}: {what}" for c in codes for what in ("points/s", "CPU ms/report", "p99 ms")],
+        + [
+            f"{c}: {what}"
+            for c in codes
+            for what in ("points/s", "CPU ms/report", "p99 ms", "GetDecision p99 ms")
+        ],
         rows,
     )
     return (
         "## Service throughput, checkouts compared (`python benchmarks/service_load.py --scale "
         "--load-only --against CHECKOUT`)\n\n"
-        f"Each row a fresh `forecaster serve` on a fresh SQLite file; the rows of each load "
+        f"Each row a fresh `forecaster serve` on a fresh store (a SQLite file; a schema of "
+        f"the private PostgreSQL cluster the script starts, fsync on; two processes: "
+        f"`--processes 2` on one port, the load's connections spread evenly over them); the "
+        f"rows of each load "
         f"alternate between this checkout's service and the other's "
         f"({', '.join(f'{a}, a worktree of {commit_of(a)}' for a in args.against)}), "
         f"{args.rounds} round(s), the order flipped each round; the load generator is this "

@@ -471,16 +471,20 @@ class Engine:
 
     def _current(self, study: str, run: str) -> tuple[_StudyEntry, _RunEntry]:
         entry = self._study(study)
-        stored = self.store.get_run(study, run)
+        best: list[tuple[str, float]] | None = None
+        if self.store.shared_by_replicas:  # the run and the incumbent, in one read
+            stored, best = self.store.run_and_standings(study, run, 2)
+        else:
+            stored = self.store.get_run(study, run)
         with self._lock:
             cached = self._runs.get((study, run))
         hit = cached is not None and cached.curve.last_step == stored.last_step
         self.observer.cache_lookup(hit)
+        context = None if best is None else self._context(entry, run, best)
         if cached is None or not hit:
-            return entry, self._evaluate(entry, stored, None)
-        if not self.store.shared_by_replicas:  # the decision as of the run's last report
+            return entry, self._evaluate(entry, stored, None, context)
+        if context is None:  # one replica: the decision as of the run's last report
             return entry, cached
-        context = self._context(entry, run)
         if context.incumbent == cached.incumbent:
             return entry, cached
         # Several replicas: same points, but the other runs moved the incumbent since this
@@ -489,15 +493,17 @@ class Engine:
         # answers the decision of the run's last report, which costs no query).
         return entry, self._evaluate(entry, stored, cached.curve, context, from_store=True)
 
-    def _context(self, entry: _StudyEntry, run: str) -> StudyContext:
+    def _context(
+        self, entry: _StudyEntry, run: str, best: list[tuple[str, float]] | None = None
+    ) -> StudyContext:
         """The study as a policy sees it from run: the incumbent (the best standing of the
-        other runs, which the store keeps, so one bounded query whatever the study's size),
-        and the peers' curves, read only when a policy asks for them."""
+        other runs, which the store keeps, so one bounded query whatever the study's size;
+        best: the two best standings when already read), and the peers' curves, read only
+        when a policy asks for them."""
         spec = entry.study.spec
-        incumbent = next(
-            (value for name, value in self.store.best_standings(spec.name, 2) if name != run),
-            None,
-        )
+        if best is None:
+            best = self.store.best_standings(spec.name, 2)
+        incumbent = next((value for name, value in best if name != run), None)
 
         def peers() -> list[Curve]:
             others = [r for r in self.store.list_runs(spec.name) if r.name != run]

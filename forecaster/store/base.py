@@ -315,6 +315,14 @@ class Store(Protocol):
         its latest decision's forecast final value. Kept by every write that changes it."""
         ...
 
+    def run_and_standings(
+        self, study: str, run: str, n: int = 2
+    ) -> tuple[Run, list[tuple[str, float]]]:
+        """get_run and best_standings together, as one read where the store can (a replica
+        asks both before it answers a cached decision: is it still the run's last report,
+        and was it made against the incumbent the study has now?); NotFoundError."""
+        ...
+
     def check(self) -> None:
         """Raises StoreUnavailableError when the store can no longer acknowledge writes (closed;
         for SQLite, its file deleted or replaced). The service's health follows it."""

@@ -531,35 +531,81 @@ class PostgresStore(SqliteStore):
         of its row: the statement compares the row's version (xmin, the transaction that
         wrote it) with the one this replica decoded, and sends config and schedule only when
         they differ; every other column, always. Another replica's write is a new version."""
+        return self._run_read(study, run, 0)[0]
+
+    def run_and_standings(
+        self, study: str, run: str, n: int = 2
+    ) -> tuple[Run, list[tuple[str, float]]]:
+        """get_run's statement with the study's n best standings read in it (one round trip,
+        one snapshot): a GetDecision's whole check of its cached decision."""
+        return self._run_read(study, run, n)
+
+    def _run_read(self, study: str, run: str, n: int) -> tuple[Run, list[tuple[str, float]]]:
         key = (study, run)
         seen = self._specs.get(key)
         with self._read(snapshot=False) as cur:
-            study_id, _ = self._study_key(cur, study)
+            study_id, direction = self._study_key(cur, study)
             row = cur.execute(
-                self._GET_RUN_SQL, (seen[0] if seen else "", study_id, run)
+                self._get_run_sql(direction if n else ""),
+                (seen[0] if seen else "", *((n,) if n else ()), study_id, run),
             ).fetchone()
             if row is None:
                 self._run_row(cur, study, run)  # NotFoundError, named
+        standings = (
+            list(zip(row["best_names"] or [], row["best_standings"] or [], strict=True))
+            if n
+            else []
+        )
         if row["config"] is None and seen is not None:
-            return self._run(row, seen[1])
+            return self._run(row, seen[1]), standings
         found = self._run(row)
         if len(self._specs) >= 100_000:  # bounded however many runs come and go
             self._specs.clear()
         self._specs[key] = (row["version"], found.spec)
-        return found
+        return found, standings
 
-    _GET_RUN_SQL = (
-        "WITH v AS (SELECT %s::text AS seen) SELECT "
-        + SqliteStore._RUN_COLS.replace(
-            "r.config, ", "CASE WHEN r.xmin::text = v.seen THEN NULL ELSE r.config END AS config, "
-        ).replace(
-            "r.lr_schedule, ",
-            "CASE WHEN r.xmin::text = v.seen THEN NULL ELSE r.lr_schedule END AS lr_schedule, ",
+    @classmethod
+    def _get_run_sql(cls, direction: str) -> str:
+        """The run's row (config and schedule only when their version is not the one given);
+        with a direction, also the study's best standings in that direction (as many as the
+        second parameter says), best first, as two arrays."""
+        sql = cls._get_run_sql_of.get(direction)
+        if sql is not None:
+            return sql
+        best, join = "", ""
+        if direction:
+            order = "DESC" if direction == Direction.MAX.value else "ASC"
+            best = ", b.best_names, b.best_standings"
+            join = (
+                " CROSS JOIN LATERAL (SELECT array_agg(t.name ORDER BY t.standing "
+                f"{order}, t.id) AS best_names, array_agg(t.standing ORDER BY t.standing "
+                f"{order}, t.id) AS best_standings FROM (SELECT name, standing, id FROM runs "
+                "WHERE study_id = v.study_id AND standing IS NOT NULL ORDER BY standing "
+                f"{order}, id LIMIT v.n) t) b"
+            )
+        sql = (
+            "WITH v AS (SELECT %s::text AS seen, "
+            + ("%s::int8 AS n, " if direction else "")
+            + "%s::int8 AS study_id) SELECT "
+            + SqliteStore._RUN_COLS.replace(
+                "r.config, ",
+                "CASE WHEN r.xmin::text = v.seen THEN NULL ELSE r.config END AS config, ",
+            ).replace(
+                "r.lr_schedule, ",
+                "CASE WHEN r.xmin::text = v.seen THEN NULL ELSE r.lr_schedule END AS lr_schedule, ",
+            )
+            + ", r.xmin::text AS version"
+            + best
+            + " "
+            + SqliteStore._RUN_FROM
+            + " CROSS JOIN v"
+            + join
+            + " WHERE r.study_id = v.study_id AND r.name = %s"
         )
-        + ", r.xmin::text AS version "
-        + SqliteStore._RUN_FROM
-        + " CROSS JOIN v WHERE r.study_id = %s AND r.name = %s"
-    )
+        cls._get_run_sql_of[direction] = sql
+        return sql
+
+    _get_run_sql_of: dict[str, str] = {}
 
     def get_decision(self, study: str, run: str) -> StoredDecision | None:
         """The decision this thread's append just read with the run's row, else one

@@ -662,6 +662,13 @@ class SqliteStore:
             ).fetchall()
         return [(r["name"], float(r["standing"])) for r in rows]
 
+    def run_and_standings(
+        self, study: str, run: str, n: int = 2
+    ) -> tuple[Run, list[tuple[str, float]]]:
+        """Two reads: one service per file, so nothing can write between them that this
+        process would not know of (the engine of one service does not ask)."""
+        return self.get_run(study, run), self.best_standings(study, n)
+
     def _study_key(self, cur: Cursor, name: str) -> tuple[int, str]:
         """(id, direction) of a study, kept once read: a study is never renamed, deleted nor
         turned around, so the one row need not be read on every report. Only committed rows

@@ -689,6 +689,29 @@ def test_best_standings_are_bounded_and_ordered(store):
         store.best_standings("nope")
 
 
+@pytest.mark.parametrize("direction", list(Direction))
+def test_run_and_standings_read_what_get_run_and_best_standings_read(backend, direction):
+    store = backend()
+    store.create_study(StudySpec("s", "loss", direction, max_step=50))
+    for i, value in enumerate([0.5, 0.2, 0.9, math.nan]):
+        store.start_run("s", RunSpec(f"q{i}", config={"i": i}))
+        store.append_points("s", f"q{i}", Points.of([1, 2], [value + 1, value]))
+        if i % 2:
+            store.finish_run("s", f"q{i}", RunState.FINISHED)
+    for n in (1, 2, 3):
+        for run in ("q0", "q1", "q3"):
+            got_run, got_best = store.run_and_standings("s", run, n)
+            assert got_run == store.get_run("s", run)
+            assert got_best == store.best_standings("s", n)
+    store.append_points("s", "q0", Points.of([3], [0.1]))  # the run's row is a new version
+    assert store.run_and_standings("s", "q0")[0] == store.get_run("s", "q0")
+    assert store.run_and_standings("s", "q0")[0].last_step == 3
+    with pytest.raises(NotFoundError, match="nope"):
+        store.run_and_standings("s", "nope")
+    with pytest.raises(NotFoundError, match="nope"):
+        store.run_and_standings("nope", "q0")
+
+
 def test_study_counts_runs_and_done_runs(store):
     store.start_run("s", RunSpec("r2"))
     store.start_run("s", RunSpec("r2"))  # idempotent: counted once
