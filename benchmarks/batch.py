@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,17 +86,46 @@ def peak_rss(command: list[str], env: dict[str, str]) -> tuple[float, float, int
     return peak / 1e9, time.perf_counter() - started, proc.returncode
 
 
-def replay_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | None) -> str:
-    """`forecaster replay` on the first task of each source in turn (n_tasks in all), 40 runs
-    a task, every policy, 2 workers; the time extrapolated to 248 tasks."""
+def timed_replay(corpus: Path) -> tuple[int, float, float]:
+    """(tasks replayed, seconds, CPU-seconds) of `forecaster replay` on corpus: every policy,
+    40 runs a task, 2 workers."""
     from forecaster.evaluation.replay import replay_corpus
     from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
 
-    chosen, picked = pick_replay_tasks(corpus, n_tasks, tmp)
     started, used = time.perf_counter(), cpu_seconds()
-    replay_corpus(chosen, policy_specs=DEFAULT_POLICIES, max_runs_per_task=40, workers=2,
-                  progress=False)  # fmt: skip
-    seconds, cpu = time.perf_counter() - started, cpu_seconds() - used
+    results = replay_corpus(corpus, policy_specs=DEFAULT_POLICIES, max_runs_per_task=40,
+                            workers=2, progress=False)  # fmt: skip
+    tasks = len({(r.source, r.task) for r in results})
+    return tasks, time.perf_counter() - started, cpu_seconds() - used
+
+
+def against_baseline(
+    baseline: Path | None,
+    chosen: Path,
+    tmp: Path,
+    seconds: float,
+    cpu: float,
+    extrapolated: Callable[[float, float], str],
+) -> str:
+    """The sentence comparing a replay of chosen with the baseline code's, same run ("" with
+    no baseline); extrapolated(its seconds, its CPU-seconds) says what they come to."""
+    if baseline is None:
+        return ""
+    before, before_cpu = on_baseline(baseline, _BASELINE_REPLAY, [str(chosen)], tmp)
+    return (
+        f" The baseline code, same tasks, same run: {before:,.0f} s, {before_cpu:,.0f} CPU-s "
+        f"({extrapolated(before, before_cpu)}); this code takes {seconds / before:.0%} of its "
+        f"time and {cpu / before_cpu:.0%} of its CPU time."
+    )
+
+
+def replay_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | None) -> str:
+    """`forecaster replay` on the first task of each source in turn (n_tasks in all), 40 runs
+    a task, every policy, 2 workers; the time extrapolated to 248 tasks."""
+    from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
+
+    chosen, picked = pick_replay_tasks(corpus, n_tasks, tmp)
+    _, seconds, cpu = timed_replay(chosen)
     line = (
         f"`forecaster replay`, every policy ({len(DEFAULT_POLICIES)} families), 40 runs a task, "
         f"2 workers: {picked} tasks (the first of each source) in {seconds:,.0f} s "
@@ -103,28 +133,17 @@ def replay_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | None) ->
         f"{248 * seconds / picked / 60:,.0f} min (extrapolated; the target is 10 min), or "
         f"{248 * cpu / picked / 2 / 60:,.0f} min on 2 cores of their own (its CPU time / 2)."
     )
-    if baseline is not None:
-        before, before_cpu = on_baseline(baseline, _BASELINE_REPLAY, [str(chosen)], tmp)
-        line += (
-            f" The baseline code, same tasks, same run: {before:,.0f} s, {before_cpu:,.0f} CPU-s "
-            f"(about {248 * before / picked / 60:,.0f} min); this code takes "
-            f"{seconds / before:.0%} of its time and {cpu / before_cpu:.0%} of its CPU time."
-        )
-    return line
+    return line + against_baseline(
+        baseline, chosen, tmp, seconds, cpu, lambda s, _: f"about {248 * s / picked / 60:,.0f} min"
+    )
 
 
 def replay_sample_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | None) -> str:
     """`forecaster replay` as replay_rate, on a seeded sample of n_tasks tasks drawn from every
     task of the corpus (the first task of each source is one of its largest; most tasks are
     smaller), its time extrapolated to all the corpus's tasks."""
-    from forecaster.evaluation.replay import replay_corpus
-    from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
-
     chosen, picked, total = pick_sampled_tasks(corpus, n_tasks, tmp)
-    started, used = time.perf_counter(), cpu_seconds()
-    replay_corpus(chosen, policy_specs=DEFAULT_POLICIES, max_runs_per_task=40, workers=2,
-                  progress=False)  # fmt: skip
-    seconds, cpu = time.perf_counter() - started, cpu_seconds() - used
+    _, seconds, cpu = timed_replay(chosen)
     scale = total / picked
     line = (
         f"The same on {picked} tasks drawn at random (seed 0) from all {total} tasks of the "
@@ -132,26 +151,19 @@ def replay_sample_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | N
         f"{scale * seconds / 60:,.0f} min (extrapolated by the number of tasks), or "
         f"{scale * cpu / 2 / 60:,.0f} min on 2 cores of their own."
     )
-    if baseline is not None:
-        before, before_cpu = on_baseline(baseline, _BASELINE_REPLAY, [str(chosen)], tmp)
-        line += (
-            f" The baseline code, same tasks, same run: {before:,.0f} s, {before_cpu:,.0f} CPU-s "
-            f"(about {scale * before_cpu / 2 / 60:,.0f} min on 2 cores of their own); this code "
-            f"takes {seconds / before:.0%} of its time and {cpu / before_cpu:.0%} of its CPU time."
-        )
-    return line
+    return line + against_baseline(
+        baseline,
+        chosen,
+        tmp,
+        seconds,
+        cpu,
+        lambda _, c: f"about {scale * c / 2 / 60:,.0f} min on 2 cores of their own",
+    )
 
 
 def replay_all_rate(corpus: Path) -> str:
     """`forecaster replay` as replay_rate on every task of the corpus (long: minutes)."""
-    from forecaster.evaluation.replay import replay_corpus
-    from forecaster.evaluation.replay.settings import DEFAULT_POLICIES
-
-    started, used = time.perf_counter(), cpu_seconds()
-    results = replay_corpus(corpus, policy_specs=DEFAULT_POLICIES, max_runs_per_task=40,
-                            workers=2, progress=False)  # fmt: skip
-    seconds, cpu = time.perf_counter() - started, cpu_seconds() - used
-    tasks = len({(r.source, r.task) for r in results})
+    tasks, seconds, cpu = timed_replay(corpus)
     return (
         f"Every task of the corpus ({tasks} tasks, every policy, 40 runs a task, 2 workers), "
         f"measured: {seconds / 60:,.1f} min ({cpu:,.0f} CPU-s: {cpu / 2 / 60:,.1f} min on 2 cores "
