@@ -4,7 +4,8 @@ Measures, in one run (the machine is shared: compare the ratios):
 - curves/s of the local engine for last_value, pow3 (synthetic power-law runs) and auto (the
   shipped sample corpus, cut at half of each run; and --auto-runs synthetic runs, enough to
   amortise the learned models' load), with 1 and with 2 worker processes;
-- the Ray engine against the local one on 2 CPUs (ray.init(num_cpus=2)), same input;
+- the Ray engine against the local one on 2 CPUs (ray.init(num_cpus=2)), same input, each
+  engine's best of two runs (Ray, local, Ray after the local rows);
 - the peak memory (RSS of the batch process and its workers, summed) on a synthetic input of
   --memory-runs runs (1,000,000 by default);
 - a cost model: curves/s per core x cores, for 10 million runs on a cluster (an estimate);
@@ -436,12 +437,25 @@ def main() -> None:
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         for key, model, corpus, spec, what in cases[1:3]:
-            runs, rate, _ = throughput(corpus, spec, RayEngine(), tmp / f"{key}-ray.parquet")
+            # Ray, local, Ray: the best of each engine's runs in the ratio (the local rate is
+            # already the best of two when a baseline was measured), so that neither engine is
+            # judged on a burst of load the other missed, nor Ray alone on its first tasks.
+            ray_rates = []
+            for again in (False, True):
+                runs, rate, _ = throughput(corpus, spec, RayEngine(), tmp / f"{key}-ray.parquet")
+                ray_rates.append(rate)
+                if not again:
+                    local = throughput(corpus, spec, LocalEngine(2), tmp / f"{key}-2-b.parquet")
+                    rates[(key, 2)] = max(rates[(key, 2)], local[1])
             same = (tmp / f"{key}-ray.parquet").read_bytes() == (
                 tmp / f"{key}-2.parquet"
             ).read_bytes()
+            rate = max(ray_rates)
             ratio = rate / rates[(key, 2)]
-            cell = f"{rate:,.0f} ({ratio:.0%} of local; same bytes: {same})"
+            cell = (
+                f"{rate:,.0f} ({ratio:.0%} of local's best, {rates[(key, 2)]:,.0f}; runs "
+                f"{', '.join(f'{r:,.0f}' for r in ray_rates)}; same bytes: {same})"
+            )
             rows.append([model, what, "ray (2 CPUs)", 2, runs, cell, "(not measured)"])
             print(rows[-1], flush=True)
         ray.shutdown()
