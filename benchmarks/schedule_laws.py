@@ -17,6 +17,7 @@
    schedule (1,000 steps, 400 samples).
 
     python benchmarks/schedule_laws.py [--corpus ../shared/datasets] [--no-write]
+    python benchmarks/schedule_laws.py --papers-split   # that table alone, printed
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def _distinct_schedules(runs: list[LoggedRun]) -> list[tuple]:
     return keys
 
 
-def _pow3(fit_runs: list[tuple[np.ndarray, np.ndarray]]):
+def _pow3(fit_runs: list[tuple[np.ndarray, np.ndarray]]) -> Callable[[np.ndarray], np.ndarray]:
     """L = a + b * step^-c on the fitted runs' points pooled: a schedule-blind law."""
     from scipy.optimize import least_squares
 
@@ -224,14 +225,42 @@ def _textbook(curves: tuple[Curve, ...]) -> Callable[[LrProfile, np.ndarray], np
 
 
 PAPER_METHODS = ("annealing_law", "multi_power_law", "textbook annealing fit")
+# Not a forecast: the multi-power law fitted on every run of the split, the predicted ones
+# included, and scored on those. What the law can describe of them at best (its bias, the runs'
+# own offsets), beside what it predicts from the three.
+CEILING = "multi_power_law fitted on all (in-sample)"
 PAPER_NOTE = """\
-The multi-power-law paper reports 0.11-0.17% on its own runs with this protocol. Here both laws
-are within 0.05 points of the textbook fit on every split and better on most, so what is left
-is not the fit: the
-runs of lm_slimpajama_124M (several cool-down lengths and shapes at each peak lr, predicted from
-three) stay at 0.23-0.52%, where the openwebtext2 tasks are at 0.04-0.08%. On this analogue of
-issue 15's held-out check (target <= 0.14%) the mean over the splits is 0.22% (multi-power
-law): not reached."""
+The multi-power-law paper reports 0.11-0.17% on its own runs with this protocol. Here the runs
+of lm_slimpajama_124M (several cool-down lengths and shapes at each peak lr, predicted from
+three short cool-downs) and lm_slimpajama_209M at lr 1e-3 (three cosine runs fitted, WSD runs of
+another data chunk predicted) are where the error is; the openwebtext2 tasks are at 0.04-0.08%.
+Where it sits (multi-power law): the first three logged points, in or just after the warm-up,
+are 0.017 points of the mean over the splits; the rest is the cool-downs longer than the fitted
+ones, whose drop the law fitted on short ones under-predicts (the final loss of a 0.8-0.9
+cool-down or a cosine predicted 0.4-1.0% too high at lr 1e-4 to 2e-3), and at lr 3e-3 the
+reverse (the loss during a long cool-down predicted 0.6-0.8% too low). The law does not describe
+those runs much better when they are fitted too (the last column).
+
+Tried on this table and not kept (mean over the splits, multi-power law / annealing law, against
+0.224% / 0.232% before the grid of starts): the Huber threshold, chosen leave-one-task-out
+among 0.1-2 robust sd (0.225% / 0.236%: every task but lm_slimpajama_124M chose 0.25 or 0.5,
+and that task, left out, chose 1.345); the warm-up as a ramp from lr 0 to the first logged lr
+(0.302% / 0.292%: the power law in S1 does not describe the loss inside the warm-up, and the
+logged points there are scored); the logged lr interpolated linearly between logged steps
+instead of held (0.213% / 0.234%, after the warm-up only 0.224% / 0.239%); the annealing law's
+decay factor held at 0.99 / 0.995 / 0.999 instead of fitted (0.244% / 0.251% / 0.282%); the
+loss-drop sum over 128 or 512 drop groups instead of 64 (0.225% / 0.225%); the loss-drop shape
+(C, beta, gamma) held at the split's in-sample fit, an oracle (0.232%; annealing law's decay
+factor the same way, 0.216%); the predicted curve as the law at the fitted parameters instead
+of the median of its samples (0.223% / 0.233%); the multi-power law's bounds widened (beta
+0.001-20, gamma 0-4, C over 15 decades): 0.201% with the grid of starts, but the fits sit on the
+new bounds (beta 20, gamma 0 or 4), the transfer table's same-peak-lr rows went from 0.319% to
+0.336% and the service path of nanogpt_speedrun, another source, from 0.75% to 0.94%. The
+multi-power law's loss-drop term is the
+paper's, LD(t) = B * sum_k (lr_(k-1) - lr_k) * G(lr_k^-gamma * S_k(t)),
+G(x) = 1 - (C x + 1)^-beta, warm-up out of the sum and in S1 (the paper's S1 + S_W), the drops
+summed in 64 groups of neighbours; the authors' code fits a Huber loss (delta 1e-3) on the log
+loss, which is about ours (Huber on the relative residual at 1.345 robust sd, about 1e-3 here)."""
 
 
 def paper_split(corpus: str) -> tuple[list[list[object]], dict[str, list[float]]]:
@@ -259,6 +288,8 @@ def paper_split(corpus: str) -> tuple[list[list[object]], dict[str, list[float]]
                 continue
             curves = tuple(r.curve() for r in fitted)
             fits = {name: fit_study(name, curves) for name in PAPER_METHODS[:2]}
+            # The fitted runs last: a study fit reads at most the newest 24 runs.
+            fits[CEILING] = fit_study("multi_power_law", tuple(r.curve() for r in others) + curves)
             textbook = _textbook(curves)
             errors: dict[str, list[float]] = defaultdict(list)
             for r in others:
@@ -274,7 +305,7 @@ def paper_split(corpus: str) -> tuple[list[list[object]], dict[str, list[float]]
                     errors[name].append(mre)
                     overall[name].append(mre)
             cells = [f"{100 * np.mean(errors[m]):.3f}% ({100 * np.max(errors[m]):.2f}%)"
-                     for m in PAPER_METHODS]  # fmt: skip
+                     for m in (*PAPER_METHODS, CEILING)]  # fmt: skip
             horizons = f"{min(r.final_step for r in others)}-{max(r.final_step for r in others)}"
             rows.append([task, f"{peak:g}", longest, len(others), horizons, *cells])
     return rows, overall
@@ -313,7 +344,7 @@ def speed() -> list[list[object]]:
     long = LrSchedule(ScheduleKind.WSD, peak_lr=1e-3, warmup_steps=200, total_steps=200_000,
                       decay_fraction=0.2)  # fmt: skip
     at = np.linspace(200, 200_000, 1000)
-    rows = []
+    rows: list[list[object]] = []
     for law in ("annealing_law", "multi_power_law"):
         t0 = time.perf_counter()
         fit = fit_study(law, study)
@@ -328,20 +359,63 @@ def speed() -> list[list[object]]:
     return rows
 
 
+def papers_split_text(corpus: str) -> str:
+    """The papers' split section: its table and the means over runs and splits."""
+    p_rows, p_overall = paper_split(corpus)
+    methods = (*PAPER_METHODS, CEILING)
+    return "\n\n".join([
+        "### The papers' split: one peak lr, 3 schedules fitted, the others predicted up to 3x "
+        "the horizon\n\nPer task and peak lr with 4 or more distinct schedules: fit the 3 "
+        "shortest, predict the other runs of that peak lr whose horizon is at most 3 times the "
+        "longest fitted one (the multi-power-law paper's protocol), at every logged step. Mean "
+        "relative error (worst run). The last column is no forecast: the multi-power law fitted "
+        "on every run of the split, the predicted ones included, scored on those (in-sample).",
+        markdown_table(["task", "peak lr", "longest fitted", "predicted runs",
+                        "predicted horizons", *methods], p_rows),
+        "Over all predicted runs: "
+        + ", ".join(f"{m} {100 * np.mean(p_overall[m]):.3f}%" for m in methods)
+        + "; mean over the splits: "
+        + ", ".join(
+            f"{m} {np.mean([float(str(r[5 + i]).split('%')[0]) for r in p_rows]):.3f}%"
+            for i, m in enumerate(methods)
+        )
+        + ".",
+        PAPER_NOTE,
+        _paper_verdict(p_rows, methods),
+    ])  # fmt: skip
+
+
+def _paper_verdict(rows: list[list[object]], methods: tuple[str, ...]) -> str:
+    means = {m: float(np.mean([float(str(r[5 + i]).split("%")[0]) for r in rows]))
+             for i, m in enumerate(methods)}  # fmt: skip
+    best = min(PAPER_METHODS[:2], key=lambda m: means[m])
+    verdict = "reached" if means[best] <= 0.14 else "not reached"
+    return (
+        f"On this analogue of issue 15's held-out check (target <= 0.14%, goal 0.10%) the mean "
+        f"over the splits is {means[best]:.3f}% ({best}): {verdict}; the law fitted on the "
+        f"predicted runs themselves gets {means[CEILING]:.3f}%."
+    )
+
+
 def main() -> int:
     parser = corpus_parser(__doc__ or "")
+    parser.add_argument("--papers-split", action="store_true",
+                        help="only the papers' split table, printed (not written)")  # fmt: skip
     args = parser.parse_args()
     if not corpus_found(args.corpus):
         return 1
+    if args.papers_split:
+        print(papers_split_text(args.corpus))
+        return 0
     t_rows, overall = transfer(args.corpus)
     head = ["task", "predicted runs' peak lr", "fitted runs", "predicted runs",
             *[f"{m} MRE (worst)" for m in METHODS]]  # fmt: skip
-    summary = [
+    summary: list[list[object]] = [
         [shared, *[f"{100 * np.mean(overall[m][shared]):.3f}%" for m in METHODS]]
         for shared in ("same peak lr", "new peak lr")
         if overall["pow3"][shared]
     ]
-    p_rows, p_overall = paper_split(args.corpus)
+    papers = papers_split_text(args.corpus)
     s_rows = service_path(args.corpus, args.max_runs_per_task)
     sp_rows = speed()
     body = "\n\n".join([
@@ -353,22 +427,7 @@ def main() -> int:
         "Over all tasks:",
         markdown_table(["predicted runs' peak lr", *METHODS], summary),
         FINDINGS,
-        "### The papers' split: one peak lr, 3 schedules fitted, the others predicted up to 3x "
-        "the horizon\n\nPer task and peak lr with 4 or more distinct schedules: fit the 3 "
-        "shortest, predict the other runs of that peak lr whose horizon is at most 3 times the "
-        "longest fitted one (the multi-power-law paper's protocol), at every logged step. Mean "
-        "relative error (worst run).",
-        markdown_table(["task", "peak lr", "longest fitted", "predicted runs",
-                        "predicted horizons", *PAPER_METHODS], p_rows),
-        "Over all predicted runs: "
-        + ", ".join(f"{m} {100 * np.mean(p_overall[m]):.3f}%" for m in PAPER_METHODS)
-        + "; mean over the splits: "
-        + ", ".join(
-            f"{m} {np.mean([float(str(r[5 + i]).split('%')[0]) for r in p_rows]):.3f}%"
-            for i, m in enumerate(PAPER_METHODS)
-        )
-        + ".",
-        PAPER_NOTE,
+        papers,
         "### Service path: final loss from 30% of a run, the study's finished runs known",
         markdown_table(["source", "model", "runs", "mean rel. error", "median rel. error"],
                        s_rows),

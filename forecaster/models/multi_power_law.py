@@ -12,6 +12,7 @@ annealing law (`models/schedule_laws.py`).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,6 +24,17 @@ from forecaster.models.schedule_laws import Law, ScheduleLawForecaster
 __all__ = ["MULTI_POWER_LAW", "MultiPowerLawForecaster"]
 
 _FIT_DROPS = 64  # drop groups in a fit (a forecast uses the same)
+# The starts a fit is scored at (its residual after the linear part is solved); the three
+# best are descended (`schedule_laws._solve`). A grid over the shape: alpha 0.3-0.6, C from a
+# drop that saturates over ~10 to ~10,000 steps at the peak lr, beta and gamma 0.3-1.2 and
+# 0.3-1.0 about the papers' 0.5: the first and only grid tried, not tuned. Against the three
+# hand-set starts before it, on the papers' split of benchmarks/schedule_laws.py, it finds fits
+# with a lower residual on the fitted runs on 4 of 10 splits (equal on 4) and takes the mean
+# relative error of the predicted runs from 0.224% to 0.219% (the same kind of grid for the
+# annealing law, alpha x tau, was worse there, 0.236% against 0.232%, and is not used).
+_STARTS = tuple(
+    itertools.product((0.3, 0.45, 0.6), (-4.0, -3.0, -2.0, -1.0), (0.3, 0.6, 1.2), (0.3, 0.6, 1.0))
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,9 +64,7 @@ MULTI_POWER_LAW = Law(
     name="multi_power_law",
     shape_names=("alpha", "C", "beta", "gamma"),
     anneal_name="B",
-    # beta and gamma about 0.5 as the paper's fits; C spans the drop's saturation from ~100
-    # to ~10,000 steps at the peak lr.
-    starts=((0.4, -2.0, 0.5, 0.5), (0.4, -3.0, 0.5, 0.5), (0.6, -2.5, 0.5, 0.5)),
+    starts=_STARTS,
     lower=(0.01, -7.0, 0.01, 0.0),
     upper=(3.0, 2.0, 5.0, 2.0),
     max_points=250,

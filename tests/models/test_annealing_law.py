@@ -101,6 +101,38 @@ def test_the_study_fit_recovers_the_parameters_and_predicts_a_3x_longer_horizon(
         assert np.mean((q05 <= truth_path) & (truth_path <= q95)) > 0.5
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [{"C": 20.0, "beta": 0.3, "gamma": 0.3}, {"C": 0.2, "beta": 1.0, "gamma": 0.8}],
+    ids=["fast-shallow-drop", "slow-steep-drop"],
+)
+def test_the_multi_power_fit_starts_from_a_grid_so_other_drop_shapes_are_recovered(
+    shape, monkeypatch
+):
+    # Loss-drop shapes away from the papers' 0.5 / 0.5 (the three starts there before): the grid
+    # of starts (multi_power_law._STARTS) reaches them, and the 3x horizon is still predicted.
+    from forecaster.models.multi_power_law import _STARTS, MULTI_POWER_LAW
+    from forecaster.models.schedule_laws import fit_study as fit_any
+
+    assert len(_STARTS) > 3 and MULTI_POWER_LAW.starts == _STARTS
+    lo, hi = np.array(MULTI_POWER_LAW.lower), np.array(MULTI_POWER_LAW.upper)
+    assert all(((lo < s) & (s < hi)).all() for s in np.array(_STARTS))
+    monkeypatch.setitem(MPL, "C", shape["C"])
+    monkeypatch.setitem(MPL, "beta", shape["beta"])
+    monkeypatch.setitem(MPL, "gamma", shape["gamma"])
+    fit = fit_any("multi_power_law", study("multi_power_law").curves)
+    assert fit is not None
+    got = {name: value for name, value, _ in fit.parameters()}
+    for name in ("L0", "A", "alpha"):
+        assert got[name] == pytest.approx(MPL[name], rel=0.01), name
+    for kind in ("wsd", "cosine"):
+        schedule = schedule_of(kind, 24_000)
+        steps = np.arange(500, 24_001, 100)
+        truth_path = law_loss(schedule, steps, 24_000, "multi_power_law")
+        med = np.median(fit.predict(LrProfile.from_schedule(schedule, 24_000), steps), axis=0)
+        assert np.mean(np.abs(med - truth_path) / truth_path) < 1e-3, kind
+
+
 def test_the_areas_are_in_absolute_units_so_a_longer_run_is_not_a_rescaled_short_one():
     # Same schedule shape, 3x the steps: the law (and the run) ends lower.
     fit = fit_study("annealing_law", study().curves)
