@@ -307,6 +307,16 @@ _WHERE_THE_TIME_GOES = (
     "its first job, after its thread limit was set, so the GRU ran on two threads: several "
     "times slower on two shared cores (`single_threaded` now sets the thread variables "
     "too). The table's baseline rows are the commit before this pass, in the same run.",
+    "",
+    "Where the replay's time goes after it (py-spy, which a profiler's per-call cost does not "
+    "skew, on 8 of the sampled tasks, one worker): the multi-power law's fits of a run alone "
+    "(no run of its study completed yet; 108 of the 114 study fits, one per report of each "
+    "run of a study's first wave, several least-squares descents each) 26%, the learned "
+    "ensemble 35% (its power-law member 22%), the policies' decisions 23% (spread thin: "
+    "`too_uncertain` 6%, the peers' statistics 5%), loading the models 4%. The run-alone fit "
+    "is the lever left for the replay's target; two exact savings in the policies' path (an "
+    "early return in `too_uncertain`, standings kept per run) gave the same results and no "
+    "difference an A/B could tell from the noise, and were not kept.",
 )
 
 
