@@ -15,6 +15,7 @@ synchronous_commit as the server has it (on by default).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -564,14 +565,12 @@ class PostgresStore(SqliteStore):
         self._specs[key] = (row["version"], found.spec)
         return found, standings
 
-    @classmethod
-    def _get_run_sql(cls, direction: str) -> str:
+    @staticmethod
+    @functools.cache
+    def _get_run_sql(direction: str) -> str:
         """The run's row (config and schedule only when their version is not the one given);
         with a direction, also the study's best standings in that direction (as many as the
-        second parameter says), best first, as two arrays."""
-        sql = cls._get_run_sql_of.get(direction)
-        if sql is not None:
-            return sql
+        second parameter says), best first, as two arrays. Built once per direction."""
         best, join = "", ""
         if direction:
             order = "DESC" if direction == Direction.MAX.value else "ASC"
@@ -602,10 +601,7 @@ class PostgresStore(SqliteStore):
             + join
             + " WHERE r.study_id = v.study_id AND r.name = %s"
         )
-        cls._get_run_sql_of[direction] = sql
         return sql
-
-    _get_run_sql_of: dict[str, str] = {}
 
     def get_decision(self, study: str, run: str) -> StoredDecision | None:
         """The decision this thread's append just read with the run's row, else one
