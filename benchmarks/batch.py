@@ -17,7 +17,8 @@ Measures, in one run (the machine is shared: compare the ratios):
   a ratio on one load.
 
     python benchmarks/batch.py [--runs 20000] [--memory-runs 1000000] [--replay-tasks 3]
-        [--replay-sample 20] [--replay-all] [--auto-runs 2000] [--baseline DIR] [--no-write]
+        [--replay-sample 20] [--replay-samplewise 248] [--replay-all] [--auto-runs 2000]
+        [--baseline DIR] [--no-write]
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._report import markdown_table, write_section  # noqa: E402
 from forecaster.batch import CorpusInput, JudgeSpec, LocalEngine, RayEngine, run_batch  # noqa: E402
-from forecaster.corpus.synthetic import write_scale_corpus  # noqa: E402
+from forecaster.corpus.synthetic import (  # noqa: E402
+    write_samplewise_corpus,
+    write_scale_corpus,
+)
 
 SAMPLE = REPO / "datasets" / "sample"
 
@@ -159,6 +163,24 @@ def replay_sample_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | N
         seconds,
         cpu,
         lambda _, c: f"about {scale * c / 2 / 60:,.0f} min on 2 cores of their own",
+    )
+
+
+def replay_samplewise_rate(n_tasks: int, tmp: Path, baseline: Path | None) -> str:
+    """`forecaster replay` as replay_rate on n_tasks synthetic sample-wise tasks of 40 learners
+    each (`generate_samplewise`: the shape of the issue's held-out corpus, 248 tasks x 40 runs),
+    measured, not extrapolated."""
+    corpus = write_samplewise_corpus(tmp / "samplewise" / "samplewise", n_tasks, 40).parent
+    tasks, seconds, cpu = timed_replay(corpus)
+    line = (
+        f"{tasks} synthetic sample-wise tasks x 40 runs (`generate_samplewise`: accuracy at "
+        f"training-set sizes 16 x sqrt(2)^k, 10-24 anchors a curve; the shape of the issue's "
+        f"held-out corpus, not its curves), every policy, 2 workers, measured: "
+        f"**{seconds / 60:,.1f} min** ({cpu:,.0f} CPU-s: {cpu / 2 / 60:,.1f} min on 2 cores of "
+        "their own; the target is 10 min)."
+    )
+    return line + against_baseline(
+        baseline, corpus, tmp, seconds, cpu, lambda s, _: f"{s / 60:,.1f} min"
     )
 
 
@@ -348,6 +370,13 @@ def main() -> None:
         "to all its tasks",
     )
     parser.add_argument(
+        "--replay-samplewise",
+        type=int,
+        default=0,
+        help="also replay this many synthetic sample-wise tasks of 40 runs (248: the issue's "
+        "held-out corpus's size; about 6 min)",
+    )
+    parser.add_argument(
         "--replay-all", action="store_true", help="also replay every task of --corpus (minutes)"
     )
     parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "datasets"))
@@ -498,6 +527,10 @@ def main() -> None:
         sampled = replay_sample_rate(Path(args.corpus), args.replay_sample, tmp, baseline)
         replay_line = f"{replay_line} {sampled}".strip()
         print(sampled, flush=True)
+    if args.replay_samplewise:
+        samplewise = replay_samplewise_rate(args.replay_samplewise, tmp, baseline)
+        replay_line = f"{replay_line} {samplewise}".strip()
+        print(samplewise, flush=True)
     cost = []
     for key in ("last_value", "pow3", "auto", "auto-synthetic"):
         if (key, 2) not in cpu_rates:

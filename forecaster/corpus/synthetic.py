@@ -159,6 +159,61 @@ def write_corpus(
     return write_source(out, generate(n_tasks, runs_per_task, seed=seed, source=out.name))
 
 
+def generate_samplewise(
+    n_tasks: int = 248,
+    runs_per_task: int = 40,
+    *,
+    seed: int = 0,
+    source: str = "samplewise",
+) -> Iterator[RunRecord]:
+    """Sample-wise learning curves shaped like LCDB's (Mohr et al. 2022): a learner's validation
+    accuracy at training-set sizes 16 * sqrt(2)^k up to the dataset's size (10 to 24 anchors),
+    a rising power law to the learner's asymptote, with noise that shrinks as the training set
+    grows. Learners of one dataset differ in asymptote and in rate, so their curves cross; a
+    few sit at the chance level (a majority-class learner) and a few dip at the end. The
+    replay benchmark's stand-in for a held-out corpus of such curves (issue 19: 248 tasks x 40
+    runs), not a prior anything is fitted to."""
+    rng = np.random.default_rng(seed)
+    for t in range(n_tasks):
+        size = int(rng.choice([500, 1_000, 3_000, 10_000, 50_000]))
+        anchors = np.unique(np.round(16 * np.sqrt(2) ** np.arange(40)).astype(np.int64))
+        anchors = anchors[anchors <= size]
+        chance = float(rng.uniform(0.3, 0.6))
+        best = float(rng.uniform(0.7, 0.99))
+        task = f"dataset_{t:03d}"
+        for r in range(runs_per_task):
+            ceiling = chance + (best - chance) * float(rng.uniform(0.4, 1.0))
+            rate = float(rng.uniform(0.2, 0.8))
+            values = ceiling - (ceiling - chance) * (anchors / anchors[0]) ** -rate
+            if rng.random() < 0.05:  # a majority-class learner: chance level throughout
+                values = np.full(len(anchors), chance)
+            if rng.random() < 0.1:  # a dip at the largest sizes
+                values = values - 0.05 * (anchors / size) ** 2 * float(rng.uniform(0, 1))
+            noise = float(rng.uniform(0.002, 0.03)) * (anchors / anchors[0]) ** -0.25
+            values = np.clip(values + noise * rng.standard_normal(len(anchors)), 0.0, 1.0)
+            yield RunRecord(
+                run_id=f"{source}/{task}/{r:04d}",
+                task=task,
+                metric="val_accuracy",
+                direction="max",
+                steps=anchors,
+                values=values,
+                step_unit="sample",
+                max_step=int(anchors[-1]),
+                config={"learner": r % 20, "seed": r // 20},
+            )
+
+
+def write_samplewise_corpus(
+    out: str | Path, n_tasks: int = 248, runs_per_task: int = 40, *, seed: int = 0
+) -> Path:
+    """A source folder OUT of `generate_samplewise` runs, in the corpus schema."""
+    out = Path(out)
+    return write_source(
+        out, generate_samplewise(n_tasks, runs_per_task, seed=seed, source=out.name)
+    )
+
+
 def write_scale_corpus(
     out: str | Path,
     n_runs: int,

@@ -45,6 +45,26 @@ def test_synthetic_prior_covers_the_shapes_it_promises(tmp_path):
     assert len(src.load(src.runs()["run_id"].to_list()[:2])[0].steps) > 10
 
 
+def test_samplewise_curves_are_lcdb_shaped_and_cross(tmp_path):
+    runs = list(synthetic.generate_samplewise(n_tasks=6, runs_per_task=40, seed=1))
+    assert len(runs) == 240 and len({r.task for r in runs}) == 6
+    for r in runs:
+        assert r.step_unit == "sample" and r.direction == "max" and r.steps[0] == 16
+        assert 10 <= len(r.steps) <= 24 and r.max_step == r.steps[-1]
+        assert ((r.values >= 0) & (r.values <= 1)).all()
+    # learners of one dataset cross: the best at the smallest size is not the best at the end
+    crossed = 0
+    for task in {r.task for r in runs}:
+        mine = [r for r in runs if r.task == task]
+        first = max(range(len(mine)), key=lambda i: mine[i].values[0])
+        final = max(range(len(mine)), key=lambda i: mine[i].values[-1])
+        crossed += first != final
+    assert crossed >= 3
+    out = synthetic.write_samplewise_corpus(tmp_path / "samplewise", n_tasks=2, runs_per_task=3)
+    src = sources(out)[0]
+    assert src.runs().height == 6 and set(src.runs()["step_unit"]) == {"sample"}
+
+
 def test_reader_names_file_run_and_column(tmp_path):
     source = tmp_path / "src"
     synthetic.write_corpus(source, n_tasks=1, runs_per_task=2, seed=0)
