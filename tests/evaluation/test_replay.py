@@ -196,3 +196,30 @@ def test_plot_labels_do_not_overlap(tmp_path):
     assert len(boxes) == 6
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     plt.close(fig)
+
+
+def test_the_forecast_sweep_runs_its_bold_end_and_labels_it(tmp_path):
+    """The forecast family's sweep is its epsilons plus the extra setting of one stop vote; the
+    extra setting replays as any other, stops no later than its three-vote twin, and is
+    labelled on the chart with what sets it apart."""
+    from forecaster.evaluation.replay.report import _point_label
+    from forecaster.evaluation.replay.settings import SWEEP_EXTRAS, SWEEPS
+
+    settings = replay.parse_settings(["forecast"])
+    assert len(settings) == len(SWEEPS["forecast"][1]) + len(SWEEP_EXTRAS["forecast"])
+    bold = settings[-1]
+    assert dict(bold.params) == {"epsilon": 0.5, "hysteresis": 1}
+    assert _point_label(dict(bold.params), "epsilon") == "0.5000, hysteresis=1"
+    assert _point_label({"epsilon": 0.2}, "epsilon") == "0.2000"
+    corpus = sweep_corpus(tmp_path / "corpus")
+    results = replay.replay_corpus(
+        corpus,
+        policy_specs=["forecast:epsilon=0.5", "forecast:epsilon=0.5,hysteresis=1"],
+        workers=1,
+        progress=False,
+    )
+    rows = {json.dumps(r["params"], sort_keys=True): r for r in replay.summarize(results)
+            if r["source"] == "toy"}  # fmt: skip
+    one_vote = rows[json.dumps({"epsilon": 0.5, "hysteresis": 1}, sort_keys=True)]
+    three_votes = rows[json.dumps({"epsilon": 0.5}, sort_keys=True)]
+    assert one_vote["compute_fraction"] < three_votes["compute_fraction"]

@@ -45,6 +45,15 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _point_label(params: dict[str, Any], key: str) -> str:
+    """A sweep point's label on the chart: its main parameter's value, then any other setting
+    it has (a sweep's extra settings, e.g. "0.5, hysteresis=1")."""
+    if not key or key not in params:
+        return ""
+    others = {k: v for k, v in params.items() if k != key}
+    return ", ".join([_fmt(params[key])] + ([_fmt(others)] if others else []))
+
+
 def plot(rows: Sequence[dict[str, Any]], path: str | Path, source: str = "all") -> Path:
     """The compute-vs-regret curve of each policy over its main parameter, drawn by the
     report's drawing code (reporting/svg.py): a PNG, or an SVG when path ends in .svg."""
@@ -73,7 +82,7 @@ def replay_chart(rows: Sequence[dict[str, Any]], source: str = "all") -> Any:
         pts = sorted(
             (r for r in mine if r["policy"] == family), key=lambda r: r["compute_fraction"]
         )
-        labels = [_fmt(r["params"][key]) if key and key in r["params"] else "" for r in pts]
+        labels = [_point_label(r["params"], key) for r in pts]
         lines.append(
             svg.Line(
                 [r["compute_fraction"] for r in pts],
