@@ -166,6 +166,13 @@ def replay_sample_rate(corpus: Path, n_tasks: int, tmp: Path, baseline: Path | N
     )
 
 
+def _settings_count() -> int:
+    """How many policy settings `forecaster replay` runs by default (every family's sweep)."""
+    from forecaster.evaluation.replay.settings import DEFAULT_POLICIES, parse_settings
+
+    return len(parse_settings(DEFAULT_POLICIES))
+
+
 def replay_samplewise_rate(n_tasks: int, tmp: Path, baseline: Path | None) -> str:
     """`forecaster replay` as replay_rate on n_tasks synthetic sample-wise tasks of 40 learners
     each (`generate_samplewise`: the shape of the issue's held-out corpus, 248 tasks x 40 runs),
@@ -175,7 +182,8 @@ def replay_samplewise_rate(n_tasks: int, tmp: Path, baseline: Path | None) -> st
     line = (
         f"{tasks} synthetic sample-wise tasks x 40 runs (`generate_samplewise`: accuracy at "
         f"training-set sizes 16 x sqrt(2)^k, 10-24 anchors a curve; the shape of the issue's "
-        f"held-out corpus, not its curves), every policy, 2 workers, measured: "
+        f"held-out corpus, not its curves), every policy ({_settings_count()} settings), "
+        "2 workers, measured: "
         f"**{seconds / 60:,.1f} min** ({cpu:,.0f} CPU-s: {cpu / 2 / 60:,.1f} min on 2 cores of "
         "their own; the target is 10 min)."
     )
@@ -340,16 +348,16 @@ _WHERE_THE_TIME_GOES = (
     "early return in `too_uncertain`, standings kept per run) gave the same results and no "
     "difference an A/B could tell from the noise, and were not kept.",
     "",
-    "Reading the baseline rows against e9e17b1 (the commit before the fourth pass): auto on "
-    "datasets/sample gives other bytes there because the multi-power law's fit has started "
-    "from a grid of shapes since (issue 15), which moves lr_scheduling_llm's forecasts; and "
-    "the forecast policy's sweep has had six settings since 3dee010 (epsilon 0.5 in place "
-    "of 0.02, and epsilon 0.5 with one stop vote), five before, so this code replays 33 "
-    "settings where the baseline replays 32. Reusing a start's annealing column, computed "
-    "for its linear part, when the start is scored (an exact saving) was tried on 3 "
-    "lr_scheduling_llm tasks: the same results and the same CPU time (45-48 CPU-s either "
-    "way; the fit's time is in its descents, 72%, a third of it their finite-difference "
-    "Jacobian), so it was not kept.",
+    "Reading the baseline rows against e9e17b1 (the commit before the fourth pass): auto on"
+    " datasets/sample gives other bytes there because the multi-power law's fit has started"
+    " from a grid of shapes since (issue 15), which moves lr_scheduling_llm's forecasts; "
+    "and the forecast policy's sweep has had more settings since 3dee010 (epsilon 0.5 in "
+    "place of 0.02, and epsilon 0.5 with one or two stop votes: 7, against 5), so this "
+    "code's replays run more settings than the baseline's (32 in all). Reusing a start's "
+    "annealing column, computed for its linear part, when the start is scored (an exact "
+    "saving) was tried on 3 lr_scheduling_llm tasks: the same results and the same CPU time"
+    " (45-48 CPU-s either way; the fit's time is in its descents, 72%, a third of it their "
+    "finite-difference Jacobian), so it was not kept.",
 )
 
 

@@ -199,8 +199,8 @@ def test_plot_labels_do_not_overlap(tmp_path):
 
 
 def test_the_forecast_sweep_runs_its_bold_end_and_labels_it(tmp_path):
-    """The forecast family's sweep is its epsilons plus the extra setting of one stop vote; the
-    extra setting replays as any other, runs less compute than its three-vote twin, and is
+    """The forecast family's sweep is its epsilons plus the extra settings of fewer stop votes;
+    an extra setting replays as any other, runs less compute than its three-vote twin, and is
     labelled on the chart with what sets it apart."""
     from forecaster.evaluation.replay.report import _point_label
     from forecaster.evaluation.replay.settings import SWEEP_EXTRAS, SWEEPS
