@@ -30,8 +30,9 @@ SWEEPS: Mapping[str, tuple[str, tuple[Any, ...]]] = MappingProxyType(
 # at compute 0.55-0.64 on the replay corpus with regret 0.05-0.12%, far inside the 0.5% the
 # frontier is read at; at epsilon 0.5, two votes reach 0.51 (regret 0.29%) and one vote 0.47
 # (0.36%), the lowest-compute forecast setting on every source (docs/benchmarks.md, section
-# replay). On synthetic sample-wise curves (`corpus.synthetic.generate_samplewise`'s shape)
-# two votes reach compute 0.33 at regret 0.28%, where epsilon 0.5 alone stops at 0.43.
+# replay). On 248 x 40 synthetic sample-wise curves (`corpus.synthetic.generate_samplewise`)
+# two votes reach compute 0.31 at regret 0.05% (top-1 kept 0.95) and one vote 0.24 at 0.10%,
+# where epsilon 0.2, the end of the sweep before them, stops at 0.44.
 SWEEP_EXTRAS: Mapping[str, tuple[tuple[tuple[str, Any], ...], ...]] = MappingProxyType(
     {"forecast": ((("epsilon", 0.5), ("hysteresis", 2)), (("epsilon", 0.5), ("hysteresis", 1)))}
 )
