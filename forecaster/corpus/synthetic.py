@@ -174,10 +174,10 @@ def generate_samplewise(
     replay benchmark's stand-in for a held-out corpus of such curves (issue 19: 248 tasks x 40
     runs), not a prior anything is fitted to."""
     rng = np.random.default_rng(seed)
+    every_anchor = np.unique(np.round(16 * np.sqrt(2) ** np.arange(40)).astype(np.int64))
     for t in range(n_tasks):
         size = int(rng.choice([500, 1_000, 3_000, 10_000, 50_000]))
-        anchors = np.unique(np.round(16 * np.sqrt(2) ** np.arange(40)).astype(np.int64))
-        anchors = anchors[anchors <= size]
+        anchors = every_anchor[every_anchor <= size]
         chance = float(rng.uniform(0.3, 0.6))
         best = float(rng.uniform(0.7, 0.99))
         task = f"dataset_{t:03d}"
