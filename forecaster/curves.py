@@ -672,6 +672,27 @@ class DropTable:
         x = (c * self.lr_after**-gamma)[None, :] * since
         return np.asarray((-np.expm1(-beta * np.log1p(x))) @ self.amount, dtype=np.float64)
 
+    def multi_power_grad(
+        self, s1: npt.ArrayLike, c: float, beta: float, gamma: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """multi_power and its derivatives, (value (n,), (n, 3) columns c * d/dc, d/dbeta,
+        d/dgamma): a fit's Jacobian in one pass over the drops instead of one pass per
+        parameter by finite differences."""
+        s1 = np.asarray(s1, dtype=np.float64)
+        if not len(self.amount):
+            return np.zeros_like(s1), np.zeros((len(s1), 3))
+        since = np.maximum(s1[:, None] - self.area[None, :], 0.0)
+        x = (c * self.lr_after**-gamma)[None, :] * since
+        log1p = np.log1p(x)
+        kept = np.exp(-beta * log1p)  # (1 + x)^-beta
+        q = beta * kept * (x / (1.0 + x))  # x * d/dx of the drop's shape
+        value = (1.0 - kept) @ self.amount
+        grad = np.stack(
+            [q @ self.amount, (kept * log1p) @ self.amount, q @ (-np.log(self.lr_after) * self.amount)],
+            axis=1,
+        )
+        return np.asarray(value, dtype=np.float64), np.asarray(grad, dtype=np.float64)
+
 
 # A planned decay counts when the lr still to come falls below this share of the lr in force
 # now: a halving, by definition of "a decay" (not fitted to any figure; CONVERGED waits for it).

@@ -13,6 +13,7 @@ annealing law (`models/schedule_laws.py`).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -56,6 +57,13 @@ def _loss_drop(areas: _Areas, rest: FloatArray) -> FloatArray:
     return areas.drops.multi_power(areas.s1, 10.0**log_c, beta, gamma)
 
 
+def _loss_drop_grad(areas: _Areas, rest: FloatArray) -> tuple[FloatArray, FloatArray]:
+    log_c, beta, gamma = (float(v) for v in rest)
+    value, grad = areas.drops.multi_power_grad(areas.s1, 10.0**log_c, beta, gamma)
+    grad[:, 0] *= math.log(10.0)  # c * d/dc -> d/dlog10(c)
+    return value, grad
+
+
 def _report(shape: FloatArray, ref: float) -> dict[str, float]:
     # c' (lr/ref)^-gamma (S/ref) = c' ref^(gamma-1) lr^-gamma S: C in absolute lr.
     alpha, log_c, beta, gamma = (float(v) for v in shape)
@@ -74,6 +82,7 @@ MULTI_POWER_LAW = Law(
     anneal=_loss_drop,
     s1_of=lambda areas: areas.s1,
     report=_report,
+    anneal_grad=_loss_drop_grad,
 )
 
 

@@ -89,6 +89,11 @@ class Law:
     s1_of: Callable[[Any], FloatArray] = field(repr=False)
     # shape as fitted (e.g. log10 tau) -> as reported in absolute units
     report: Callable[[FloatArray, float], dict[str, float]] = field(repr=False)
+    # anneal with its derivatives by shape[1:] ((n,), (n, len(shape) - 1)), where the law
+    # has them in closed form; None: the fit differentiates anneal numerically
+    anneal_grad: Callable[[Any, FloatArray], tuple[FloatArray, FloatArray]] | None = field(
+        default=None, repr=False
+    )
 
 
 def law_named(name: str) -> Law:
@@ -548,6 +553,18 @@ def _anneal_all(law: Law, runs: _Runs, rest: FloatArray) -> FloatArray:
     return out
 
 
+def _anneal_all_grad(law: Law, runs: _Runs, rest: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """_anneal_all and its derivatives by rest (the shape after alpha, then delta), from the
+    law's closed form: the columns of a fit's Jacobian."""
+    assert law.anneal_grad is not None
+    parts = [law.anneal_grad(p, rest[:-1]) for p in runs.preps]
+    scale = np.exp(-float(rest[-1]) * runs.log_peak)
+    raw = np.concatenate([v for v, _ in parts])
+    grad = np.concatenate([g for _, g in parts]) * scale[:, None]
+    out: FloatArray = raw * scale
+    return out, np.column_stack([grad, -runs.log_peak * out])
+
+
 def _solve(
     law: Law, runs: _Runs, sharing: Sharing, start: FloatArray | None = None
 ) -> tuple[FloatArray, FloatArray, float, float]:
@@ -604,13 +621,16 @@ def _solve(
         pred, power, anneal = predict(p)
         jac = np.zeros((len(y), n_params))
         jac[:, 0] = -p[ai] * runs.log_s1 * power
-        for i in range(1, d):
-            if not free[i]:
-                continue
-            step = 1e-5 * max(1.0, abs(float(p[i])))
-            bumped = p[1:d].copy()
-            bumped[i - 1] += step
-            jac[:, i] = -p[d] * (anneal_at(bumped) - anneal) / step
+        if law.anneal_grad is not None:
+            jac[:, 1:d] = -p[d] * _anneal_all_grad(law, runs, p[1:d])[1]
+        else:  # by finite differences
+            for i in range(1, d):
+                if not free[i]:
+                    continue
+                step = 1e-5 * max(1.0, abs(float(p[i])))
+                bumped = p[1:d].copy()
+                bumped[i - 1] += step
+                jac[:, i] = -p[d] * (anneal_at(bumped) - anneal) / step
         jac[:, d] = -anneal
         jac[rows, li] = 1.0
         jac[rows, ai] = power

@@ -212,3 +212,25 @@ def test_without_an_lr_it_is_the_power_law_ensemble_and_says_so():
     assert auto_choice(curve, shipped) == "ensemble"  # a budget and no lr: the shipped ensemble
     assert auto_choice(Curve(curve.steps, curve.values), shipped) == "power_law"  # no budget
     assert auto_choice(run("wsd", 1000)[0], shipped) == AUTO_LAW == "multi_power_law"
+
+
+@pytest.mark.parametrize("kind", ["wsd", "cosine"])
+def test_the_multi_power_laws_closed_form_derivatives_are_its_finite_differences(kind):
+    # The fit's Jacobian comes from DropTable.multi_power_grad; a wrong column would only
+    # slow or misdirect the descent, so check it against the term it differentiates.
+    total = 24_000
+    profile = LrProfile.from_schedule(schedule_of(kind, total), total)
+    table = profile.drop_table(64)
+    s1 = profile.s1(np.linspace(200, total, 300)) / PEAK
+    scaled = type(table)(table.area / PEAK, table.amount / PEAK, table.lr_after / PEAK)
+    c, beta, gamma = 0.02, 0.6, 0.4
+    value, grad = scaled.multi_power_grad(s1, c, beta, gamma)
+    np.testing.assert_allclose(value, scaled.multi_power(s1, c, beta, gamma), rtol=1e-12)
+    h = 1e-6
+    numeric = np.column_stack([
+        (scaled.multi_power(s1, c * np.exp(h), beta, gamma) - value) / h,
+        (scaled.multi_power(s1, c, beta + h, gamma) - value) / h,
+        (scaled.multi_power(s1, c, beta, gamma + h) - value) / h,
+    ])  # fmt: skip
+    assert np.abs(grad).max() > 0
+    np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-6 * np.abs(grad).max())
