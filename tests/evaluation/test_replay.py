@@ -207,9 +207,10 @@ def test_the_forecast_sweep_runs_its_bold_end_and_labels_it(tmp_path):
 
     settings = replay.parse_settings(["forecast"])
     assert len(settings) == len(SWEEPS["forecast"][1]) + len(SWEEP_EXTRAS["forecast"])
-    bold = settings[-1]
+    bold = settings[-2]
     assert dict(bold.params) == {"epsilon": 0.5, "hysteresis": 1}
     assert _point_label(dict(bold.params), "epsilon") == "0.5000, hysteresis=1"
+    assert dict(settings[-1].params) == {"epsilon": 0.8, "hysteresis": 1}
     assert _point_label({"epsilon": 0.2}, "epsilon") == "0.2000"
     corpus = sweep_corpus(tmp_path / "corpus")
     results = replay.replay_corpus(
