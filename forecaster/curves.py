@@ -687,10 +687,8 @@ class DropTable:
         kept = np.exp(-beta * log1p)  # (1 + x)^-beta
         q = beta * kept * (x / (1.0 + x))  # x * d/dx of the drop's shape
         value = (1.0 - kept) @ self.amount
-        grad = np.stack(
-            [q @ self.amount, (kept * log1p) @ self.amount, q @ (-np.log(self.lr_after) * self.amount)],
-            axis=1,
-        )
+        by_gamma = -np.log(self.lr_after) * self.amount
+        grad = np.stack([q @ self.amount, (kept * log1p) @ self.amount, q @ by_gamma], axis=1)
         return np.asarray(value, dtype=np.float64), np.asarray(grad, dtype=np.float64)
 
 
