@@ -668,9 +668,14 @@ class DropTable:
         s1 = np.asarray(s1, dtype=np.float64)
         if not len(self.amount):
             return np.zeros_like(s1)
-        since = np.maximum(s1[:, None] - self.area[None, :], 0.0)
-        x = (c * self.lr_after**-gamma)[None, :] * since
+        x = self._drop_argument(s1, c, gamma)
         return np.asarray((-np.expm1(-beta * np.log1p(x))) @ self.amount, dtype=np.float64)
+
+    def _drop_argument(self, s1: FloatArray, c: float, gamma: float) -> FloatArray:
+        """x = c * lr_after_k^-gamma * (S1 - area_k)_+, (n points, drops): what G is applied to."""
+        since = np.maximum(s1[:, None] - self.area[None, :], 0.0)
+        out: FloatArray = (c * self.lr_after**-gamma)[None, :] * since
+        return out
 
     def multi_power_grad(
         self, s1: npt.ArrayLike, c: float, beta: float, gamma: float
@@ -681,8 +686,7 @@ class DropTable:
         s1 = np.asarray(s1, dtype=np.float64)
         if not len(self.amount):
             return np.zeros_like(s1), np.zeros((len(s1), 3))
-        since = np.maximum(s1[:, None] - self.area[None, :], 0.0)
-        x = (c * self.lr_after**-gamma)[None, :] * since
+        x = self._drop_argument(s1, c, gamma)
         log1p = np.log1p(x)
         kept = np.exp(-beta * log1p)  # (1 + x)^-beta
         q = beta * kept * (x / (1.0 + x))  # x * d/dx of the drop's shape
